@@ -1,0 +1,473 @@
+"""Backbones with an explicit shared-encoder / task-heads split.
+
+Every model is an `MTLModel`: `encoder(x)` gives the shared representation (one tensor, or a
+list of T task-specific tensors for MTAN-style attention models), `heads[t]` maps it to task t's
+output. `shared_parameters()`, `task_parameters(t)` and `last_shared_parameters()` are what the
+aggregators and the methods work on. `build_model(name, data, tasks=None)` builds one by name for a
+dataset (`tasks` picks a subset of the dataset's tasks, e.g. one task for single-task learning).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class MTLModel(nn.Module):
+    """Shared encoder + one head per task."""
+
+    def __init__(self, encoder: nn.Module, heads: Sequence[nn.Module], task_names: Sequence[str]):
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleList(heads)
+        self.task_names = list(task_names)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.heads)
+
+    def decode(self, rep) -> list[torch.Tensor]:
+        if isinstance(rep, (list, tuple)):
+            return [h(r) for h, r in zip(self.heads, rep)]
+        return [h(rep) for h in self.heads]
+
+    def forward(self, x) -> list[torch.Tensor]:
+        return self.decode(self.encoder(x))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.encoder.parameters() if p.requires_grad]
+
+    def task_parameters(self, t: int) -> list[nn.Parameter]:
+        return [p for p in self.heads[t].parameters() if p.requires_grad]
+
+    def all_task_parameters(self) -> list[nn.Parameter]:
+        return [p for t in range(self.num_tasks) for p in self.task_parameters(t)]
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the last shared layer with weights (GradNorm's W, AvgNorm's default)."""
+        last = None
+        for m in self.encoder.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)) and m.weight.requires_grad:
+                last = m
+        if last is None:
+            return self.shared_parameters()
+        return [p for p in last.parameters() if p.requires_grad]
+
+
+# --------------------------------------------------------------------------------------------
+# toy: the parameter vector theta is the model (PML appendix C)
+# --------------------------------------------------------------------------------------------
+class ToyEncoder(nn.Module):
+    def __init__(self, init=(0.0, 0.0)):
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor(init, dtype=torch.float32))
+
+    def forward(self, x):
+        return self.theta.expand(x.shape[0], 2)
+
+
+def toy_model(init=(-8.5, 7.5), num_tasks: int = 2) -> MTLModel:
+    return MTLModel(ToyEncoder(init), [nn.Identity() for _ in range(num_tasks)], [f"l{i + 1}" for i in range(num_tasks)])
+
+
+# --------------------------------------------------------------------------------------------
+# MultiMNIST LeNet (Sener & Koltun 2018; PML appendix B)
+# --------------------------------------------------------------------------------------------
+class LeNetEncoder(nn.Module):
+    """conv(1->10, k5) -> maxpool 2 -> ReLU -> conv(10->20, k5) -> Dropout2d -> maxpool 2 -> ReLU ->
+    Linear(320 -> 50) -> ReLU. 21,330 parameters."""
+
+    def __init__(self, in_channels: int = 1, dropout: float = 0.5):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 10, 5)
+        self.conv2 = nn.Conv2d(10, 20, 5)
+        self.drop = nn.Dropout2d(dropout)
+        self.fc = nn.Linear(320, 50)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.drop(self.conv2(x)), 2))
+        return F.relu(self.fc(x.flatten(1)))
+
+
+def lenet_head(out_dim: int = 10) -> nn.Module:
+    """Linear(50 -> 50) -> ReLU -> Linear(50 -> out). 3,060 parameters for 10 classes."""
+    return nn.Sequential(nn.Linear(50, 50), nn.ReLU(), nn.Linear(50, out_dim))
+
+
+# --------------------------------------------------------------------------------------------
+# Census MLP (PML appendix B): one hidden layer of 256 units, linear heads
+# --------------------------------------------------------------------------------------------
+class MLPEncoder(nn.Module):
+    def __init__(self, in_features: int, hidden: int = 256):
+        super().__init__()
+        self.fc = nn.Linear(in_features, hidden)
+
+    def forward(self, x):
+        return F.relu(self.fc(x.flatten(1)))
+
+
+_BUILDERS = {}
+
+
+def register_model(name: str):
+    def deco(fn):
+        _BUILDERS[name] = fn
+        return fn
+    return deco
+
+
+def model_names() -> list[str]:
+    return list(_BUILDERS)
+
+
+@register_model("toy")
+def _build_toy(data, tasks, **kw):
+    return toy_model(kw.get("init", (-8.5, 7.5)), len(tasks))
+
+
+@register_model("lenet")
+def _build_lenet(data, tasks, **kw):
+    return MTLModel(LeNetEncoder(data.input_shape[0]), [lenet_head(t.out_dim) for t in tasks], [t.name for t in tasks])
+
+
+@register_model("mlp")
+def _build_mlp(data, tasks, **kw):
+    hidden = kw.get("hidden", 256)
+    in_features = 1
+    for s in data.input_shape:
+        in_features *= s
+    return MTLModel(MLPEncoder(in_features, hidden), [nn.Linear(hidden, t.out_dim) for t in tasks],
+                    [t.name for t in tasks])
+
+
+def build_model(name: str | None, data, tasks: Sequence[int] | None = None, **kw) -> MTLModel:
+    """Build backbone `name` (default: the dataset's) with heads for `tasks` (default: all)."""
+    from common.device import UsageError
+
+    name = name or data.default_model
+    if name not in _BUILDERS:
+        raise UsageError(f"unknown --model {name!r}; choose one of: {', '.join(_BUILDERS)}")
+    specs = [data.tasks[i] for i in (range(data.num_tasks) if tasks is None else tasks)]
+    return _BUILDERS[name](data, specs, **kw)
+
+
+def count_parameters(params) -> int:
+    return sum(p.numel() for p in params)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared pieces of the larger backbones
+# --------------------------------------------------------------------------------------------
+def conv_bn_relu(cin: int, cout: int, bias: bool = True) -> nn.Sequential:
+    """conv3x3 (padding 1) -> BatchNorm2d -> ReLU. Not in-place, so that torch.func transforms
+    (functional_call, vmap, jvp) see plain out-of-place ops."""
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=bias), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+def xavier_init_(module: nn.Module) -> nn.Module:
+    """The MTAN / Nash-MTL initialisation: Xavier-normal conv and linear weights, zero biases,
+    BatchNorm weight 1 and bias 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+# --------------------------------------------------------------------------------------------
+# ResNet-18 encoder (SAM-MTL's MultiMNIST family; PML / PaLoRA UTKFace)
+# --------------------------------------------------------------------------------------------
+def resnet18_encoder(in_channels: int = 3) -> nn.Module:
+    """torchvision's ResNet-18 (random init, never downloaded) with `fc` replaced by Identity:
+    x (B, C, H, W) -> global-average-pooled features (B, 512). 11,176,512 parameters for C = 3,
+    11,170,240 for C = 1.
+
+    For C != 3 only the first conv changes (C -> 64, 7x7, stride 2, Kaiming init as torchvision).
+    The stem (7x7 stride-2 conv + 3x3 stride-2 max-pool) is kept even for the 28-36 px MultiMNIST
+    inputs: a 28x28 image reaches layer4 as 1x1 and a 36x36 one as 2x2. SAM-MTL says only
+    "ResNet-18" for MultiMNIST and its released code covers the scene datasets, so the plain
+    torchvision network is used and no CIFAR-style 3x3 stem is assumed. The module is the
+    torchvision ResNet itself, so its
+    state_dict keys are torchvision's (`conv1.weight`, `layer1.0.conv1.weight`, ...).
+    """
+    import torchvision
+
+    net = torchvision.models.resnet18(weights=None)
+    if in_channels != 3:
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+    net.fc = nn.Identity()
+    return net
+
+
+def load_encoder_weights(encoder: nn.Module, path: str) -> list[str]:
+    """Load a state_dict file (torchvision keys; `module.` / `encoder.` prefixes and a wrapping
+    {"state_dict": ...} or {"model": ...} are accepted) into `encoder`, non-strictly.
+
+    Tensors whose shape does not match are skipped, except a 3-channel `conv1.weight` loaded into a
+    1-channel stem, which is summed over its input channels (the usual grey-scale adaptation).
+    Raises UsageError if the file cannot be read or no key matched; returns the encoder keys that
+    were left at their initial values (empty when the load was complete).
+    """
+    from common.device import UsageError
+
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # missing file, not a torch file, pickled objects ...
+        raise UsageError(f"--pretrained {path!r}: cannot read a state_dict from it ({type(e).__name__}: {e})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise UsageError(f"--pretrained {path!r}: expected a state_dict (a dict of tensors), got {type(sd).__name__}")
+    own = encoder.state_dict()
+    matched = {}
+    for k, v in sd.items():
+        for prefix in ("module.", "encoder."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        if k not in own or not torch.is_tensor(v):
+            continue
+        if v.shape != own[k].shape and v.dim() == 4 and own[k].shape[1] == 1 and v.shape[0] == own[k].shape[0] \
+                and v.shape[2:] == own[k].shape[2:]:
+            v = v.sum(1, keepdim=True)  # RGB stem -> grey-scale stem
+        if v.shape == own[k].shape:
+            matched[k] = v
+    if not matched:
+        expected = ", ".join(list(own)[:4])
+        raise UsageError(f"--pretrained {path!r}: no tensor matched the encoder (it expects keys such as {expected}; "
+                         f"the file has {', '.join(list(sd)[:4]) or 'no keys'})")
+    encoder.load_state_dict(matched, strict=False)
+    return [k for k in own if k not in matched]
+
+
+@register_model("resnet18")
+def _build_resnet18(data, tasks, pretrained: str | None = None, **kw):
+    """ResNet-18 encoder (512 features) + one Linear(512, out_dim) head per task (PML appendix B:
+    the UTKFace heads are one fully-connected layer; Huber tasks have out_dim 1)."""
+    encoder = resnet18_encoder(data.input_shape[0])
+    if pretrained:
+        missing = load_encoder_weights(encoder, pretrained)
+        if missing:
+            import warnings
+            warnings.warn(f"--pretrained {pretrained!r}: {len(missing)} encoder tensors kept their random init, "
+                          f"e.g. {', '.join(missing[:4])}")
+    return MTLModel(encoder, [nn.Linear(512, t.out_dim) for t in tasks], [t.name for t in tasks])
+
+
+# --------------------------------------------------------------------------------------------
+# CelebA 9-layer CNN (FAMO / FairGrad benchmark code)
+# --------------------------------------------------------------------------------------------
+class CelebACNN(nn.Module):
+    """The "9-layer CNN" of the FAMO / FairGrad CelebA experiments: 7 bias-free conv3x3 + BN + ReLU
+    layers with 64, 128, 128, 256, 256, 512, 512 channels, a 2x2 max-pool after layers 1, 3 and 5
+    (as in their code: none after layer 7, whose output is global-average-pooled directly), then
+    2 x (bias-free Linear 512-512 + BatchNorm1d + ReLU). x (B, 3, 64, 64) -> (B, 512).
+
+    Parameters: convs 4,646,592 + BN2d 3,712 + linears 524,288 + BN1d 2,048 = 5,176,640 shared;
+    with 40 heads Linear(512, 1) (20,520) the model has 5,197,160, the "about 5.2M" of the papers.
+    Their heads end in a sigmoid; ours return logits (the binary loss uses BCE-with-logits).
+    PyTorch's default initialisation, as in their code.
+    """
+
+    channels = (64, 128, 128, 256, 256, 512, 512)
+    pool_after = (1, 3, 5)  # 1-based layer numbers followed by MaxPool2d(2)
+
+    def __init__(self, in_channels: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for i, c in enumerate(self.channels, start=1):
+            layers += [nn.Conv2d(cin, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+            if i in self.pool_after:
+                layers.append(nn.MaxPool2d(2))
+            cin = c
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        for _ in range(2):
+            layers += [nn.Linear(512, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.features(x)
+
+
+@register_model("celeba_cnn")
+def _build_celeba_cnn(data, tasks, **kw):
+    return MTLModel(CelebACNN(data.input_shape[0]), [nn.Linear(512, t.out_dim) for t in tasks],
+                    [t.name for t in tasks])
+
+
+# --------------------------------------------------------------------------------------------
+# SegNet (split) and SegNet-MTAN (Liu et al. 2019; the MTAN / Nash-MTL / FAMO benchmark code)
+# --------------------------------------------------------------------------------------------
+SEGNET_FILTERS = (64, 128, 256, 512, 512)
+
+
+class SegNetTrunk(nn.Module):
+    """The shared SegNet encoder-decoder. Level i of the encoder is `enc[i]`: conv-BN-ReLU blocks
+    (in -> f[i], then f[i] -> f[i]), 2 blocks at levels 0-1 and 3 at levels 2-4, followed by a 2x2
+    max-pool that keeps its indices. The decoder mirrors it, deepest level first (`dec[0]` is level
+    4): max-unpool with the stored indices, then f[i] -> f[i-1] (f[0] at level 0) and 1 or 2 more
+    f[i-1] -> f[i-1] blocks. Convs keep their bias before BatchNorm, as the benchmark code does
+    (this keeps the parameter counts comparable). Any input size works (unpooling restores the
+    pre-pool size); the output has f[0] channels at the input resolution.
+
+    `features(x)` also returns what MTAN's attention modules read at each level.
+    """
+
+    def __init__(self, in_channels: int = 3, filters: Sequence[int] = SEGNET_FILTERS):
+        super().__init__()
+        f = list(filters)
+        depth = [2, 2] + [3] * (len(f) - 2)
+        self.enc = nn.ModuleList()
+        for i, c in enumerate(f):
+            cin = in_channels if i == 0 else f[i - 1]
+            self.enc.append(nn.Sequential(*[conv_bn_relu(cin if j == 0 else c, c) for j in range(depth[i])]))
+        self.dec = nn.ModuleList()
+        for i in reversed(range(len(f))):
+            cout = f[max(i - 1, 0)]
+            self.dec.append(nn.Sequential(*[conv_bn_relu(f[i] if j == 0 else cout, cout) for j in range(depth[i])]))
+        xavier_init_(self)
+
+    def features(self, x):
+        """Returns (out, enc_first, enc_out, dec_in, dec_out): per encoder level the output of its
+        first block and of its last block (before pooling); per decoder step (deepest first) the
+        unpooled input and the output."""
+        enc_first, enc_out, indices = [], [], []
+        h = x
+        for level in self.enc:
+            for j, block in enumerate(level):
+                h = block(h)
+                if j == 0:
+                    enc_first.append(h)
+            enc_out.append(h)
+            h, idx = F.max_pool2d(h, 2, 2, return_indices=True)
+            indices.append(idx)
+        dec_in, dec_out = [], []
+        for level, skip, idx in zip(self.dec, reversed(enc_out), reversed(indices)):
+            h = F.max_unpool2d(h, idx, 2, 2, output_size=skip.shape[-2:])
+            dec_in.append(h)
+            h = level(h)
+            dec_out.append(h)
+        return h, enc_first, enc_out, dec_in, dec_out
+
+    def forward(self, x):
+        return self.features(x)[0]
+
+
+class DenseHead(nn.Module):
+    """The benchmark's task head: conv3x3 (c -> c) -> conv1x1 (c -> out_dim), no activation between.
+    Segmentation heads return raw class logits (the loss applies log-softmax); `normalize=True`
+    (surface normals) L2-normalises the 3 output channels per pixel (F.normalize, i.e. with an
+    epsilon where the benchmark divides by the bare norm)."""
+
+    def __init__(self, in_channels: int, out_dim: int, normalize: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
+        self.out = nn.Conv2d(in_channels, out_dim, 1)
+        self.normalize = normalize
+        xavier_init_(self)
+
+    def forward(self, x):
+        y = self.out(self.conv(x))
+        return F.normalize(y, dim=1) if self.normalize else y
+
+
+def dense_heads(tasks, channels: int) -> list[nn.Module]:
+    return [DenseHead(channels, t.out_dim, normalize=t.kind == "normal") for t in tasks]
+
+
+@register_model("segnet")
+def _build_segnet(data, tasks, filters: Sequence[int] = SEGNET_FILTERS, **kw):
+    """SegNet "split" (MTAN repo, standard type): the whole encoder-decoder is shared, one
+    DenseHead per task. NYUv2 (13 classes, depth, normals): 24,943,296 shared + 111,889 in the heads
+    = 25,055,185 (the "about 25M"); the trunk plus one 13-class head is 24,981,069, exactly the
+    single-task SegNet count that the MTAN scripts divide by. `last_shared_parameters()` is the
+    final decoder conv
+    (64 -> 64), the layer Nash-MTL's code returns (it also returns the BatchNorm after it)."""
+    trunk = SegNetTrunk(data.input_shape[0], filters)
+    return MTLModel(trunk, dense_heads(tasks, filters[0]), [t.name for t in tasks])
+
+
+def attention_block(cin: int, cmid: int, cout: int) -> nn.Sequential:
+    """MTAN's task attention module: conv1x1-BN-ReLU-conv1x1-BN-Sigmoid, a soft mask in (0, 1)."""
+    return nn.Sequential(nn.Conv2d(cin, cmid, 1), nn.BatchNorm2d(cmid), nn.ReLU(),
+                         nn.Conv2d(cmid, cout, 1), nn.BatchNorm2d(cout), nn.Sigmoid())
+
+
+class MTANEncoder(nn.Module):
+    """SegNet-MTAN (Liu, Johns & Davison, CVPR 2019): a shared SegNet trunk plus, for each task, a
+    soft-attention mask at every encoder and decoder level. forward(x) returns a list of T maps
+    (B, f[0], H, W), one per task.
+
+    Encoder level j, task t: mask = att_enc[t][j](trunk's first-block output at level j, concatenated
+    with the task's previous-level features for j > 0); the masked features mask * (level output)
+    go through the shared conv `enc_att_conv[j]` (f[j] -> f[j+1], f[4] -> f[4] at the bottom) and a
+    2x2 max-pool. Decoder step k (level 4 down to 0): the task features are upsampled (bilinear,
+    align_corners=True) to the trunk's unpooled size, pass the shared conv `dec_att_conv[k]`
+    (f[k] -> f[k-1]), and mask = att_dec[t][k](unpooled trunk input, those features) multiplies the
+    trunk's decoder output at that step. The shared convs and the trunk are one copy for all tasks;
+    the attention modules are per task. All of it is the `encoder`, i.e. counted as shared
+    parameters, as Nash-MTL's code does for its gradient methods.
+
+    Parameters for NYUv2 (3 tasks): 44,117,184 in the encoder (the "about 44.1M coordinates per task
+    gradient") + 111,889 in the heads = 44,229,073 (the "about 44.2M" of the papers); Cityscapes
+    (2 tasks, 7 classes): 41,132,608 + 74,376. Each task adds 2,984,576 attention parameters.
+    """
+
+    def __init__(self, num_tasks: int, in_channels: int = 3, filters: Sequence[int] = SEGNET_FILTERS):
+        super().__init__()
+        f = list(filters)
+        n = len(f)
+        self.trunk = SegNetTrunk(in_channels, f)
+        self.enc_att_conv = nn.ModuleList(conv_bn_relu(f[j], f[min(j + 1, n - 1)]) for j in range(n))
+        # decoder steps deepest first, like trunk.dec: step s works on level k = n - 1 - s
+        self.dec_att_conv = nn.ModuleList(conv_bn_relu(f[k], f[max(k - 1, 0)]) for k in reversed(range(n)))
+        self.att_enc = nn.ModuleList(
+            nn.ModuleList(attention_block(f[0] if j == 0 else 2 * f[j], f[j], f[j]) for j in range(n))
+            for _ in range(num_tasks))
+        self.att_dec = nn.ModuleList(
+            nn.ModuleList(attention_block(f[k] + f[max(k - 1, 0)], f[max(k - 1, 0)], f[max(k - 1, 0)])
+                          for k in reversed(range(n)))
+            for _ in range(num_tasks))
+        xavier_init_(self)
+
+    def forward(self, x) -> list[torch.Tensor]:
+        _, enc_first, enc_out, dec_in, dec_out = self.trunk.features(x)
+        reps = []
+        for att_enc, att_dec in zip(self.att_enc, self.att_dec):
+            a = None
+            for j, (att, conv) in enumerate(zip(att_enc, self.enc_att_conv)):
+                mask = att(enc_first[j] if a is None else torch.cat((enc_first[j], a), dim=1))
+                a = F.max_pool2d(conv(mask * enc_out[j]), 2, 2)
+            for s, (att, conv) in enumerate(zip(att_dec, self.dec_att_conv)):
+                a = conv(F.interpolate(a, size=dec_in[s].shape[-2:], mode="bilinear", align_corners=True))
+                a = att(torch.cat((dec_in[s], a), dim=1)) * dec_out[s]
+            reps.append(a)
+        return reps
+
+    def last_shared_layer(self) -> nn.Module:
+        """The trunk's final decoder conv: the last layer every task's gradient passes through."""
+        return self.trunk.dec[-1][-1][0]
+
+
+class MTANModel(MTLModel):
+    """MTLModel whose `last_shared_parameters()` is the trunk's last decoder conv. The base rule
+    (last conv by module order) would pick the last task's final attention conv, which only that
+    task's loss reaches."""
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.encoder.last_shared_layer().parameters() if p.requires_grad]
+
+
+@register_model("mtan")
+def _build_mtan(data, tasks, filters: Sequence[int] = SEGNET_FILTERS, **kw):
+    encoder = MTANEncoder(len(tasks), data.input_shape[0], filters)
+    return MTANModel(encoder, dense_heads(tasks, filters[0]), [t.name for t in tasks])

@@ -1,0 +1,544 @@
+"""The small shared harness: arguments, the run directory, per-task losses and Jacobians,
+evaluation, log.csv / metrics.json, atomic checkpoints with --resume, progress bars, --max-steps.
+
+A method script reads top to bottom like its paper and uses these pieces:
+
+    parser = base_parser("pml", __doc__)          # the common flags of DESIGN.md
+    ...method flags...
+    args = parser.parse_args(argv)
+    run = Run(args, "pml", METHOD_DEFAULTS)       # resolves defaults, validates, loads data, seeds
+    for epoch in run.epochs():                    # resumes where a checkpoint left off
+        for x, ys in run.progress(run.batches("train", epoch), "train"):
+            ...
+            if run.step():                        # counts steps; True once --max-steps is reached
+                break
+        run.log_epoch(epoch, {...}); run.save_checkpoint(epoch, {...})
+    run.finish({...})                             # metrics.json
+
+`main_guard(main)` turns a `UsageError` (bad flag values, missing or malformed data, an existing
+run directory) into one line on stderr and exit status 2, before anything in --out is touched.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import sys
+import time
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from common.data import MTLData, batches, dataset_names, load_dataset
+from common.device import UsageError, autocast, peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
+from common.metrics import TaskMeter, delta_m, task_losses
+
+DEFAULT_DATASET = "multimnist-lite"
+
+# Per-dataset training defaults shared by all methods (the benchmark settings the papers use);
+# a method overrides them with its own table (e.g. PML's m-fold learning rate).
+#   optimizer, lr, batch size, epochs, StepLR (step, gamma) or None
+DATASET_DEFAULTS: dict[str, dict] = {
+    "toy": dict(epochs=50, batch_size=1, lr=2e-3, scheduler=None),  # 50K Adam steps (PML App. C)
+    "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None),
+    "multimnist3-lite": dict(epochs=20, batch_size=256, lr=1e-3, scheduler=None),
+    "multimnist": dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None),
+    "multimnist3": dict(epochs=20, batch_size=256, lr=1e-3, scheduler=None),
+    "multifashion": dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None),
+    "multifashion-mnist": dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None),
+    "census": dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None),
+    "utkface": dict(epochs=100, batch_size=256, lr=1e-3, scheduler=None),
+    "celeba": dict(epochs=15, batch_size=256, lr=3e-4, scheduler=None, select="best"),
+    "cityscapes": dict(epochs=200, batch_size=8, lr=1e-4, scheduler=(100, 0.5)),
+    "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5)),
+}
+GLOBAL_DEFAULTS = dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None, select="last")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit status 2."""
+
+    def error(self, message):  # noqa: D401
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def base_parser(method: str, description: str | None = None) -> argparse.ArgumentParser:
+    """The command-line contract every script in methods/ follows (DESIGN.md)."""
+    p = _Parser(prog=f"methods/{method}.py", description=description,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("common options (every method)")
+    g.add_argument("--dataset", default=DEFAULT_DATASET,
+                   help=f"dataset name (default {DEFAULT_DATASET}, offline); one of: {', '.join(dataset_names())}")
+    g.add_argument("--data-root", default="data", help="folder holding the datasets, one sub-folder each (default data/; see data/README.md)")
+    g.add_argument("--model", default=None, help="backbone (default: the dataset's: lenet, mlp, resnet18, celeba_cnn, segnet, mtan, toy)")
+    g.add_argument("--epochs", type=int, default=None, help="training epochs (default: per dataset, as the papers)")
+    g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimisation steps in total (smoke runs, benchmarks)")
+    g.add_argument("--batch-size", type=int, default=None, help="training batch size (default: per dataset)")
+    g.add_argument("--eval-batch-size", type=int, default=None, help="evaluation batch size (default: 2x the training batch, at most 1024)")
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default: per dataset and method)")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
+    g.add_argument("--clip-grad", type=float, default=None,
+                   help="clip the shared-parameter gradient to this norm; 0 = off (default: the rule's official setting, e.g. 1.0 for nashmtl/fairgrad, else off)")
+    g.add_argument("--seed", type=int, default=0, help="random seed of initialisation and batch order (default 0)")
+    g.add_argument("--data-seed", type=int, default=0, help="seed of dataset composition and held-out splits (default 0, same data for every run)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto: CUDA when present)")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on CPU)")
+    g.add_argument("--augment", action="store_true", help="train-time augmentation of the scene datasets (MTAN random scale-crop + flip)")
+    g.add_argument("--c", type=float, default=1.0, help="loss-scale constant c of the toy problem, l_1 = c * l~_1 (only --dataset toy; the papers use 1 and 0.1)")
+    g.add_argument("--select", choices=["last", "best"], default=None,
+                   help="which epoch's model is tested: last, or best mean primary validation metric (default: last; best for celeba, as FAMO/FairGrad)")
+    g.add_argument("--out", default=None, help="output folder (default results/<method>/<dataset>/seed<seed>/)")
+    g.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt (a finished run is reported again, not retrained)")
+    g.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds an earlier run (its files are replaced)")
+    g.add_argument("--num-workers", type=int, default=None, help="DataLoader workers for file-backed datasets (default: 4 on CUDA, 0 on CPU)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g.add_argument("--quiet", action="store_true", help="no per-epoch summary lines on stdout")
+    return p
+
+
+def main_guard(main: Callable[[Sequence[str] | None], object]) -> None:
+    """Run `main(sys.argv[1:])`; a UsageError becomes one line on stderr and exit status 2."""
+    try:
+        main(None)
+    except UsageError as e:
+        prog = os.path.basename(sys.argv[0])
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is in --out; rerun with --resume to continue", file=sys.stderr)
+        sys.exit(130)
+
+
+def _atomic_write_bytes(path: str, write: Callable[[str], None]) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, obj) -> None:
+    def w(tmp):
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=2, default=_json_default)
+            fh.write("\n")
+    _atomic_write_bytes(path, w)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    return str(o)
+
+
+def jacobian(losses: torch.Tensor, params: Sequence[torch.Tensor], retain_graph: bool = False) -> torch.Tensor:
+    """The T x d Jacobian of the task losses w.r.t. `params` (flattened and concatenated), one
+    backward per task; the graph is kept for all but the last task unless `retain_graph`."""
+    rows = []
+    T = len(losses)
+    for t in range(T):
+        grads = torch.autograd.grad(losses[t], params, retain_graph=retain_graph or t < T - 1, allow_unused=True)
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]))
+    return torch.stack(rows)
+
+
+def set_flat_grad(params: Sequence[torch.Tensor], flat: torch.Tensor, accumulate: bool = False) -> None:
+    """Write a flat vector into the .grad of `params` (in order)."""
+    i = 0
+    for p in params:
+        n = p.numel()
+        g = flat[i:i + n].view_as(p).to(p.dtype)
+        if accumulate and p.grad is not None:
+            p.grad.add_(g)
+        else:
+            p.grad = g.clone()
+        i += n
+
+
+def aggregator_backward(agg, model, losses: torch.Tensor, rep: torch.Tensor | None = None) -> torch.Tensor:
+    """Fill the .grad of every trainable parameter of `model` (and of the rule's own parameters)
+    according to the aggregation rule `agg` (common/aggregators.py); returns the task weights used.
+
+    - needs "losses" (LS, SI, RLW, DWA, UW, FAMO): back-propagate agg.loss(losses).
+    - needs "jacobian" (MGDA, PCGrad, CAGrad, IMTL, Nash-MTL, FairGrad, GradDrop): one backward per
+      task gives task t's gradient on the shared parameters (a row of G) and on its own head at
+      once; the shared gradient is agg.direction(G, L), head t gets w_t times its own gradient.
+    - needs "last_shared" (GradNorm): G on the last shared layer only, then sum_t w_t L_t.
+    - needs "representation" (MGDA-UB): G w.r.t. the shared representation `rep`, then sum_t w_t L_t.
+    """
+    T = len(losses)
+    if agg.needs == "losses":
+        total = agg.loss(losses)
+        total.backward()
+        w = getattr(agg, "last_weights", None)
+        return w.detach() if isinstance(w, torch.Tensor) else torch.ones(T)
+    if agg.needs == "jacobian":
+        shared = model.shared_parameters()
+        heads = [model.task_parameters(t) for t in range(T)]
+        rows, head_grads = [], []
+        for t in range(T):
+            grads = torch.autograd.grad(losses[t], shared + heads[t], retain_graph=t < T - 1, allow_unused=True)
+            gs = grads[:len(shared)]
+            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs, shared)]))
+            head_grads.append(grads[len(shared):])
+        G = torch.stack(rows)
+        d, w = agg.direction(G, losses.detach())
+        set_flat_grad(shared, d)
+        w = torch.ones(T, device=G.device) if w is None else w.detach()
+        for t in range(T):
+            for p, g in zip(heads[t], head_grads[t]):
+                p.grad = (g * w[t]) if g is not None else torch.zeros_like(p)
+        return w
+    if agg.needs in ("last_shared", "representation"):
+        if agg.needs == "last_shared":
+            target = model.last_shared_parameters()
+        else:
+            if rep is None or isinstance(rep, (list, tuple)):
+                raise UsageError(f"--method {agg.name} needs one shared representation tensor; this backbone has task-specific features (use mgda instead)")
+            target = [rep]
+        G = jacobian(losses, target, retain_graph=True)
+        w = agg.weights(losses.detach(), G).detach()
+        (w.to(losses.dtype) * losses).sum().backward()
+        return w
+    raise ValueError(f"aggregator {agg.name!r} has unknown needs={agg.needs!r}")
+
+
+def clip_shared(model, max_norm: float | None) -> None:
+    if max_norm and max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.shared_parameters(), max_norm)
+
+
+class bn_frozen:
+    """Context: BatchNorm layers of `module` use batch statistics but do not update their running
+    statistics (momentum 0). For extra forward passes on the same batch (FAMO's loss re-evaluation,
+    SAM's perturbed passes) so the running statistics move once per step, not twice."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+    def __enter__(self):
+        self.saved = [m.momentum for m in self.bns]
+        for m in self.bns:
+            m.momentum = 0.0
+        return self
+
+    def __exit__(self, *exc):
+        for m, mom in zip(self.bns, self.saved):
+            m.momentum = mom
+        return False
+
+
+@torch.no_grad()
+def recompute_bn_stats(forward: Callable[[torch.Tensor], object], module: torch.nn.Module, batch_iter: Iterable, max_batches: int = 50) -> None:
+    """Re-estimate BatchNorm running statistics of `module` with `forward` on training batches
+    (cumulative average, momentum None), as the mode-connectivity literature does for points
+    whose weights were never trained together with their statistics."""
+    bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    was_training = module.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    module.train()
+    for i, (x, _) in enumerate(batch_iter):
+        if i >= max_batches:
+            break
+        forward(x)
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    module.train(was_training)
+
+
+class Run:
+    """One training run: resolved arguments, device, data, the --out folder and its files."""
+
+    def __init__(self, args: argparse.Namespace, method: str, method_defaults: Mapping[str, Mapping] | None = None,
+                 load_data: bool = True):
+        self.args, self.method = args, method
+        self.t0 = time.time()
+        self._resolve(method_defaults or {})
+        self._validate()
+        self.device = resolve_device(args.device)
+        seed_everything(args.seed)
+        self.data: MTLData | None = None
+        if load_data:
+            self.data = load_dataset(args.dataset, args.data_root, args.seed, c=args.c, augment=args.augment,
+                                     data_seed=args.data_seed)
+        self.out = args.out or os.path.join("results", method, args.dataset, f"seed{args.seed}")
+        self._prepare_out()
+        self.global_step = 0
+        self.start_epoch = 0
+        self.finished_before = False
+        reset_peak_memory(self.device)
+        self.write_config()
+
+    # ---- arguments -------------------------------------------------------------------------
+    def _resolve(self, method_defaults):
+        a = self.args
+        ds = dict(GLOBAL_DEFAULTS)
+        ds.update(DATASET_DEFAULTS.get(a.dataset, {}))
+        ds.update(method_defaults.get("*", {}))
+        ds.update(method_defaults.get(a.dataset, {}))
+        self.defaults = ds
+        for k in ("epochs", "batch_size", "lr", "select"):
+            if getattr(a, k, None) is None:
+                setattr(a, k, ds.get(k))
+        self.scheduler_spec = ds.get("scheduler")
+        if a.eval_batch_size is None:
+            a.eval_batch_size = min(2 * a.batch_size, 1024)
+
+    def _validate(self):
+        a = self.args
+        for k in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(a, k) is None or getattr(a, k) < 1:
+                raise UsageError(f"--{k.replace('_', '-')} must be a positive integer (got {getattr(a, k)})")
+        if a.max_steps is not None and a.max_steps < 1:
+            raise UsageError(f"--max-steps must be a positive integer (got {a.max_steps})")
+        if not (a.lr > 0 and math.isfinite(a.lr)):
+            raise UsageError(f"--lr must be a positive number (got {a.lr})")
+        if a.weight_decay < 0:
+            raise UsageError(f"--weight-decay must be >= 0 (got {a.weight_decay})")
+        if a.clip_grad is not None and a.clip_grad < 0:
+            raise UsageError(f"--clip-grad must be >= 0 (got {a.clip_grad})")
+        if a.dataset not in dataset_names():
+            raise UsageError(f"unknown --dataset {a.dataset!r}; choose one of: {', '.join(dataset_names())}")
+
+    # ---- the output folder -------------------------------------------------------------------
+    @property
+    def ckpt_path(self) -> str:
+        return os.path.join(self.out, "checkpoint.pt")
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.out, name)
+
+    def _prepare_out(self):
+        a = self.args
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise UsageError(f"--out {self.out} exists and is not a folder")
+        has_run = os.path.isdir(self.out) and any(
+            os.path.exists(os.path.join(self.out, f)) for f in ("checkpoint.pt", "metrics.json", "log.csv"))
+        if has_run and not (a.resume or a.overwrite):
+            raise UsageError(f"--out {self.out} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out")
+        os.makedirs(self.out, exist_ok=True)
+        if a.overwrite and not a.resume:
+            for f in os.listdir(self.out):
+                if f in ("checkpoint.pt", "metrics.json", "log.csv", "config.json") or f.endswith(".png"):
+                    os.remove(os.path.join(self.out, f))
+
+    def write_config(self, extra: Mapping | None = None):
+        import torchvision
+
+        cfg = {"method": self.method, "args": vars(self.args), "defaults_used": self.defaults,
+               "device": str(self.device),
+               "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
+               "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                            "torchvision": torchvision.__version__, "numpy": np.__version__},
+               "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])}
+        if self.data is not None:
+            cfg["tasks"] = self.data.task_names
+        if extra:
+            cfg.update(extra)
+        write_json(self.path("config.json"), cfg)
+
+    # ---- data and progress ---------------------------------------------------------------------
+    def batches(self, split: str = "train", epoch: int = 0, shuffle: bool | None = None, batch_size: int | None = None):
+        ds = getattr(self.data, split)
+        shuffle = (split == "train") if shuffle is None else shuffle
+        g = torch.Generator().manual_seed(self.args.seed * 100003 + epoch)
+        bs = batch_size or (self.args.batch_size if split == "train" else self.args.eval_batch_size)
+        return batches(ds, bs, shuffle=shuffle, generator=g, device=self.device, num_workers=self.args.num_workers)
+
+    def num_batches(self, split: str = "train") -> int:
+        n = len(getattr(self.data, split))
+        bs = self.args.batch_size if split == "train" else self.args.eval_batch_size
+        return math.ceil(n / bs)
+
+    def progress(self, iterable, desc: str = "", total: int | None = None):
+        if self.args.no_progress:
+            return iterable
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, disable=None)
+
+    def autocast(self):
+        return autocast(self.device, self.args.amp)
+
+    def epochs(self):
+        """Epoch indices from the resume point; stops early once --max-steps is reached."""
+        for e in range(self.start_epoch, self.args.epochs):
+            if self.done:
+                return
+            yield e
+
+    def step(self) -> bool:
+        """Count one optimisation step; True when the --max-steps budget is spent."""
+        self.global_step += 1
+        return self.done
+
+    @property
+    def done(self) -> bool:
+        return self.args.max_steps is not None and self.global_step >= self.args.max_steps
+
+    def make_optimizer(self, params, lr: float | None = None):
+        opt = torch.optim.Adam(params, lr=lr or self.args.lr, weight_decay=self.args.weight_decay)
+        sched = None
+        if self.scheduler_spec:
+            step, gamma = self.scheduler_spec
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=gamma)
+        return opt, sched
+
+    # ---- losses and evaluation ---------------------------------------------------------------
+    def losses(self, outputs, targets, task_ids=None) -> torch.Tensor:
+        return task_losses(self.data, outputs, targets, task_ids)
+
+    @torch.no_grad()
+    def evaluate(self, forward: Callable[[torch.Tensor], Sequence[torch.Tensor]], split: str = "test",
+                 task_ids: Sequence[int] | None = None, max_batches: int | None = None) -> dict:
+        """{task: {metric: value}} over `split` for `forward(x) -> outputs` (outputs[k] is task
+        task_ids[k]); every task also gets its mean loss as "loss"."""
+        ids = list(range(self.data.num_tasks)) if task_ids is None else list(task_ids)
+        meters = [TaskMeter(self.data.tasks[i], self.data.info, i) for i in ids]
+        for b, (x, ys) in enumerate(self.batches(split, shuffle=False)):
+            if max_batches is not None and b >= max_batches:
+                break
+            with self.autocast():
+                outs = forward(x)
+            for m, o, i in zip(meters, outs, ids):
+                m.update(o.float(), ys[i])
+        res = {}
+        for m, i in zip(meters, ids):
+            r = m.compute()
+            r["loss"] = m.loss_sum / max(m.n, 1)
+            res[self.data.tasks[i].name] = r
+        return res
+
+    def primary_score(self, metrics: Mapping[str, Mapping[str, float]]) -> float:
+        """Mean over tasks of the primary metric, signed so that higher is better (model selection)."""
+        vals = []
+        for t in self.data.tasks:
+            if t.name in metrics:
+                m, higher = t.metrics[0]
+                vals.append(metrics[t.name][m] if higher else -metrics[t.name][m])
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def reference(self) -> dict | None:
+        """Single-task reference metrics for Delta-m%: our own STL runs on this dataset
+        (results/stl/<dataset>/seed*/metrics.json, averaged over seeds) when they exist, else the
+        published vector of the dataset (cityscapes, nyuv2), else None."""
+        root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(self.out)))), "stl", self.args.dataset)
+        if self.method != "stl" and os.path.isdir(root):
+            found = []
+            for d in sorted(os.listdir(root)):
+                p = os.path.join(root, d, "metrics.json")
+                if os.path.isfile(p):
+                    try:
+                        with open(p) as fh:
+                            found.append(json.load(fh)["tasks"])
+                    except (OSError, ValueError, KeyError):
+                        pass
+            if found:
+                ref = {}
+                for t in found[0]:
+                    ref[t] = {m: float(np.mean([f[t][m] for f in found if t in f and m in f[t]])) for m in found[0][t]}
+                return ref
+        return self.data.reference
+
+    def delta_m(self, metrics) -> float | None:
+        ref = self.reference()
+        return delta_m(metrics, ref, self.data.tasks) if ref else None
+
+    # ---- log.csv, checkpoints, metrics.json ---------------------------------------------------
+    def log_epoch(self, epoch: int, row: Mapping[str, object]) -> None:
+        row = {"epoch": epoch, "step": self.global_step, "seconds": round(time.time() - self.t0, 3), **row}
+        path = self.path("log.csv")
+        new = not os.path.exists(path)
+        if not new:
+            with open(path) as fh:
+                header = next(csv.reader(fh), None)
+            if header is None or set(header) != set(row):
+                new = True
+                header = list(row)
+        else:
+            header = list(row)
+        if new:
+            with open(path, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=header)
+                w.writeheader()
+                w.writerow({k: _fmt(row.get(k)) for k in header})
+        else:
+            with open(path, "a", newline="") as fh:
+                csv.DictWriter(fh, fieldnames=header).writerow({k: _fmt(row.get(k)) for k in header})
+        if not self.args.quiet:
+            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in ("epoch", "step"))
+            print(f"[{self.method}] epoch {epoch + 1}/{self.args.epochs} step {self.global_step}: {shown}", flush=True)
+
+    def save_checkpoint(self, epoch: int, state: Mapping[str, object], finished: bool = False) -> None:
+        blob = {"epoch": epoch, "global_step": self.global_step, "finished": finished,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                "state": dict(state)}
+        _atomic_write_bytes(self.ckpt_path, lambda tmp: torch.save(blob, tmp))
+
+    def load_checkpoint(self) -> dict | None:
+        """With --resume and a checkpoint in --out: its `state` dict (and the resume point set);
+        else None."""
+        if not (self.args.resume and os.path.isfile(self.ckpt_path)):
+            return None
+        try:
+            blob = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
+        except Exception as e:  # a truncated or foreign file
+            raise UsageError(f"cannot read checkpoint {self.ckpt_path} ({type(e).__name__}); use --overwrite to start afresh")
+        self.start_epoch = blob["epoch"] + 1
+        self.global_step = blob["global_step"]
+        self.finished_before = bool(blob.get("finished"))
+        torch.set_rng_state(blob["rng"]["torch"].cpu() if isinstance(blob["rng"]["torch"], torch.Tensor) else blob["rng"]["torch"])
+        np.random.set_state(blob["rng"]["numpy"])
+        if blob["rng"].get("cuda") is not None and torch.cuda.is_available():
+            try:
+                torch.cuda.set_rng_state_all([s.cpu() for s in blob["rng"]["cuda"]])
+            except RuntimeError:
+                pass
+        if not self.args.quiet:
+            print(f"[{self.method}] resumed from {self.ckpt_path} at epoch {self.start_epoch}, step {self.global_step}", flush=True)
+        return blob["state"]
+
+    def finish(self, result: Mapping[str, object]) -> dict:
+        """Write metrics.json: the contract fields (method, dataset, seed, tasks, delta_m,
+        hypervolume, front, seconds, peak_memory_mb) plus whatever else `result` holds."""
+        out = {"method": self.method, "dataset": self.args.dataset, "seed": self.args.seed,
+               "tasks": None, "delta_m": None, "hypervolume": None, "front": None}
+        out.update(result)
+        if out.get("delta_m") is None and out.get("tasks"):
+            out["delta_m"] = self.delta_m(out["tasks"])
+        out["seconds"] = round(time.time() - self.t0, 3)
+        out["steps"] = self.global_step
+        out["peak_memory_mb"] = peak_memory_mb(self.device)
+        write_json(self.path("metrics.json"), out)
+        if not self.args.quiet:
+            summary = "; ".join(f"{t}: " + ", ".join(f"{m}={_fmt(v)}" for m, v in ms.items() if m != "loss")
+                                for t, ms in (out.get("tasks") or {}).items())
+            dm = out.get("delta_m")
+            print(f"[{self.method}] test: {summary}" + (f"; delta_m={dm:.2f}%" if dm is not None else ""), flush=True)
+            print(f"[{self.method}] wrote {self.path('metrics.json')}", flush=True)
+        return out
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.5g}"
+    if isinstance(v, torch.Tensor):
+        return _fmt(v.item()) if v.numel() == 1 else str([round(float(x), 5) for x in v.flatten()])
+    return v
+
+
+def flat_metrics(prefix: str, metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """{task: {metric: v}} -> {prefix_task_metric: v} for log.csv rows."""
+    return {f"{prefix}_{t}_{m}": v for t, ms in metrics.items() for m, v in ms.items()}
