@@ -180,6 +180,9 @@ def toy_losses(theta: torch.Tensor, c: float = 1.0) -> torch.Tensor:
     """(l_1, l_2) = (c * l~_1, l~_2) at theta = (theta_1, theta_2); any leading batch shape.
 
     l~_i = c_1(theta) f_i(theta) + c_2(theta) g_i(theta) with f, g, c_1, c_2 of PML appendix C.
+    f_2 follows the paper's printed formula, |0.5(-theta_1 + 3) - tanh(-theta_2) + 2|; the public
+    toy scripts of CAGrad / Nash-MTL / FAMO use "+ tanh(-theta_2)". The difference only matters
+    for theta_2 > 0 (where c_1 > 0), so the Pareto front (theta_2 near -8) is the same.
     """
     t1, t2 = theta[..., 0], theta[..., 1]
     f1 = torch.log(torch.clamp((0.5 * (-t1 - 7) - torch.tanh(-t2)).abs(), min=5e-6)) + 6
