@@ -1,0 +1,145 @@
+"""Multi-task baselines: every loss-weighting and gradient-aggregation rule of common/aggregators.py
+on a shared-bottom network (shared encoder + one head per task).
+
+    python methods/baselines.py --method ls                 # linear scalarisation, multimnist-lite
+    python methods/baselines.py --method nashmtl --dataset cityscapes
+    python methods/baselines.py --method cagrad --hyper c=0.4
+
+One optimisation step (common.train.aggregator_backward):
+- loss rules (ls, si, rlw, dwa, uw, famo, imtl-l): back-propagate the rule's scalar loss;
+- gradient rules (mgda, pcgrad, cagrad, imtl, nashmtl, fairgrad, graddrop): the T x d Jacobian of the
+  task losses w.r.t. the shared parameters (one backward per task, which also yields each head's
+  own gradient), the rule's direction for the shared parameters, w_t times its gradient for head t;
+- gradnorm: the Jacobian on the last shared layer only; mgda-ub: w.r.t. the shared representation.
+FAMO re-evaluates the losses of the same batch after the step (BatchNorm statistics frozen for that
+pass, unlike the official code, which moves them twice) and updates its task logits.
+Gradient clipping of the shared parameters follows each rule's official code unless --clip-grad.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from common.aggregators import AGGREGATORS, Aggregator, describe, make_aggregator  # noqa: E402
+from common.device import UsageError, synchronize  # noqa: E402
+from common.models import build_model, count_parameters  # noqa: E402
+from common.train import Run, aggregator_backward, base_parser, bn_frozen, clip_shared, flat_metrics, main_guard  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = base_parser("baselines", __doc__ + "\nRules and their defaults:\n" + describe())
+    p.add_argument("--method", default="ls", choices=sorted(AGGREGATORS), help="the MTL rule (default ls)")
+    p.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one of the rule's hyperparameters, e.g. --hyper c=0.4 (repeatable; numbers are parsed)")
+    p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
+    return p.parse_args(argv)
+
+
+def parse_hyper(items) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--hyper {item!r} must look like KEY=VALUE")
+        k, v = item.split("=", 1)
+        for cast in (int, float):
+            try:
+                v = cast(v)
+                break
+            except ValueError:
+                continue
+        else:
+            v = {"true": True, "false": False}.get(v.lower(), v)
+        out[k.strip()] = v
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    run = Run(args, args.method)
+    data, T, dev = run.data, run.data.num_tasks, run.device
+    model = build_model(args.model, data).to(dev)
+    try:
+        agg = make_aggregator(args.method, T, dataset=args.dataset, **parse_hyper(args.hyper))
+    except TypeError as e:
+        raise UsageError(f"--hyper: {e}")
+    for p in agg.parameters():
+        p.data = p.data.to(dev)
+    clip = agg.default_max_norm if args.clip_grad is None else args.clip_grad
+    best = (-float("inf"), None)
+    weight_sum, weight_n, agg_seconds = torch.zeros(T), 0, 0.0
+    state = run.load_checkpoint()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        agg = state["agg"]  # the rule with its own state (weights, logits, loss history)
+        best = state.get("best", best)
+        weight_sum, weight_n, agg_seconds = state["weight_sum"], state["weight_n"], state["agg_seconds"]
+    opt, sched = run.make_optimizer(list(model.parameters()) + list(agg.parameters()))
+    if state is not None:
+        opt.load_state_dict(state["opt"])
+        if sched is not None and state.get("sched") is not None:
+            sched.load_state_dict(state["sched"])
+
+    for epoch in run.epochs():
+        model.train()
+        sums, n = torch.zeros(T), 0
+        for x, ys in run.progress(run.batches("train", epoch), f"{args.method} epoch {epoch + 1}", run.num_batches()):
+            opt.zero_grad(set_to_none=True)
+            with run.autocast():
+                rep = model.encoder(x)
+                losses = run.losses(model.decode(rep), ys).float()
+            t0 = time.perf_counter()
+            w = aggregator_backward(agg, model, losses, rep=rep if agg.needs == "representation" else None)
+            synchronize(dev)
+            agg_seconds += time.perf_counter() - t0
+            clip_shared(model, clip)
+            opt.step()
+            if type(agg).post_step is not Aggregator.post_step:  # FAMO: losses after the step
+                with torch.no_grad(), bn_frozen(model), run.autocast():
+                    after = run.losses(model(x), ys).float()
+                agg.post_step(losses.detach(), after)
+            sums += losses.detach().cpu()
+            weight_sum += w.detach().float().cpu()
+            weight_n += 1
+            n += 1
+            if run.step():
+                break
+        if sched is not None:
+            sched.step()
+        agg.epoch_end(sums / max(n, 1))
+        row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)}
+        if agg.last_weights is not None:
+            row.update({f"weight_{t.name}": float(v) for t, v in zip(data.tasks, agg.last_weights.detach().float().cpu().reshape(-1))})
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
+            model.eval()
+            val = run.evaluate(model, "val")
+            row.update(flat_metrics("val", val))
+            score = run.primary_score(val)
+            if args.select == "best" and score > best[0]:
+                best = (score, copy.deepcopy(model.state_dict()))
+        run.log_epoch(epoch, row)
+        run.save_checkpoint(epoch, {"model": model.state_dict(), "opt": opt.state_dict(),
+                                    "sched": sched.state_dict() if sched is not None else None, "agg": agg,
+                                    "best": best, "weight_sum": weight_sum, "weight_n": weight_n,
+                                    "agg_seconds": agg_seconds})
+
+    if args.select == "best" and best[1] is not None:
+        model.load_state_dict(best[1])
+    model.eval()
+    test = run.evaluate(model, "test")
+    run.finish({"tasks": test,
+                "mean_weights": (weight_sum / max(weight_n, 1)).tolist(),
+                "aggregation_seconds": round(agg_seconds, 4),
+                "solver_seconds": round(float(getattr(agg, "solver_seconds", 0.0)), 4),
+                "clip_grad": clip,
+                "parameters": count_parameters(model.parameters())})
+    return test
+
+
+if __name__ == "__main__":
+    main_guard(main)
