@@ -459,23 +459,24 @@ class Run:
     def log_epoch(self, epoch: int, row: Mapping[str, object]) -> None:
         row = {"epoch": epoch, "step": self.global_step, "seconds": round(time.time() - self.t0, 3), **row}
         path = self.path("log.csv")
-        new = not os.path.exists(path)
-        if not new:
-            with open(path) as fh:
-                header = next(csv.reader(fh), None)
-            if header is None or set(header) != set(row):
-                new = True
-                header = list(row)
-        else:
-            header = list(row)
-        if new:
-            with open(path, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=header)
-                w.writeheader()
-                w.writerow({k: _fmt(row.get(k)) for k in header})
-        else:
-            with open(path, "a", newline="") as fh:
+        rows, header = [], list(row)
+        if os.path.exists(path):
+            with open(path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                old_header = reader.fieldnames or []
+                rows = list(reader)
+            header = list(old_header) + [k for k in row if k not in old_header]
+        if rows and header == list(rows[0].keys()):
+            with open(path, "a", newline="") as fh:  # the common case: same columns, append
                 csv.DictWriter(fh, fieldnames=header).writerow({k: _fmt(row.get(k)) for k in header})
+        else:  # first row, or new columns: rewrite with the union of the columns, keeping every row
+            def w(tmp):
+                with open(tmp, "w", newline="") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=header, restval="")
+                    writer.writeheader()
+                    writer.writerows(rows)
+                    writer.writerow({k: _fmt(row.get(k)) for k in header})
+            _atomic_write_bytes(path, w)
         if not self.args.quiet:
             shown = ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in ("epoch", "step"))
             print(f"[{self.method}] epoch {epoch + 1}/{self.args.epochs} step {self.global_step}: {shown}", flush=True)

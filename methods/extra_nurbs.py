@@ -1,0 +1,934 @@
+"""EXTRA: mode connectivity with NURBS curves for multi-task learning.
+
+Zhou, Meng, Wu, Zhao, Miao, "Exploring Tradeoffs through Mode Connectivity for Multi-Task
+Learning" (EXTRA; official code github.com/zzpustc/EXTRA, scene-understanding part only).
+
+Two stages (section 3.3):
+  1. Endpoints Theta_1, Theta_2: two networks trained either as single-task models (--endpoints stl,
+     the paper's section 3.3) or with an MTL rule of common/aggregators.py (--endpoints ls: EXTRA-L,
+     --endpoints ls fairgrad: EXTRA-F, --endpoints ls cagrad: EXTRA-C; one name trains both
+     endpoints with it from two seeds), or loaded from checkpoints (--endpoint-ckpt A B).
+  2. A curve C(t; theta), t in [0, 1], with C(0) = Theta_1 and C(1) = Theta_2 fixed and K - 2
+     trainable interior control points (initialised evenly on the segment Theta_1 -> Theta_2):
+       Eq. 4  NURBS  C(t) = sum_i N_{i,p}(t) w_i theta_i / sum_j N_{j,p}(t) w_j
+       Eq. 5  B-spline basis N_{i,p} by the Cox-de Boor recursion (vectorised over t)
+     trained on
+       Eq. 1  L_T = E_{t~U[0,1]} [ mean task loss at C(t) + lambda R_reg ],  R_reg = ||C(t)||^2 / 2
+       Eq. 2  R_o = 1/2 [ exp((L_1(t1) - L_1(t2)) (t2 - t1)) + exp((L_2(t1) - L_2(t2)) (t1 - t2)) ]
+       Eq. 3  J = L_T + alpha R_o                                    (alpha = 0.5, --alpha)
+     and, with more than two tasks (section 5.3), three task clusters E1, E2, E3: the endpoints are
+     tailored to E1 and E2, L_1 / L_2 of Eq. 2 are the mean losses of E1 / E2, and E3 is aligned at
+     the centre of the curve by
+       Eq. 6  R_align = exp(-|t - 1/2|) L_r                          (L_r: mean loss of E3)
+       Eq. 7  J = L_T + alpha R_o + R_align
+     For K = 3 tasks the clusters are the tasks themselves; for more tasks an e-epoch warm-up (LS on
+     all tasks) collects the mean cosine similarity A_ij of the task gradients on the shared
+     parameters and spectral clustering (Ng et al. 2001, scikit-learn) splits the tasks in 3
+     (--grouping kmeans|random for the paper's Figure 7).
+Every sampled point is a functional call of the backbone with the parameters C(t), so gradients reach
+every trainable control point and weight and nothing else. Evaluation sweeps a grid of t (front,
+Figure 4 e-h style plots) and reports t = 1/2 on cityscapes / nyuv2 (appendix A.1) and the
+validation-selected t elsewhere (celeba, the MultiMNIST family).
+
+Decisions where the paper is silent or the official code differs (REFERENCE_NOTES.md):
+- Knots: clamped, uniform interior knots, degree p = 3 as the official code ([0,0,0,0,.5,1,1,1,1]
+  for 5 points), so C(0) and C(1) are exactly the endpoints. The official basis is 0 everywhere at
+  t = 1 (half-open spans): here the last non-empty span is closed, so C(1) = Theta_2. With K <= p
+  control points a degree-p clamped spline does not exist; the degree is lowered to K - 1 (a rational
+  Bezier curve: K = 3 is a rational quadratic), where the official code silently drops basis functions.
+- Weights: w_i = softplus(rho_i) > 0, initialised to 1 (the plain B-spline). The official weights
+  start U(0, 1) and are unconstrained, so they can turn negative and the denominator of Eq. 4 can
+  vanish.
+- Interior control points start on the segment between the endpoints (Garipov et al.); the official
+  script leaves that initialisation commented out (random interior points).
+- L_T: the mean task loss of each of the two samples t1, t2 of Eq. 2 (each is an unbiased sample of
+  Eq. 1; reusing them costs no extra forward pass). The official Cityscapes script instead weights
+  depth x10, multiplies R_o by the mean of exp(-|t - 1/2|) instead of alpha and never adds its L2
+  term; here Eq. 1-3 as written, with lambda = 5e-4 (Garipov et al.'s curve weight decay; the paper
+  gives no value; --l2 0 reproduces the official code's effective choice).
+- Many tasks: L_T averages the tasks of E1 and E2, so E3's only weight along the curve is
+  exp(-|t - 1/2|) and its loss is lowest at the centre (Eq. 6's stated purpose); with
+  --align-weight 0 (the ablation without R_align) E3 joins L_T instead so that no task is dropped.
+  The cosine matrix A in [-1, 1] becomes the non-negative affinity W = (1 + A) / 2 (monotone: keeps
+  the order of all pairs, conflicting ones included, where max(A, 0) would merge every conflict into
+  0); E1, E2 are the two clusters with the lowest mean affinity between them (most conflicting), E3
+  the third. "kmeans" clusters the warm-up gradients themselves: kernel k-means with the Gram matrix
+  A of the unit-normalised per-batch gradients, no d-dimensional vectors stored.
+- BatchNorm: a point C(t) has no running statistics of its own; before evaluating any t they are
+  re-estimated on --bn-batches training batches (cumulative average), as in Garipov et al. and the
+  official code's evaluation.
+- --max-steps caps every training phase (warm-up, each endpoint, the curve) so that a smoke run
+  goes through all of them; --select best keeps each endpoint's best validation epoch (the curve
+  keeps its last epoch: the choice of t replaces model selection there).
+
+    python methods/extra_nurbs.py                                # EXTRA-L on multimnist-lite, offline
+    python methods/extra_nurbs.py --endpoints ls fairgrad        # EXTRA-F
+    python methods/extra_nurbs.py --endpoints stl --curve bezier # section 3.3 / Figure 4 ablation
+    python methods/extra_nurbs.py --dataset cityscapes --endpoint-ckpt ls_a.pt ls_b.pt
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.func import functional_call  # noqa: E402
+
+from common.aggregators import AGGREGATORS, Aggregator, make_aggregator  # noqa: E402
+from common.device import UsageError, peak_memory_mb, reset_peak_memory, seed_everything  # noqa: E402
+from common.metrics import hypervolume, non_dominated  # noqa: E402
+from common.models import build_model, count_parameters  # noqa: E402
+from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, jacobian,  # noqa: E402
+                          main_guard, recompute_bn_stats)
+
+# Appendix A.2. Cityscapes / NYUv2: MTAN, Adam 1e-4 halved after 100 epochs, 200 epochs, batch 8 / 2,
+# 4 / 5 control points (2 / 3 trainable; the official Cityscapes script used 5), t = 1/2 (A.1).
+# CelebA: 9-layer CNN, Adam 3e-4, 15 epochs, batch 256, 3 control points; MultiMNIST (PaMaL protocol):
+# LeNet, Adam 1e-3, batch 256, 10 epochs, 3 control points; both select t on the validation split.
+# grid: points of the t sweep (the official code sweeps 60; fewer on the expensive datasets);
+# warmup_epochs: e of section 5.3 (not given in the paper).
+METHOD_DEFAULTS = {
+    "*": dict(control_points=3, grid=21, eval_t="val", warmup_epochs=1, select="last"),
+    "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multimnist": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multifashion": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multifashion-mnist": dict(epochs=10, batch_size=256, lr=1e-3),
+    "celeba": dict(epochs=15, batch_size=256, lr=3e-4, control_points=3, grid=11, warmup_epochs=1),
+    "cityscapes": dict(epochs=200, batch_size=8, lr=1e-4, scheduler=(100, 0.5), control_points=4, grid=11,
+                       eval_t="0.5", model="mtan"),
+    "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5), control_points=5, grid=11,
+                  eval_t="0.5", model="mtan"),
+}
+
+# Hypervolume reference per task kind (primary metric), as in methods/palora.py.
+HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0, "depth": 1.0, "normal": 90.0}
+
+
+def parse_args(argv=None):
+    table = "\n".join(f"  {ds:<20s} " + ", ".join(f"{k}={v}" for k, v in d.items()) for ds, d in METHOD_DEFAULTS.items())
+    p = base_parser("extra_nurbs", __doc__ + "\nPer-dataset defaults (on top of the harness's):\n" + table)
+    g = p.add_argument_group("EXTRA: stage 1, the endpoints")
+    g.add_argument("--endpoints", nargs="+", default=["ls"], metavar="RULE",
+                   help="how the endpoints are trained: 'stl' (each on its own task / cluster) or an MTL rule of "
+                        "common/aggregators.py; one name trains both endpoints (two seeds), two names one each "
+                        "(default ls = EXTRA-L; 'ls fairgrad' = EXTRA-F; 'ls cagrad' = EXTRA-C)")
+    g.add_argument("--endpoint-tasks", choices=["auto", "all", "groups"], default="auto",
+                   help="tasks each endpoint trains on: all tasks, or endpoint 1 on cluster E1 and endpoint 2 on E2 "
+                        "(default auto: groups for stl and for more than 3 tasks, section 5.3; all otherwise)")
+    g.add_argument("--endpoint-ckpt", nargs=2, default=None, metavar=("A", "B"),
+                   help="load the endpoints instead of training them: checkpoint.pt files of methods/baselines.py or "
+                        "stl-style runs (['state']['model']) or plain state_dicts of the same backbone")
+    g.add_argument("--endpoint-epochs", type=int, default=None, help="epochs of each endpoint (default: --epochs)")
+    g.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
+                   help="hyperparameter of the endpoint rule, e.g. --hyper alpha=2 (repeatable)")
+    g = p.add_argument_group("EXTRA: stage 2, the curve")
+    g.add_argument("--curve", choices=["nurbs", "bezier", "polychain"], default="nurbs",
+                   help="curve family: NURBS (Eq. 4-5), Bezier or polygonal chain (Garipov et al.; Figure 4 ablation)")
+    g.add_argument("--control-points", type=int, default=None,
+                   help="K control points including the two fixed endpoints, K - 2 trainable "
+                        "(default: 4 cityscapes, 5 nyuv2, 3 celeba and MultiMNIST; appendix A.2)")
+    g.add_argument("--degree", type=int, default=3, help="NURBS degree p (default 3; lowered to K - 1 when K <= p)")
+    g.add_argument("--alpha", type=float, default=0.5, help="weight of the order-aware term R_o, Eq. 3 (default 0.5, B.6)")
+    g.add_argument("--align-weight", type=float, default=1.0,
+                   help="weight of R_align in Eq. 7 for the third cluster (default 1 as Eq. 7; 0 = ablation, E3 joins L_T)")
+    g.add_argument("--l2", type=float, default=5e-4, help="lambda of the L2 term of Eq. 1, lambda ||C(t)||^2 / 2 (default 5e-4)")
+    g.add_argument("--grouping", choices=["spectral", "kmeans", "random"], default="spectral",
+                   help="task clustering when there are more than 3 tasks (default spectral, section 5.3; Figure 7)")
+    g.add_argument("--warmup-epochs", type=int, default=None, help="epochs of the gradient warm-up before clustering (default 1)")
+    g = p.add_argument_group("EXTRA: evaluation")
+    g.add_argument("--grid", type=int, default=None, help="points of the t sweep in [0, 1] (default 21; 11 on celeba and the scene datasets)")
+    g.add_argument("--eval-t", default=None,
+                   help="the reported point: 'val' (best mean primary validation metric over the grid) or a number in "
+                        "[0, 1] (default 0.5 for cityscapes and nyuv2, appendix A.1; val elsewhere)")
+    g.add_argument("--bn-batches", type=int, default=50,
+                   help="training batches used to re-estimate BatchNorm statistics at each evaluated t (default 50)")
+    g.add_argument("--eval-every", type=int, default=1, help="validate every N epochs during training (default 1)")
+    g.add_argument("--eval-batches", type=int, default=None,
+                   help="evaluate at most N batches of each split per t (default: the whole split; smoke runs)")
+    return p.parse_args(argv)
+
+
+def parse_hyper(items) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--hyper {item!r} must look like KEY=VALUE")
+        k, v = item.split("=", 1)
+        for cast in (int, float):
+            try:
+                v = cast(v)
+                break
+            except ValueError:
+                continue
+        else:
+            v = {"true": True, "false": False}.get(v.lower(), v)
+        out[k.strip()] = v
+    return out
+
+
+def parse_eval_t(value) -> float | str:
+    if str(value).strip().lower() == "val":
+        return "val"
+    try:
+        t = float(value)
+    except ValueError:
+        t = float("nan")
+    if not 0.0 <= t <= 1.0:
+        raise UsageError(f"--eval-t must be 'val' or a number in [0, 1] (got {value!r})")
+    return t
+
+
+def validate(args) -> None:
+    """Method flags that can be checked before anything is written to --out."""
+    for name in ("alpha", "align_weight", "l2"):
+        v = getattr(args, name)
+        if not (v >= 0 and math.isfinite(v)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {v})")
+    if args.control_points is not None and args.control_points < 3:
+        raise UsageError(f"--control-points must be >= 3 (two fixed endpoints and at least one trainable point; got {args.control_points})")
+    if args.degree < 1:
+        raise UsageError(f"--degree must be >= 1 (got {args.degree})")
+    for name in ("grid", "warmup_epochs", "endpoint_epochs"):
+        v = getattr(args, name)
+        if v is not None and v < (2 if name == "grid" else 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {2 if name == 'grid' else 1} (got {v})")
+    if args.bn_batches < 1 or args.eval_every < 1 or (args.eval_batches is not None and args.eval_batches < 1):
+        raise UsageError("--bn-batches, --eval-every and --eval-batches must be positive integers")
+    if args.eval_t is not None:
+        parse_eval_t(args.eval_t)
+    if not 1 <= len(args.endpoints) <= 2:
+        raise UsageError(f"--endpoints takes one or two rules (got {len(args.endpoints)})")
+    known = ["stl"] + sorted(AGGREGATORS)
+    for r in args.endpoints:
+        if r not in known:
+            raise UsageError(f"--endpoints: unknown rule {r!r}; choose stl or one of: {', '.join(known[1:])}")
+    if args.endpoint_ckpt:
+        for path in args.endpoint_ckpt:
+            if not os.path.isfile(path):
+                raise UsageError(f"--endpoint-ckpt: no file {path!r}")
+    hyper = parse_hyper(args.hyper)
+    for r in set(args.endpoints):
+        try:
+            make_aggregator("ls" if r == "stl" else r, 2, **hyper)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--hyper for --endpoints {r}: {e}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The curve: Eq. 4-5 (NURBS), Bezier and polygonal chain (Garipov et al. 2018)
+# ----------------------------------------------------------------------------------------------
+def clamped_knots(num_points: int, degree: int) -> torch.Tensor:
+    """Clamped knot vector with uniform interior knots: p + 1 zeros, K - p - 1 knots j / (K - p),
+    p + 1 ones (K + p + 1 knots; [0,0,0,0,.5,1,1,1,1] for K = 5, p = 3)."""
+    inner = [j / (num_points - degree) for j in range(1, num_points - degree)]
+    return torch.tensor([0.0] * (degree + 1) + inner + [1.0] * (degree + 1), dtype=torch.float64)
+
+
+def bspline_basis(t: torch.Tensor, knots: torch.Tensor, degree: int) -> torch.Tensor:
+    """Eq. 5, the Cox-de Boor recursion for all basis functions and all t at once: (n,) -> (n, K).
+
+    The paper's N_{i,1} (order 1) is the degree-0 indicator of [u_i, u_{i+1}); 0/0 terms are 0. At
+    t = u_max the last non-empty span is closed on the right, so the basis is a partition of unity
+    on the whole of [0, 1] and a clamped curve ends exactly at its last control point."""
+    u = knots.to(torch.float64)
+    t = t.reshape(-1, 1).to(torch.float64)
+    N = ((u[:-1] <= t) & (t < u[1:])).to(torch.float64)  # degree 0, (n, m - 1)
+    last = int(torch.nonzero(u[:-1] < u[1:]).max())
+    N[:, last] = torch.where(t[:, 0] >= u[-1], torch.ones_like(N[:, last]), N[:, last])
+    for k in range(1, degree + 1):
+        i = torch.arange(N.shape[1] - 1)
+        d1, d2 = u[i + k] - u[i], u[i + k + 1] - u[i + 1]
+        a = torch.where(d1 > 0, (t - u[i]) / torch.where(d1 > 0, d1, torch.ones_like(d1)), torch.zeros_like(t - u[i]))
+        b = torch.where(d2 > 0, (u[i + k + 1] - t) / torch.where(d2 > 0, d2, torch.ones_like(d2)), torch.zeros_like(t - u[i]))
+        N = a * N[:, :-1] + b * N[:, 1:]
+    return N
+
+
+def nurbs_coefficients(t: torch.Tensor, knots: torch.Tensor, degree: int, w: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: R_i(t) = N_{i,p}(t) w_i / sum_j N_{j,p}(t) w_j, (n, K); differentiable in w."""
+    N = bspline_basis(t, knots, degree).to(w.dtype).to(w.device)
+    num = N * w
+    return num / num.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+
+
+def bezier_coefficients(t: torch.Tensor, num_points: int) -> torch.Tensor:
+    """Bernstein polynomials binom(K-1, i) t^i (1 - t)^(K-1-i), (n, K)."""
+    n = num_points - 1
+    t = t.reshape(-1, 1).to(torch.float64)
+    i = torch.arange(num_points, dtype=torch.float64)
+    binom = torch.tensor([math.comb(n, k) for k in range(num_points)], dtype=torch.float64)
+    return binom * t ** i * (1 - t) ** (n - i)
+
+
+def polychain_coefficients(t: torch.Tensor, num_points: int) -> torch.Tensor:
+    """Piecewise-linear hat functions centred on t = i / (K - 1), (n, K)."""
+    t = t.reshape(-1, 1).to(torch.float64)
+    i = torch.arange(num_points, dtype=torch.float64)
+    return (1 - (t * (num_points - 1) - i).abs()).clamp_min(0)
+
+
+class Curve(nn.Module):
+    """A curve in the flat parameter space of a backbone between two fixed endpoints.
+
+    Control points theta_1 = `start` and theta_K = `end` are buffers; theta_2..theta_{K-1} (`inner`,
+    (K - 2, d)) are trainable and start evenly spaced on the segment; NURBS weights w = softplus(rho)."""
+
+    def __init__(self, start: torch.Tensor, end: torch.Tensor, kind: str = "nurbs", num_points: int = 3, degree: int = 3):
+        super().__init__()
+        if num_points < 3:
+            raise ValueError("a curve needs at least 3 control points")
+        self.kind, self.num_points = kind, num_points
+        self.degree = min(degree, num_points - 1)
+        self.register_buffer("start", start.detach().clone())
+        self.register_buffer("end", end.detach().clone())
+        frac = (torch.arange(1, num_points - 1, dtype=start.dtype, device=start.device) / (num_points - 1))[:, None]
+        self.inner = nn.Parameter((1 - frac) * self.start + frac * self.end)
+        if kind == "nurbs":
+            self.register_buffer("knots", clamped_knots(num_points, self.degree))
+            self.rho = nn.Parameter(torch.full((num_points,), math.log(math.e - 1.0), dtype=start.dtype, device=start.device))
+
+    def weights(self) -> torch.Tensor | None:
+        return F.softplus(self.rho) if self.kind == "nurbs" else None
+
+    def coefficients(self, t) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        if self.kind == "nurbs":
+            return nurbs_coefficients(t, self.knots, self.degree, self.weights())
+        c = bezier_coefficients(t, self.num_points) if self.kind == "bezier" else polychain_coefficients(t, self.num_points)
+        return c.to(self.start.dtype).to(self.start.device)
+
+    def point(self, t) -> torch.Tensor:
+        """C(t) as a flat parameter vector (d,)."""
+        c = self.coefficients(t)[0]
+        return c[0] * self.start + c[-1] * self.end + c[1:-1] @ self.inner
+
+
+class FlatParams:
+    """Flat vector <-> named parameters of a backbone (the order of named_parameters())."""
+
+    def __init__(self, model: nn.Module):
+        self.names = [n for n, _ in model.named_parameters()]
+        self.shapes = [p.shape for _, p in model.named_parameters()]
+        self.sizes = [p.numel() for _, p in model.named_parameters()]
+
+    def flatten(self, model: nn.Module) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for _, p in model.named_parameters()])
+
+    def unflatten(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {n: v.view(s) for n, v, s in zip(self.names, torch.split(vec, self.sizes), self.shapes)}
+
+
+# ----------------------------------------------------------------------------------------------
+# The objectives: Eq. 1-3, 6-7
+# ----------------------------------------------------------------------------------------------
+def order_regularizer(l1_t1, l1_t2, l2_t1, l2_t2, t1, t2) -> torch.Tensor:
+    """Eq. 2: below 1 when L_1 grows and L_2 shrinks from t1 to t2 (the endpoint at t = 0 is the
+    task-1 end), above 1 when the order is reversed."""
+    return 0.5 * (torch.exp((l1_t1 - l1_t2) * (t2 - t1)) + torch.exp((l2_t1 - l2_t2) * (t1 - t2)))
+
+
+def align_regularizer(t, l_r) -> torch.Tensor:
+    """Eq. 6: R_align = exp(-|t - 1/2|) L_r."""
+    return math.exp(-abs(float(t) - 0.5)) * l_r
+
+
+def extra_objective(losses1, losses2, t1: float, t2: float, groups, alpha: float = 0.5, align_weight: float = 1.0,
+                    l2: float = 0.0, sq1=0.0, sq2=0.0) -> tuple[torch.Tensor, dict]:
+    """J of Eq. 3 / Eq. 7 from the task losses (T,) at C(t1) and C(t2) and ||C(t)||^2.
+
+    groups = (E1, E2, E3) lists of task indices; L_T averages E1 + E2 (+ E3 when align_weight = 0)
+    over both samples, L_1 / L_2 of Eq. 2 are the mean losses of E1 / E2, L_r of Eq. 6 that of E3."""
+    e1, e2, e3 = (list(g) for g in groups)
+    lt_tasks = e1 + e2 + (e3 if align_weight == 0 else [])
+    L_T = 0.5 * (losses1[lt_tasks].mean() + losses2[lt_tasks].mean()) + l2 * 0.25 * (sq1 + sq2)  # Eq. 1
+    R_o = order_regularizer(losses1[e1].mean(), losses2[e1].mean(), losses1[e2].mean(), losses2[e2].mean(), t1, t2)  # Eq. 2
+    J = L_T + alpha * R_o  # Eq. 3
+    R_align = torch.zeros((), device=losses1.device)
+    if e3 and align_weight > 0:
+        R_align = 0.5 * (align_regularizer(t1, losses1[e3].mean()) + align_regularizer(t2, losses2[e3].mean()))  # Eq. 6
+        J = J + align_weight * R_align  # Eq. 7
+    return J, {"L_T": float(L_T.detach()), "R_o": float(R_o.detach()), "R_align": float(R_align.detach())}
+
+
+# ----------------------------------------------------------------------------------------------
+# Task grouping for many tasks (section 5.3, appendix B.2)
+# ----------------------------------------------------------------------------------------------
+def cosine_matrix(G: torch.Tensor) -> torch.Tensor:
+    """A_ij = g_i^T g_j / (|g_i| |g_j|) for the rows of G (T, d)."""
+    U = G / G.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return U @ U.T
+
+
+def spectral_groups(A: np.ndarray, k: int = 3, seed: int = 0) -> np.ndarray:
+    """Spectral clustering (Ng, Jordan, Weiss 2001) of the task graph with affinity (1 + A) / 2."""
+    from sklearn.cluster import SpectralClustering
+
+    W = (1.0 + np.asarray(A, dtype=float)) / 2.0
+    W = np.clip((W + W.T) / 2.0, 0.0, 1.0)
+    np.fill_diagonal(W, 1.0)
+    return SpectralClustering(n_clusters=k, affinity="precomputed", random_state=seed, n_init=10,
+                              assign_labels="kmeans").fit_predict(W)
+
+
+def kmeans_groups(A: np.ndarray, k: int = 3, seed: int = 0, n_init: int = 10, iters: int = 100) -> np.ndarray:
+    """K-means of the unit-normalised warm-up gradients, run as kernel k-means on their Gram matrix
+    A (A is their mean cosine similarity, i.e. the Gram matrix of the per-batch unit gradients
+    concatenated and scaled by 1/sqrt(#batches))."""
+    K = np.asarray(A, dtype=float)
+    n = len(K)
+    rng = np.random.default_rng(seed)
+    diag = np.diag(K)
+    best, best_inertia = None, np.inf
+    for _ in range(n_init):
+        centres = [int(rng.integers(n))]  # k-means++ seeding in feature space
+        for _ in range(1, k):
+            d = np.min([diag - 2 * K[:, c] + K[c, c] for c in centres], axis=0).clip(min=0)
+            centres.append(int(rng.choice(n, p=d / d.sum())) if d.sum() > 0 else int(rng.integers(n)))
+        labels = np.argmin(np.stack([diag - 2 * K[:, c] + K[c, c] for c in centres], 1), 1)
+        for _ in range(iters):
+            dist = np.full((n, k), np.inf)
+            for c in range(k):
+                m = labels == c
+                if m.any():
+                    dist[:, c] = diag - 2 * K[:, m].mean(1) + K[np.ix_(m, m)].mean()
+            new = np.argmin(dist, 1)
+            if np.array_equal(new, labels):
+                break
+            labels = new
+        inertia = float(dist[np.arange(n), labels].sum())
+        if inertia < best_inertia:
+            best, best_inertia = labels.copy(), inertia
+    return best
+
+
+def random_groups(num_tasks: int, k: int = 3, seed: int = 0) -> np.ndarray:
+    """Uniform division of a random permutation of the tasks into k near-equal groups."""
+    perm = np.random.default_rng(seed).permutation(num_tasks)
+    labels = np.empty(num_tasks, dtype=int)
+    for c, part in enumerate(np.array_split(perm, k)):
+        labels[part] = c
+    return labels
+
+
+def order_groups(labels: np.ndarray, A: np.ndarray | None) -> tuple[list[int], list[int], list[int]]:
+    """(E1, E2, E3) from cluster labels: E1 and E2 are the two clusters whose tasks agree least
+    (lowest mean cosine similarity between them), E3 the rest; ties by smallest task index."""
+    clusters = sorted([sorted(np.nonzero(labels == c)[0].tolist()) for c in np.unique(labels)], key=lambda g: g[0])
+    if len(clusters) == 1:  # degenerate clustering: split the single cluster in two
+        g = clusters[0]
+        clusters = [g[: len(g) // 2], g[len(g) // 2:]]
+    best, pair = np.inf, (0, 1)
+    for i in range(len(clusters)):
+        for j in range(i + 1, len(clusters)):
+            s = float(np.asarray(A)[np.ix_(clusters[i], clusters[j])].mean()) if A is not None else 0.0
+            if s < best - 1e-12:
+                best, pair = s, (i, j)
+    e1, e2 = clusters[pair[0]], clusters[pair[1]]
+    e3 = sorted(t for c, g in enumerate(clusters) if c not in pair for t in g)
+    return e1, e2, e3
+
+
+# ----------------------------------------------------------------------------------------------
+# Training phases
+# ----------------------------------------------------------------------------------------------
+class TaskView:
+    """The slice of an MTLModel seen by an aggregation rule trained on a subset of the tasks."""
+
+    def __init__(self, model, tasks):
+        self.model, self.tasks = model, list(tasks)
+
+    def shared_parameters(self):
+        return self.model.shared_parameters()
+
+    def task_parameters(self, t):
+        return self.model.task_parameters(self.tasks[t])
+
+    def last_shared_parameters(self):
+        return self.model.last_shared_parameters()
+
+
+def load_endpoint(path: str, model: nn.Module) -> dict:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise UsageError(f"--endpoint-ckpt: cannot read {path} ({type(e).__name__})")
+    sd = blob
+    if isinstance(blob, dict) and "state" in blob and isinstance(blob["state"], dict):
+        sd = blob["state"].get("model", blob["state"])
+    if not isinstance(sd, dict):
+        raise UsageError(f"--endpoint-ckpt: {path} holds no model state_dict")
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "mismatch"
+        raise UsageError(f"--endpoint-ckpt: {path} does not fit the {type(model.encoder).__name__} backbone "
+                         f"of this dataset ({first[:160]}); pass --model to match it")
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _group_names(data, groups):
+    return {f"E{i + 1}": [data.tasks[t].name for t in g] for i, g in enumerate(groups)}
+
+
+def _row(run, phase, sums, n, extra=None, val=None):
+    data = run.data
+    row = {"phase": phase}
+    row.update({f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)})
+    row.update({"objective": None, "R_o": None, "R_align": None})
+    row.update(extra or {})
+    row["val_score"] = run.primary_score(val) if val else None
+    row.update({f"val_{t.name}_{t.primary}": (val[t.name][t.primary] if val else None) for t in data.tasks})
+    return row
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_along_t(path, front, groups, data, selected_t, curve: Curve) -> None:
+    """Figure 4 (e-h) style: task losses along t, Delta-m% (or primary metrics) along t, and the
+    curve's coefficient functions R_i(t)."""
+    plt = _plt()
+    ts = np.array([f["t"] for f in front])
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    many = data.num_tasks > 3
+    series = ([(f"E{i + 1} (mean)", g) for i, g in enumerate(groups) if g] if many
+              else [(data.tasks[t].name, [t]) for t in range(data.num_tasks)])
+    for label, g in series:
+        ax[0].plot(ts, [np.mean([f["tasks"][data.tasks[t].name]["loss"] for t in g]) for f in front], "o-", ms=3, label=label)
+    ax[0].set(xlabel="t", ylabel="test loss", title="task losses along the curve")
+    ax[0].legend(fontsize=8)
+    dms = [f.get("delta_m") for f in front]
+    if all(d is not None for d in dms):
+        ax[1].plot(ts, dms, "o-", ms=3, color="C3")
+        ax[1].set(ylabel="Delta-m% (lower is better)", title="Delta-m% along the curve")
+    else:
+        for label, g in series:
+            ax[1].plot(ts, [np.mean([f["tasks"][data.tasks[t].name][data.tasks[t].primary] for t in g]) for f in front],
+                       "o-", ms=3, label=label)
+        ax[1].set(ylabel="primary test metric", title="metrics along the curve (no STL reference)")
+        ax[1].legend(fontsize=8)
+    ax[1].axvline(selected_t, color="k", ls="--", lw=1, label=f"reported t = {selected_t:.2f}")
+    ax[1].set_xlabel("t")
+    dense = torch.linspace(0, 1, 201)
+    with torch.no_grad():
+        C = curve.coefficients(dense).cpu().numpy()
+    for i in range(C.shape[1]):
+        ax[2].plot(dense.numpy(), C[:, i], label=f"theta_{i + 1}" + (" (fixed)" if i in (0, C.shape[1] - 1) else ""))
+    ax[2].set(xlabel="t", ylabel="coefficient", title=f"{curve.kind} coefficients (K={curve.num_points})")
+    ax[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_front(path, front, groups, data, selected_t) -> None:
+    """Objective-space front traced by t: mean loss of E1 vs E2 and mean primary metric of E1 vs E2."""
+    plt = _plt()
+    ts = np.array([f["t"] for f in front])
+    e1, e2 = groups[0], groups[1]
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for a, key, title in ((ax[0], "loss", "test losses"), (ax[1], None, "primary test metrics")):
+        def val(f, g):
+            return np.mean([f["tasks"][data.tasks[t].name][key or data.tasks[t].primary] for t in g])
+        x = np.array([val(f, e1) for f in front])
+        y = np.array([val(f, e2) for f in front])
+        a.plot(x, y, "-", color="0.6", lw=1, zorder=1)
+        sc = a.scatter(x, y, c=ts, cmap="viridis", s=22, zorder=2)
+        a.scatter(x[[0, -1]], y[[0, -1]], marker="s", s=60, facecolors="none", edgecolors="k", zorder=3, label="endpoints")
+        k = int(np.argmin(np.abs(ts - selected_t)))
+        a.scatter([x[k]], [y[k]], marker="*", s=150, color="C3", zorder=4, label=f"reported t = {selected_t:.2f}")
+        n1 = data.tasks[e1[0]].name if len(e1) == 1 else "E1 (mean)"
+        n2 = data.tasks[e2[0]].name if len(e2) == 1 else "E2 (mean)"
+        a.set(xlabel=n1, ylabel=n2, title=title)
+        a.legend(fontsize=8)
+    fig.colorbar(sc, ax=ax, label="t")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_affinity(path, A, groups, data) -> None:
+    plt = _plt()
+    order = [t for g in groups for t in g]
+    fig, ax = plt.subplots(figsize=(7, 6))
+    im = ax.imshow(np.asarray(A)[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
+    edges = np.cumsum([len(g) for g in groups])[:-1] - 0.5
+    for e in edges:
+        ax.axhline(e, color="k", lw=1)
+        ax.axvline(e, color="k", lw=1)
+    names = [data.tasks[t].name for t in order]
+    ax.set_xticks(range(len(order)), names, rotation=90, fontsize=5)
+    ax.set_yticks(range(len(order)), names, fontsize=5)
+    ax.set_title("warm-up gradient cosine similarity (clusters E1 | E2 | E3)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+def main(argv=None):
+    args = parse_args(argv)
+    validate(args)
+    run = Run(args, "extra_nurbs", METHOD_DEFAULTS)
+    data, T, dev = run.data, run.data.num_tasks, run.device
+    d = run.defaults
+    args.model = args.model or d.get("model") or data.default_model
+    args.control_points = args.control_points or d["control_points"]
+    args.grid = args.grid or d["grid"]
+    args.warmup_epochs = args.warmup_epochs or d["warmup_epochs"]
+    args.endpoint_epochs = args.endpoint_epochs or args.epochs
+    eval_t = parse_eval_t(args.eval_t if args.eval_t is not None else d["eval_t"])
+    args.eval_t = str(eval_t)
+    hyper = parse_hyper(args.hyper)
+    rules = list(args.endpoints) * (2 if len(args.endpoints) == 1 else 1)
+    endpoint_tasks = args.endpoint_tasks
+    if endpoint_tasks == "auto":
+        endpoint_tasks = "groups" if ("stl" in rules or T > 3) else "all"
+
+    def build():
+        with torch.random.fork_rng(devices=[]):  # building never moves the training RNG stream (--resume)
+            return build_model(args.model, data).to(dev)
+    template = build()
+    flat = FlatParams(template)
+    run.write_config({"resolved": {"model": args.model, "control_points": args.control_points, "grid": args.grid,
+                                   "eval_t": eval_t, "endpoint_rules": rules, "endpoint_tasks": endpoint_tasks}})
+    cap = args.max_steps
+
+    phases = (["warmup"] if T > 3 and args.grouping != "random" else [])
+    phases += ([] if args.endpoint_ckpt else ["endpoint1", "endpoint2"]) + ["curve"]
+    S = {"phase": phases[0], "epoch": -1, "phase_steps": 0, "total_steps": 0, "groups": None, "affinity": None,
+         "endpoints": [None, None], "work": None, "seconds": {}, "peak_mb": {}, "best": None}
+    state = run.load_checkpoint()
+    if state is not None:
+        S = state
+    run.global_step = S["total_steps"]
+
+    def log(epoch, row):
+        run.global_step = S["total_steps"]
+        run.log_epoch(epoch, row)
+
+    def save(finished=False):
+        run.global_step = S["total_steps"]
+        run.save_checkpoint(max(S["epoch"], 0), S, finished=finished)
+
+    if S["phase"] not in phases:
+        raise UsageError(f"{run.ckpt_path} was written with other stage flags (phase {S['phase']!r}); "
+                         "rerun with the same flags or use --overwrite")
+
+    def begin(phase):
+        """True if `phase` still has work (it is the current phase, or a later one)."""
+        if phases.index(S["phase"]) > phases.index(phase):
+            return False
+        if S["phase"] != phase:
+            S.update(phase=phase, epoch=-1, phase_steps=0, work=None, best=None)
+        return True
+
+    def advance(phase):
+        """`phase` is complete: the next one starts afresh."""
+        S.update(phase=phases[phases.index(phase) + 1], epoch=-1, phase_steps=0, work=None, best=None)
+
+    def phase_over(epochs):
+        return S["epoch"] + 1 >= epochs or (cap is not None and S["phase_steps"] >= cap)
+
+    def timed(phase, t0):
+        S["seconds"][phase] = S["seconds"].get(phase, 0.0) + time.time() - t0
+        mb = peak_memory_mb(dev)
+        if mb is not None:
+            S["peak_mb"][phase] = max(S["peak_mb"].get(phase, 0.0), mb)
+
+    # ---- groups E1, E2, E3 (section 5.3) ------------------------------------------------------
+    if T == 2:
+        S["groups"] = [[0], [1], []]
+    elif T == 3:
+        S["groups"] = [[0], [1], [2]]  # "K = 3 is a special case where grouping is not required"
+    elif args.grouping == "random":
+        S["groups"] = list(order_groups(random_groups(T, 3, args.seed), None))
+
+    if "warmup" in phases and begin("warmup"):
+        t0 = time.time()
+        reset_peak_memory(dev)
+        if S["work"] is None:
+            seed_everything(args.seed + 7919)
+        model = build()
+        opt, sched = run.make_optimizer(model.parameters())
+        A_sum, n_A = torch.zeros(T, T, dtype=torch.float64), 0
+        if S["work"] is not None:
+            model.load_state_dict(S["work"]["model"])
+            opt.load_state_dict(S["work"]["opt"])
+            A_sum, n_A = S["work"]["A_sum"], S["work"]["n_A"]
+        shared = model.shared_parameters()
+        while not phase_over(args.warmup_epochs):
+            epoch = S["epoch"] + 1
+            model.train()
+            sums, n = torch.zeros(T), 0
+            for x, ys in run.progress(run.batches("train", epoch + 5000), f"warm-up {epoch + 1}", run.num_batches()):
+                opt.zero_grad(set_to_none=True)
+                with run.autocast():
+                    losses = run.losses(model(x), ys).float()
+                G = jacobian(losses, shared, retain_graph=True)  # task gradients on the shared parameters
+                A_sum += cosine_matrix(G.double()).cpu()
+                n_A += 1
+                losses.mean().backward()  # LS warm-up
+                opt.step()
+                sums += losses.detach().cpu()
+                n += 1
+                S["phase_steps"] += 1
+                S["total_steps"] += 1
+                if cap is not None and S["phase_steps"] >= cap:
+                    break
+            if sched is not None:
+                sched.step()
+            S["epoch"] = epoch
+            S["work"] = {"model": model.state_dict(), "opt": opt.state_dict(), "A_sum": A_sum, "n_A": n_A}
+            log(epoch, _row(run, "warmup", sums, n))
+            save()
+        A = (A_sum / max(n_A, 1)).numpy()
+        labels = spectral_groups(A, 3, args.seed) if args.grouping == "spectral" else kmeans_groups(A, 3, args.seed)
+        S["affinity"] = A.tolist()
+        S["groups"] = [list(map(int, g)) for g in order_groups(labels, A)]
+        timed("warmup", t0)
+        advance("warmup")
+        save()
+    groups = S["groups"]
+    if not groups[0] or not groups[1]:
+        raise UsageError("task grouping left an endpoint cluster empty; try --grouping random")
+
+    # ---- stage 1: the endpoints ----------------------------------------------------------------
+    if args.endpoint_ckpt:
+        if S["endpoints"][0] is None:
+            S["endpoints"] = [load_endpoint(p, build()) for p in args.endpoint_ckpt]
+    for k in (0, 1):
+        phase = f"endpoint{k + 1}"
+        if phase not in phases or not begin(phase):
+            continue
+        t0 = time.time()
+        reset_peak_memory(dev)
+        rule = rules[k]
+        tasks = groups[k] if endpoint_tasks == "groups" else list(range(T))
+        if S["work"] is None:
+            seed_everything(args.seed + 10007 * k)  # two seeds when both endpoints use the same rule
+        model = build()
+        try:
+            agg = make_aggregator("ls" if rule == "stl" else rule, len(tasks), dataset=args.dataset, **hyper)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--hyper: {e}")
+        for p in agg.parameters():
+            p.data = p.data.to(dev)
+        if S["work"] is not None:
+            model.load_state_dict(S["work"]["model"])
+            agg = S["work"]["agg"]
+        opt, sched = run.make_optimizer(list(model.parameters()) + list(agg.parameters()))
+        if S["work"] is not None:
+            opt.load_state_dict(S["work"]["opt"])
+            if sched is not None and S["work"]["sched"] is not None:
+                sched.load_state_dict(S["work"]["sched"])
+        clip = agg.default_max_norm if args.clip_grad is None else args.clip_grad
+        view = TaskView(model, tasks)
+        idx = torch.tensor(tasks, device=dev)
+        while not phase_over(args.endpoint_epochs):
+            epoch = S["epoch"] + 1
+            model.train()
+            sums, n = torch.zeros(T), 0
+            for x, ys in run.progress(run.batches("train", epoch + 1000 * (k + 1)), f"{phase} ({rule}) {epoch + 1}", run.num_batches()):
+                opt.zero_grad(set_to_none=True)
+                with run.autocast():
+                    rep = model.encoder(x)
+                    all_losses = run.losses(model.decode(rep), ys).float()
+                losses = all_losses[idx]
+                aggregator_backward(agg, view, losses, rep=rep if agg.needs == "representation" else None)
+                clip_shared(model, clip)
+                opt.step()
+                if type(agg).post_step is not Aggregator.post_step:  # FAMO: losses after the step
+                    with torch.no_grad(), bn_frozen(model), run.autocast():
+                        after = run.losses(model(x), ys).float()[idx]
+                    agg.post_step(losses.detach(), after)
+                sums += all_losses.detach().cpu()
+                n += 1
+                S["phase_steps"] += 1
+                S["total_steps"] += 1
+                if cap is not None and S["phase_steps"] >= cap:
+                    break
+            if sched is not None:
+                sched.step()
+            agg.epoch_end(sums[idx.cpu()] / max(n, 1))
+            S["epoch"] = epoch
+            val = None
+            if (epoch + 1) % args.eval_every == 0 or phase_over(args.endpoint_epochs):
+                model.eval()
+                val = run.evaluate(model, "val", max_batches=args.eval_batches)
+                score = run.primary_score({data.tasks[t].name: val[data.tasks[t].name] for t in tasks})
+                if args.select == "best" and (S["best"] is None or score > S["best"][0]):
+                    S["best"] = (score, copy.deepcopy(model.state_dict()))
+            S["work"] = {"model": model.state_dict(), "opt": opt.state_dict(), "agg": agg,
+                         "sched": sched.state_dict() if sched is not None else None}
+            log(epoch, _row(run, phase, sums, n, val=val))
+            save()
+        final = S["best"][1] if (args.select == "best" and S["best"] is not None) else S["work"]["model"]
+        S["endpoints"][k] = {k_: v.detach().clone() for k_, v in final.items()}
+        timed("stage1", t0)
+        advance(phase)
+        save()
+
+    # ---- stage 2: the curve --------------------------------------------------------------------
+    ends = []
+    for sd in S["endpoints"]:
+        m = build()
+        m.load_state_dict(sd)
+        ends.append(flat.flatten(m))
+    template.load_state_dict(S["endpoints"][0])
+    for p in template.parameters():
+        p.requires_grad_(False)
+    curve = Curve(ends[0], ends[1], args.curve, args.control_points, args.degree).to(dev)
+    if begin("curve"):
+        t0 = time.time()
+        reset_peak_memory(dev)
+        if S["work"] is None:
+            seed_everything(args.seed + 31337)
+        opt, sched = run.make_optimizer(curve.parameters())
+        if S["work"] is not None:
+            curve.load_state_dict(S["work"]["curve"])
+            opt.load_state_dict(S["work"]["opt"])
+            if sched is not None and S["work"]["sched"] is not None:
+                sched.load_state_dict(S["work"]["sched"])
+        while not phase_over(args.epochs):
+            epoch = S["epoch"] + 1
+            template.train()
+            sums, n, parts_sum = torch.zeros(T), 0, {"objective": 0.0, "R_o": 0.0, "R_align": 0.0}
+            for x, ys in run.progress(run.batches("train", epoch), f"curve epoch {epoch + 1}", run.num_batches()):
+                opt.zero_grad(set_to_none=True)
+                t1, t2 = torch.rand(2).tolist()  # t ~ U[0, 1], two samples for Eq. 2
+                outs = []
+                for t in (t1, t2):
+                    theta = curve.point(t)  # Eq. 4
+                    with run.autocast():
+                        out = functional_call(template, flat.unflatten(theta), (x,))
+                        outs.append((run.losses(out, ys).float(), (theta.float() ** 2).sum()))
+                J, parts = extra_objective(outs[0][0], outs[1][0], t1, t2, groups, args.alpha, args.align_weight,
+                                           args.l2, outs[0][1], outs[1][1])
+                J.backward()
+                if args.clip_grad:
+                    nn.utils.clip_grad_norm_(curve.parameters(), args.clip_grad)
+                opt.step()
+                sums += 0.5 * (outs[0][0] + outs[1][0]).detach().cpu()
+                parts_sum["objective"] += float(J.detach())
+                parts_sum["R_o"] += parts["R_o"]
+                parts_sum["R_align"] += parts["R_align"]
+                n += 1
+                S["phase_steps"] += 1
+                S["total_steps"] += 1
+                if cap is not None and S["phase_steps"] >= cap:
+                    break
+            if sched is not None:
+                sched.step()
+            S["epoch"] = epoch
+            val = None
+            if (epoch + 1) % args.eval_every == 0 or phase_over(args.epochs):
+                val = evaluate_point(run, template, curve, 0.5 if eval_t == "val" else eval_t, ["val"])["val"]
+            S["work"] = {"curve": curve.state_dict(), "opt": opt.state_dict(),
+                         "sched": sched.state_dict() if sched is not None else None}
+            log(epoch, _row(run, "curve", sums, n, {k_: v / max(n, 1) for k_, v in parts_sum.items()}, val))
+            save()
+        timed("stage2", t0)
+        S["phase"] = "curve"
+        S["epoch"] = max(S["epoch"], args.epochs - 1)
+        save()
+    if S["work"] is not None:
+        curve.load_state_dict(S["work"]["curve"])
+
+    # ---- evaluation: the sweep over t, the reported point --------------------------------------
+    ts = [float(t) for t in np.linspace(0.0, 1.0, args.grid)]
+    if eval_t != "val" and not any(abs(t - eval_t) < 1e-9 for t in ts):
+        ts = sorted(ts + [float(eval_t)])
+    val_is_test = bool(data.info.get("val_is_test"))
+    front = []
+    for t in run.progress(ts, "sweep over t"):
+        res = evaluate_point(run, template, curve, t, ["test"] if val_is_test else ["val", "test"])
+        val = res["test"] if val_is_test else res["val"]
+        front.append({"t": round(t, 6), "tasks": res["test"], "delta_m": run.delta_m(res["test"]),
+                      "val_score": run.primary_score(val)})
+    if eval_t == "val":
+        scores = np.array([f["val_score"] for f in front])
+        best = np.flatnonzero(scores >= scores.max() - 1e-12)
+        k = int(best[np.argmin(np.abs(np.array(ts)[best] - 0.5))])
+    else:
+        k = int(np.argmin(np.abs(np.array(ts) - eval_t)))
+    chosen = front[k]
+    dms = [f["delta_m"] for f in front]
+    oracle = int(np.nanargmin([np.inf if v is None else v for v in dms])) if any(v is not None for v in dms) else None
+
+    tasks = data.tasks
+    hv, ref = None, None
+    if T in (2, 3):
+        P = np.array([[f["tasks"][s.name][s.primary] for s in tasks] for f in front], dtype=float)
+        higher = [s.metrics[0][1] for s in tasks]
+        ref = []
+        for i, s in enumerate(tasks):
+            r = HV_REFERENCE.get(s.kind)
+            if r is None:
+                worst = P[:, i].min() if higher[i] else P[:, i].max()
+                r = float(worst - 0.1 * abs(worst)) if higher[i] else float(worst + 0.1 * abs(worst))
+            ref.append(r)
+        hv = hypervolume(P, ref, maximize=higher)
+        nd = int(non_dominated(P, maximize=higher).sum())
+    else:
+        nd = None
+
+    plot_along_t(run.path("along_t.png"), front, groups, data, chosen["t"], curve)
+    plot_front(run.path("front.png"), front, groups, data, chosen["t"])
+    if S["affinity"] is not None:
+        plot_affinity(run.path("affinity.png"), S["affinity"], groups, data)
+    save(finished=True)
+    w = curve.weights()
+    result = run.finish({
+        "tasks": chosen["tasks"], "delta_m": chosen["delta_m"], "t": chosen["t"],
+        "t_selection": "validation" if eval_t == "val" else "fixed",
+        "hypervolume": hv, "hypervolume_ref": ref, "hypervolume_metrics": [s.primary for s in tasks],
+        "non_dominated": nd, "front": front,
+        "endpoints": {"t=0": {"tasks": front[0]["tasks"], "delta_m": front[0]["delta_m"]},
+                      "t=1": {"tasks": front[-1]["tasks"], "delta_m": front[-1]["delta_m"]}},
+        "best_test_t": front[oracle]["t"] if oracle is not None else None,
+        "best_test_delta_m": dms[oracle] if oracle is not None else None,
+        "endpoint_rules": rules if not args.endpoint_ckpt else None, "endpoint_ckpt": args.endpoint_ckpt,
+        "endpoint_tasks": endpoint_tasks, "groups": _group_names(data, groups),
+        "grouping": args.grouping if T > 3 else None, "task_affinity": S["affinity"],
+        "curve": {"kind": curve.kind, "control_points": curve.num_points, "trainable_points": curve.num_points - 2,
+                  "degree": curve.degree if curve.kind == "nurbs" else None,
+                  "knots": curve.knots.tolist() if curve.kind == "nurbs" else None,
+                  "weights": w.detach().cpu().tolist() if w is not None else None},
+        "alpha": args.alpha, "align_weight": args.align_weight, "l2": args.l2,
+        "peak_memory_mb_stage1": S["peak_mb"].get("stage1"), "peak_memory_mb_stage2": S["peak_mb"].get("stage2"),
+        "peak_memory_mb_warmup": S["peak_mb"].get("warmup"),
+        "seconds_stage1": round(S["seconds"].get("stage1", 0.0), 3), "seconds_stage2": round(S["seconds"].get("stage2", 0.0), 3),
+        "seconds_warmup": round(S["seconds"].get("warmup", 0.0), 3),
+        "parameters": {"model": count_parameters(template.parameters()),
+                       "curve_trainable": count_parameters(curve.parameters())},
+    })
+    return result
+
+
+@torch.no_grad()
+def evaluate_point(run: Run, template: nn.Module, curve: Curve, t: float, splits) -> dict:
+    """Metrics of the network at C(t) on `splits`, BatchNorm statistics re-estimated at C(t) first."""
+    model = copy.deepcopy(template)
+    torch.nn.utils.vector_to_parameters(curve.point(t).to(next(model.parameters()).dtype), model.parameters())
+    recompute_bn_stats(model, model, run.batches("train", 10 ** 6, shuffle=True), run.args.bn_batches)
+    model.eval()
+    return {s: run.evaluate(model, s, max_batches=run.args.eval_batches) for s in splits}
+
+
+if __name__ == "__main__":
+    main_guard(main)
