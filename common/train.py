@@ -288,7 +288,7 @@ class Run:
         ds.update(method_defaults.get("*", {}))
         ds.update(method_defaults.get(a.dataset, {}))
         self.defaults = ds
-        for k in ("epochs", "batch_size", "lr", "select"):
+        for k in ("epochs", "batch_size", "lr", "select", "model"):
             if getattr(a, k, None) is None:
                 setattr(a, k, ds.get(k))
         self.scheduler_spec = ds.get("scheduler")

@@ -66,7 +66,7 @@ def main(argv=None):
     model = build_model(args.model, data).to(dev)
     try:
         agg = make_aggregator(args.method, T, dataset=args.dataset, **parse_hyper(args.hyper))
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise UsageError(f"--hyper: {e}")
     for p in agg.parameters():
         p.data = p.data.to(dev)

@@ -1,0 +1,660 @@
+"""SAM-MTL: sharpness-aware multi-task learning, task-based flat regions on top of any aggregator
+(Phan, Tran, Tran, Tran, Truong, Lei, Ho, Phung & Le, "Beyond Losses Reweighting: Empowering
+Multi-Task Learning via the Generalization Perspective", ICCV 2025; arXiv 2211.13723, first titled
+"Improving Multi-task Learning via Seeking Task-based Flat Regions").
+
+Every task i has the shared parameters theta_sh and its own head theta_ns^i. Instead of the task
+losses L^i alone, the method minimises each task's worst-case loss in a ball around the weights
+(Eq. 2-4, bounded by Theorem 1, Eq. 3):
+
+    Eq. 7   eps_ns^i = rho_ns g_ns^i / ||g_ns^i||,   g_ns^i = grad_{theta_ns^i} L^i     (worst head perturbation)
+    Eq. 11  eps_sh^i = rho_sh g_sh^i / ||g_sh^i||,   g_sh^i = grad_{theta_sh}   L^i     (one per task: relaxation Eq. 10)
+    Eq. 12-13  L^i(theta_sh + eps_sh^i, theta_ns^i + eps_ns^i) ~ L^i + rho_sh ||g_sh^i|| + rho_ns ||g_ns^i||
+            = L^i_loss + L^i_flat: a low loss AND a small gradient norm (a flat region) for every task.
+    Eq. 14  heads:  g_ns^{i,SAM} = grad_{theta_ns^i} L^i at the perturbed point;  theta_ns^i -= eta g_ns^{i,SAM}
+    Eq. 15  shared: g_sh^{i,SAM} = grad_{theta_sh} L^i at the perturbed point,  g_sh^{i,loss} = g_sh^i,
+            g_sh^{i,flat} = g_sh^{i,SAM} - g_sh^{i,loss}  (the gradient of L^i_flat without a Hessian)
+    Sec 3.4.2  g^loss = Agg(g_sh^{1,loss} .. g_sh^{m,loss}),  g^flat = Agg(g_sh^{1,flat} .. g_sh^{m,flat}):
+            two sub-MTL problems, each solved by the gradient aggregator (--aggregator: any rule of
+            common/aggregators.py), then simply added:  g_sh^SAM = g^loss + g^flat;  theta_sh -= eta g_sh^SAM.
+
+This is Algorithm 1, line by line, in `sam_gradients` (lines 1-6) and `combine` (lines 7-8); the
+optimiser (Adam) does line 9. Variants of the paper's ablations (--mode):
+    individual    Algorithm 1 (default; "Ours (individual)" of Table 5).
+    direct        Table 5 "Ours (direct)": g_sh = Agg(g_sh^{1,SAM} .. g_sh^{m,SAM}), intra-task conflict ignored.
+    second-aggre  Table 6: g_sh = Agg2(g^loss, g^flat), a second aggregation instead of the sum.
+    each-aggre    Table 6: g_sh^i = Agg2(g_sh^{i,loss}, g_sh^{i,flat}) per task, then g_sh = Agg(g_sh^1 .. g_sh^m)
+                  (m + 1 aggregations per step).
+    stl           Table 7 "F-STL": one single-task model per task, each trained with SAM (Algorithm 1
+                  with m = 1: g_sh = g^{SAM}). "F-LS" of Table 7 is --aggregator ls (linear, so
+                  individual and direct coincide).
+Agg2 is the same rule instantiated for two objectives; the "losses" of a flat sub-problem are the
+measured sharpness L^i(theta + eps^i) - L^i(theta) (Eq. 12-13), floored at 1e-8 for the rules that
+take logarithms or ratios of losses.
+
+Logged per epoch (log.csv) and plotted:
+- conflict.png (Figure 3): the fraction of mini-batches with gradient conflict, i.e. some pair of
+  tasks with g_sh^{i,loss} . g_sh^{j,loss} < 0 (also for the flat and the SAM gradients, and the
+  intra-task conflict g_sh^{i,loss} . g_sh^{i,flat} < 0);
+- grad_norms.png (Figure 2): ||g^loss||, ||g^flat||, ||g_sh|| of the update and the mean per-task
+  ||g_sh^{i,loss}||, ||g_sh^{i,flat}||, next to the training losses.
+
+Defaults (METHOD_DEFAULTS; sources: the official code github VietHoang1512/FS-MTL):
+    multimnist, multifashion, multifashion-mnist: ResNet-18, Adam 1e-3, batch 256, 200 epochs,
+        rho 2 adaptive (multi-mnist/run.sh, the recorded runs of Table 1; train.py's own defaults are
+        rho 0.05 non-adaptive and 100 epochs: pass --rho 0.05 --no-adaptive --epochs 100).
+    celeba: ResNet-18 (the official MultiFaces ResNet), Adam 5e-4, batch 256, 100 epochs, lr x 0.85
+        every 10 epochs, rho 2 adaptive, best epoch by validation (celeba/train.py).
+    nyuv2: MTAN, Adam 1e-4, batch 2, 200 epochs, StepLR(100, 0.5), rho 2 adaptive (nyuv2/train.py).
+    cityscapes: MTAN, Adam 1e-4, batch 8, 200 epochs, StepLR(100, 0.5), rho 2 adaptive (city2scape/
+        bash.sh passes batch 8 and lr 1e-4, the standard protocol the paper compares against;
+        train.py's set_defaults, copied from NYUv2, say batch 2 and lr 2e-4).
+    multimnist-lite / multimnist3-lite (offline, LeNet): the harness budget of methods/baselines.py
+        (10 / 20 epochs, Adam 1e-3, batch 256) and plain SAM radii rho_sh = rho_ns = 0.05 (train.py's default).
+--adaptive is ASAM (Kwon et al. 2021), as the official --adaptive: eps = rho T^2 g / ||T g||, T = |w|,
+so ||T^{-1} eps|| = rho. Algorithm 1 itself is the non-adaptive rule.
+
+Where this file differs from the official code (it follows the paper, or does better):
+- Two radii rho_sh and rho_ns (the paper's symbols); the code has one --rho. --rho sets both.
+- The MultiMNIST script normalises the shared and head perturbation together (one norm over
+  [theta_sh, theta_ns^i]); Eq. 7 and 11 normalise them separately, as its scene / CelebA scripts do.
+- The official code hard-codes 2 tasks and four rules (MGDA, PCGrad, CAGrad, IMTL) with separate
+  copies of each; here the aggregation is any rule of common/aggregators.py for any number of tasks.
+  The loss and the flat sub-problems get separate instances of the rule, so stateful rules (Nash-MTL's
+  warm start, DWA's loss history, FAMO's logits, UW's variances) keep one state per sub-problem.
+- The perturbed passes reuse the dropout masks of the first pass (the RNG state is replayed), so
+  g^flat measures the change of the gradient under the weight perturbation only, not dropout noise;
+  with rho = 0 the update is then exactly the plain aggregator's. BatchNorm layers use batch
+  statistics in the perturbed passes but their running statistics move once per step (momentum 0,
+  as the official disable_running_stats), and their step counters are restored too.
+- The weights are restored by copying saved tensors back (bit-identical), not by subtracting eps.
+- Heads always get their own SAM gradient (Eq. 14), whatever the rule's task weights (the
+  official code does the same; methods/baselines.py scales head t by w_t instead).
+- Every rule is applied to the given rows by common.aggregators.aggregate: Jacobian rules exactly;
+  loss rules as w(losses) @ G; GradNorm measures its norms on these full shared-gradient rows (not
+  the last shared layer) and MGDA-UB becomes MGDA on them (SAM needs the full shared gradients anyway).
+- With FAMO the flat sub-problem's logits are not updated after the step (that would need m more
+  perturbed passes per step); the loss sub-problem's are, as in methods/baselines.py.
+
+    python methods/sam_mtl.py --aggregator pcgrad                 # F-PCGrad on multimnist-lite (offline)
+    python methods/sam_mtl.py --aggregator mgda --mode direct     # Table 5's direct aggregation
+    python methods/sam_mtl.py --aggregator cagrad --mode each-aggre
+    python methods/sam_mtl.py --mode stl                          # F-STL (Table 7)
+    python methods/sam_mtl.py --aggregator imtl --dataset nyuv2   # MTAN, rho 2 adaptive
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from itertools import combinations
+from types import SimpleNamespace
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from common.aggregators import AGGREGATORS, Aggregator, aggregate, describe, make_aggregator  # noqa: E402
+from common.device import UsageError, synchronize  # noqa: E402
+from common.metrics import hypervolume  # noqa: E402
+from common.models import build_model, count_parameters  # noqa: E402
+from common.train import Run, base_parser, bn_frozen, clip_shared, flat_metrics, main_guard, set_flat_grad  # noqa: E402
+
+MODES = ("individual", "direct", "second-aggre", "each-aggre", "stl")
+
+# Per-dataset defaults (see the module docstring for the sources). Keys the harness does not know
+# (model, rho_sh, rho_ns, adaptive) are resolved in resolve_method_defaults().
+_MNIST_FAMILY = dict(model="resnet18", epochs=200, batch_size=256, lr=1e-3, scheduler=None,
+                     rho_sh=2.0, rho_ns=2.0, adaptive=True)
+_SCENE = dict(model="mtan", epochs=200, lr=1e-4, scheduler=(100, 0.5), rho_sh=2.0, rho_ns=2.0, adaptive=True)
+METHOD_DEFAULTS = {
+    "*": dict(rho_sh=0.05, rho_ns=0.05, adaptive=False),
+    "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multimnist3-lite": dict(epochs=20, batch_size=256, lr=1e-3),
+    "multimnist": dict(_MNIST_FAMILY),
+    "multifashion": dict(_MNIST_FAMILY),
+    "multifashion-mnist": dict(_MNIST_FAMILY),
+    "celeba": dict(model="resnet18", epochs=100, batch_size=256, lr=5e-4, scheduler=(10, 0.85), select="best",
+                   rho_sh=2.0, rho_ns=2.0, adaptive=True),
+    "nyuv2": dict(_SCENE, batch_size=2),
+    "cityscapes": dict(_SCENE, batch_size=8),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Algorithm 1, lines 1-6: per-task loss gradients, worst-case perturbations, SAM and flat gradients
+# --------------------------------------------------------------------------------------------
+def _flat(grads, params) -> torch.Tensor:
+    if len(params) == 0:  # e.g. parameter-free heads (the toy problem)
+        return torch.zeros(0)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+
+def _unflat(vec: torch.Tensor, params) -> list[torch.Tensor]:
+    out, i = [], 0
+    for p in params:
+        out.append(vec[i:i + p.numel()].view_as(p))
+        i += p.numel()
+    return out
+
+
+def perturbation(g: torch.Tensor, w: torch.Tensor | None, rho: float, adaptive: bool = False) -> torch.Tensor:
+    """The worst-case perturbation of a first-order loss model in the ball of radius rho:
+    Eq. 7 / Eq. 11, eps = rho g / ||g|| (the dual-norm solution); with `adaptive` the ASAM ball
+    ||T^{-1} eps|| <= rho, T = |w|, whose solution is eps = rho T^2 g / ||T g||. A zero gradient
+    (or rho = 0) gives eps = 0."""
+    if rho == 0:
+        return torch.zeros_like(g)
+    if adaptive:
+        t = w.abs()
+        norm, direction = (t * g).norm(), t * t * g
+    else:
+        norm, direction = g.norm(), g
+    if not (norm > 0 and torch.isfinite(norm)):
+        return torch.zeros_like(g)
+    return direction * (rho / norm)
+
+
+class perturbed:
+    """Context: theta <- theta + eps on `params` for the duration; on exit every parameter gets its
+    saved value back by copy (bit-identical, whatever the rounding of theta + eps)."""
+
+    def __init__(self, params, eps: torch.Tensor):
+        self.params, self.eps = list(params), eps
+
+    @torch.no_grad()
+    def __enter__(self):
+        self.saved = [p.detach().clone() for p in self.params]
+        for p, e in zip(self.params, _unflat(self.eps, self.params)):
+            p.add_(e.to(p.dtype))
+        return self
+
+    @torch.no_grad()
+    def __exit__(self, *exc):
+        for p, s in zip(self.params, self.saved):
+            p.copy_(s)
+        return False
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """Losses computed under autocast (bf16 / fp16) are promoted to float32; others kept as they are."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _rng_state(device: torch.device):
+    return (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(state, device: torch.device):
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+@dataclass
+class SAMGrads:
+    """Everything Algorithm 1 computes for one batch (shared gradients as rows of T x d matrices)."""
+    losses: torch.Tensor       # L^i(theta), (T,)
+    perturbed: torch.Tensor    # L^i(theta_sh + eps_sh^i, theta_ns^i + eps_ns^i), (T,)
+    G_loss: torch.Tensor       # g_sh^{i,loss}, (T, d)
+    G_sam: torch.Tensor        # g_sh^{i,SAM}, (T, d)
+    head_loss: list            # g_ns^{i,loss}: per task, one tensor per head parameter
+    head_sam: list             # g_ns^{i,SAM} (Eq. 14)
+    eps_sh_norm: torch.Tensor  # ||eps_sh^i||, (T,)
+    eps_ns_norm: torch.Tensor  # ||eps_ns^i||, (T,)
+
+    @property
+    def G_flat(self) -> torch.Tensor:  # Eq. 15 / Algorithm 1 line 5
+        return self.G_sam - self.G_loss
+
+    @property
+    def sharpness(self) -> torch.Tensor:  # L^i_flat measured: L^i(theta + eps^i) - L^i(theta) (Eq. 12-13)
+        return self.perturbed - self.losses
+
+
+def sam_gradients(model, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive: bool = False,
+                  autocast=None) -> SAMGrads:
+    """Algorithm 1, lines 1-6, on one batch. `loss_fn(outputs, ys)` -> the T task losses.
+
+    One forward pass at theta (BatchNorm running statistics move here, once), the gradients of
+    every L^i on theta_sh and theta_ns^i (line 2), then per task: the perturbations of Eq. 11 and 7
+    (line 3), a forward/backward pass at the perturbed point (line 4; BatchNorm frozen, the same
+    dropout masks) and the exact restore of the weights. Line 5 is SAMGrads.G_flat."""
+    from contextlib import nullcontext
+
+    autocast = autocast or nullcontext
+    shared = model.shared_parameters()
+    T = model.num_tasks
+    heads = [model.task_parameters(t) for t in range(T)]
+    device = shared[0].device
+    rng_before = _rng_state(device)
+    with autocast():
+        losses = _full(loss_fn(model(x), ys))
+    rng_after = _rng_state(device)
+
+    # line 2: g_sh^{i,loss}, g_ns^{i,loss} = grad L^i(theta)
+    G_loss, head_loss = [], []
+    for i in range(T):
+        grads = torch.autograd.grad(losses[i], shared + heads[i], retain_graph=i < T - 1, allow_unused=True)
+        G_loss.append(_flat(grads[:len(shared)], shared))
+        head_loss.append([g if g is not None else torch.zeros_like(p) for g, p in zip(grads[len(shared):], heads[i])])
+    G_loss = torch.stack(G_loss)
+
+    theta_sh = _flat([p.detach() for p in shared], shared) if adaptive else None
+    bn_counters = [(b, b.clone()) for n, b in model.named_buffers() if n.endswith("num_batches_tracked")]
+    G_sam, head_sam, pert, eps_sh_n, eps_ns_n = [], [], [], [], []
+    with bn_frozen(model):
+        for i in range(T):
+            # line 3: worst-case perturbations, Eq. 11 (shared, one per task) and Eq. 7 (own head)
+            g_ns = _flat(head_loss[i], heads[i])
+            theta_ns = _flat([p.detach() for p in heads[i]], heads[i]) if adaptive else None
+            eps_sh = perturbation(G_loss[i], theta_sh, rho_sh, adaptive)
+            eps_ns = perturbation(g_ns, theta_ns, rho_ns, adaptive)
+            eps_sh_n.append(eps_sh.norm())
+            eps_ns_n.append(eps_ns.norm())
+            # line 4: g^{i,SAM} = grad L^i at (theta_sh + eps_sh^i, theta_ns^i + eps_ns^i)
+            with perturbed(shared + heads[i], torch.cat([eps_sh, eps_ns])):
+                _set_rng_state(rng_before, device)
+                with autocast():
+                    li = _full(loss_fn(model(x), ys)[i])
+                grads = torch.autograd.grad(li, shared + heads[i], allow_unused=True)
+            G_sam.append(_flat(grads[:len(shared)], shared))
+            head_sam.append([g if g is not None else torch.zeros_like(p) for g, p in zip(grads[len(shared):], heads[i])])
+            pert.append(li.detach())
+    _set_rng_state(rng_after, device)
+    with torch.no_grad():
+        for b, saved in bn_counters:
+            b.copy_(saved)
+    return SAMGrads(losses.detach(), torch.stack(pert), G_loss, torch.stack(G_sam), head_loss, head_sam,
+                    torch.stack(eps_sh_n), torch.stack(eps_ns_n))
+
+
+# --------------------------------------------------------------------------------------------
+# Algorithm 1, lines 7-8: aggregate the loss and the flat gradients, and the ablation variants
+# --------------------------------------------------------------------------------------------
+def make_aggregators(name: str, num_tasks: int, mode: str, dataset: str | None = None, **hyper) -> SimpleNamespace:
+    """One instance of the rule per sub-problem: `loss` (also the rule of direct / each-aggre),
+    `flat`, `second` (two objectives: g^loss, g^flat) and `each` (two objectives per task)."""
+    aggs = SimpleNamespace(loss=make_aggregator(name, num_tasks, dataset=dataset, **hyper), flat=None, second=None, each=[])
+    if mode in ("individual", "second-aggre"):
+        aggs.flat = make_aggregator(name, num_tasks, dataset=dataset, **hyper)
+    if mode == "second-aggre":
+        aggs.second = make_aggregator(name, 2, dataset=dataset, **hyper)
+    if mode == "each-aggre":
+        aggs.each = [make_aggregator(name, 2, dataset=dataset, **hyper) for _ in range(num_tasks)]
+    return aggs
+
+
+def all_aggregators(aggs) -> list:
+    return [a for a in [aggs.loss, aggs.flat, aggs.second] + list(aggs.each) if a is not None]
+
+
+def _objective(v: torch.Tensor) -> torch.Tensor:
+    """Losses handed to a sub-problem's rule: floored at 1e-8 (log- and ratio-based rules)."""
+    return v.detach().float().clamp_min(1e-8)
+
+
+def combine(mode: str, aggs, g: SAMGrads):
+    """Algorithm 1 lines 7-8 (mode "individual") or an ablation of Tables 5-6. Returns the shared
+    update direction, a dict of the aggregated directions, and the (rule, losses) pairs used (the
+    rules with learnable parameters, e.g. UW, are trained on exactly these losses)."""
+    used = []
+
+    def agg(rule, G, L):
+        used.append((rule, L))
+        return aggregate(rule, G, L)
+
+    G_flat = g.G_flat
+    has_flat = bool(G_flat.abs().max() > 0)  # rho = 0: no flat sub-problem (a zero Jacobian)
+    sharp = _objective(g.sharpness)
+    parts = {}
+    if mode == "direct":  # Table 5: Agg(g^{1,SAM} .. g^{m,SAM})
+        d = agg(aggs.loss, g.G_sam, _objective(g.perturbed))
+        return d, parts, used
+    if mode == "each-aggre":  # Table 6: per task Agg2(g^{i,loss}, g^{i,flat}), then Agg over tasks
+        rows = []
+        for i, rule in enumerate(aggs.each):
+            if has_flat:
+                rows.append(agg(rule, torch.stack([g.G_loss[i], G_flat[i]]), torch.stack([_objective(g.losses[i]), sharp[i]])))
+            else:
+                rows.append(g.G_loss[i])
+        d = agg(aggs.loss, torch.stack(rows), _objective(g.losses))
+        return d, parts, used
+    # line 7: g^loss = Agg(g^{i,loss}), g^flat = Agg(g^{i,flat})
+    d_loss = agg(aggs.loss, g.G_loss, _objective(g.losses))
+    d_flat = agg(aggs.flat, G_flat, sharp) if has_flat else torch.zeros_like(d_loss)
+    parts = {"loss": d_loss, "flat": d_flat}
+    if mode == "second-aggre" and has_flat:  # Table 6: Agg2(g^loss, g^flat)
+        d = agg(aggs.second, torch.stack([d_loss, d_flat]), torch.stack([_objective(g.losses.sum()), sharp.sum()]))
+    else:  # line 8: g_sh^SAM = g^loss + g^flat
+        d = d_loss + d_flat
+    return d, parts, used
+
+
+def apply_gradients(model, d: torch.Tensor, g: SAMGrads) -> None:
+    """Write the update into .grad: the shared direction (line 8) and each head's own SAM gradient
+    (Eq. 14); the optimiser step is line 9."""
+    set_flat_grad(model.shared_parameters(), d)
+    for i in range(model.num_tasks):
+        for p, gi in zip(model.task_parameters(i), g.head_sam[i]):
+            p.grad = gi.detach().clone()
+
+
+def conflict(G: torch.Tensor) -> bool:
+    """Gradient conflict in a batch (Figure 3): some pair of rows with a negative inner product."""
+    T = G.shape[0]
+    return any(float(G[i] @ G[j]) < 0 for i, j in combinations(range(T), 2))
+
+
+def step_statistics(g: SAMGrads, d: torch.Tensor, parts: dict) -> dict:
+    """Per-batch quantities of Figures 2 and 3."""
+    G_flat = g.G_flat
+    return {"conflict_loss": float(conflict(g.G_loss)), "conflict_flat": float(conflict(G_flat)),
+            "conflict_sam": float(conflict(g.G_sam)),
+            "conflict_intra": float(any(float(a @ b) < 0 for a, b in zip(g.G_loss, G_flat))),
+            "norm_update": float(d.norm()),
+            "norm_agg_loss": float(parts["loss"].norm()) if "loss" in parts else float("nan"),
+            "norm_agg_flat": float(parts["flat"].norm()) if "flat" in parts else float("nan"),
+            "norm_task_loss": float(g.G_loss.norm(dim=1).mean()), "norm_task_flat": float(G_flat.norm(dim=1).mean()),
+            "sharpness": float(g.sharpness.mean())}
+
+
+# --------------------------------------------------------------------------------------------
+# arguments and defaults
+# --------------------------------------------------------------------------------------------
+def _defaults_table() -> str:
+    lines = ["Per-dataset defaults of this method (override with the flags):"]
+    for ds, d in METHOD_DEFAULTS.items():
+        lines.append(f"  {ds:20s} " + ", ".join(f"{k}={v}" for k, v in d.items()))
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = base_parser("sam_mtl", __doc__ + "\n" + _defaults_table() + "\n\nAggregation rules and their defaults:\n" + describe())
+    g = p.add_argument_group("SAM-MTL options")
+    g.add_argument("--aggregator", default="pcgrad", choices=sorted(AGGREGATORS),
+                   help="the gradient aggregation rule Agg of Algorithm 1 line 7 (default pcgrad -> F-PCGrad; ls -> F-LS)")
+    g.add_argument("--mode", default="individual", choices=MODES,
+                   help="individual: Algorithm 1 (default); direct: Agg of the SAM gradients (Table 5); "
+                        "second-aggre / each-aggre: Table 6; stl: F-STL, one SAM-trained model per task (Table 7)")
+    g.add_argument("--rho", type=float, default=None, help="set both radii rho_sh and rho_ns")
+    g.add_argument("--rho-sh", type=float, default=None, help="radius of the shared perturbation, Eq. 11 (default: per dataset)")
+    g.add_argument("--rho-ns", type=float, default=None, help="radius of each head's perturbation, Eq. 7 (default: per dataset)")
+    g.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
+                   help="ASAM perturbations eps = rho |w|^2 g / || |w| g || (default: per dataset, as the official scripts)")
+    g.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hyperparameter of the aggregator, e.g. --hyper c=0.4 (repeatable; numbers are parsed)")
+    g.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
+    return p.parse_args(argv)
+
+
+def parse_hyper(items) -> dict:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--hyper {item!r} must look like KEY=VALUE")
+        k, v = item.split("=", 1)
+        for cast in (int, float):
+            try:
+                v = cast(v)
+                break
+            except ValueError:
+                continue
+        else:
+            v = {"true": True, "false": False}.get(v.lower(), v)
+        out[k.strip()] = v
+    return out
+
+
+def validate_method_args(args) -> None:
+    """Bad values of this method's flags -> UsageError, before anything is written to --out."""
+    for k in ("rho", "rho_sh", "rho_ns"):
+        v = getattr(args, k)
+        if v is not None and not (v >= 0 and math.isfinite(v)):
+            raise UsageError(f"--{k.replace('_', '-')} must be a finite number >= 0 (got {v})")
+    if args.eval_every < 1:
+        raise UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
+    if args.mode == "stl" and args.hyper:
+        raise UsageError("--hyper has no effect with --mode stl (F-STL uses no aggregator)")
+    parse_hyper(args.hyper)
+
+
+def resolve_method_defaults(args, run) -> None:
+    """Fill --rho-sh, --rho-ns, --adaptive and --model from METHOD_DEFAULTS."""
+    if args.rho is not None:
+        args.rho_sh = args.rho if args.rho_sh is None else args.rho_sh
+        args.rho_ns = args.rho if args.rho_ns is None else args.rho_ns
+    for k in ("rho_sh", "rho_ns", "adaptive"):
+        if getattr(args, k) is None:
+            setattr(args, k, run.defaults[k])
+    if args.model is None:
+        args.model = run.defaults.get("model") or run.data.default_model
+
+
+# --------------------------------------------------------------------------------------------
+# plots (Figures 2 and 3 of the paper, from log.csv so that resumed runs are complete)
+# --------------------------------------------------------------------------------------------
+def plot_training(log_path: str, out_dir: str, task_names) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_path) as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return []
+
+    def col(k):
+        return np.array([float(r[k]) if r.get(k) not in (None, "", "None") else np.nan for r in rows])
+
+    ep = col("epoch") + 1
+    written = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, label in (("conflict_loss", "loss gradients $g^{i,loss}$"), ("conflict_flat", "flat gradients $g^{i,flat}$"),
+                     ("conflict_sam", "SAM gradients $g^{i,SAM}$"), ("conflict_intra", "intra-task: $g^{i,loss}\\cdot g^{i,flat}<0$")):
+        ax.plot(ep, 100 * col(k), marker="o", ms=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mini-batches with gradient conflict (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title("Gradient conflict per epoch (Figure 3)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "conflict.png"), dpi=120)
+    plt.close(fig)
+    written.append("conflict.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for k, label in (("norm_update", "$\\|g_{sh}\\|$ (update)"), ("norm_agg_loss", "$\\|g^{loss}\\|$ (aggregated)"),
+                     ("norm_agg_flat", "$\\|g^{flat}\\|$ (aggregated)"), ("norm_task_loss", "mean $\\|g^{i,loss}\\|$"),
+                     ("norm_task_flat", "mean $\\|g^{i,flat}\\|$")):
+        v = col(k)
+        if np.isfinite(v).any():
+            axes[0].plot(ep, v, marker="o", ms=3, label=label)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("gradient norm (epoch mean)")
+    axes[0].legend(fontsize=8)
+    axes[0].set_title("Gradient norms (Figure 2)")
+    for t in task_names:
+        axes[1].plot(ep, col(f"train_loss_{t}"), marker="o", ms=3, label=t)
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("training loss")
+    axes[1].set_title("Task losses")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "grad_norms.png"), dpi=120)
+    plt.close(fig)
+    written.append("grad_norms.png")
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+def main(argv=None):
+    args = parse_args(argv)
+    validate_method_args(args)
+    run = Run(args, "sam_mtl", METHOD_DEFAULTS)
+    resolve_method_defaults(args, run)
+    run.write_config()
+    data, T, dev = run.data, run.data.num_tasks, run.device
+    stl = args.mode == "stl"
+    hyper = parse_hyper(args.hyper)
+
+    # models: one multi-task model, or (F-STL) one single-task model per task
+    models = [build_model(args.model, data, tasks=[t]).to(dev) for t in range(T)] if stl else [build_model(args.model, data).to(dev)]
+    if stl:
+        aggs, clip = None, (args.clip_grad or 0.0)
+    else:
+        try:
+            aggs = make_aggregators(args.aggregator, T, args.mode, dataset=args.dataset, **hyper)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--hyper: {e}")
+        for a in all_aggregators(aggs):
+            for p in a.parameters():
+                p.data = p.data.to(dev)
+        clip = aggs.loss.default_max_norm if args.clip_grad is None else args.clip_grad
+    best = [(-float("inf"), None)] * len(models)
+    seconds_sam = 0.0
+    state = run.load_checkpoint()
+    if state is not None:
+        for m, s in zip(models, state["models"]):
+            m.load_state_dict(s)
+        aggs = state["aggs"]
+        best = state.get("best", best)
+        seconds_sam = state.get("seconds_sam", 0.0)
+
+    agg_params = [] if stl else [p for a in all_aggregators(aggs) for p in a.parameters()]
+    opts = [run.make_optimizer(list(m.parameters()) + (agg_params if k == 0 else [])) for k, m in enumerate(models)]
+    if state is not None:
+        for (o, sc), so, ss in zip(opts, state["opts"], state["scheds"]):
+            o.load_state_dict(so)
+            if sc is not None and ss is not None:
+                sc.load_state_dict(ss)
+
+    def task_loss_fn(ids):
+        return lambda outs, ys: run.losses(outs, ys, task_ids=ids)
+
+    loss_fns = [task_loss_fn([t]) for t in range(T)] if stl else [task_loss_fn(None)]
+    famo_like = (not stl) and type(aggs.loss).post_step is not Aggregator.post_step
+
+    for epoch in run.epochs():
+        for m in models:
+            m.train()
+        sums, sharp_sum, n = torch.zeros(T), torch.zeros(T), 0
+        stats_sum: dict[str, float] = {}
+        for x, ys in run.progress(run.batches("train", epoch), f"sam_mtl epoch {epoch + 1}", run.num_batches()):
+            t0 = time.perf_counter()
+            batch_losses, batch_sharp, batch_stats = [], [], []
+            for k, (m, (opt, _), lf) in enumerate(zip(models, opts, loss_fns)):
+                opt.zero_grad(set_to_none=True)
+                g = sam_gradients(m, x, ys, lf, args.rho_sh, args.rho_ns, args.adaptive, run.autocast)
+                if stl:  # Algorithm 1 with m = 1: g^loss + g^flat = g^SAM
+                    d, parts = g.G_sam[0], {}
+                else:
+                    d, parts, used = combine(args.mode, aggs, g)
+                    for rule, L in used:  # rules with learnable parameters (UW): train them on their losses
+                        if rule.needs == "losses" and list(rule.parameters()):
+                            rule.loss(L).backward()
+                if not torch.isfinite(d).all():
+                    raise UsageError(f"the {args.aggregator} update became non-finite at step {run.global_step + 1}; "
+                                     f"lower --lr or the radii (--rho-sh / --rho-ns), then --resume from the last checkpoint")
+                batch_stats.append(step_statistics(g, d, parts))
+                apply_gradients(m, d, g)
+                clip_shared(m, clip)
+                opt.step()
+                if famo_like:  # FAMO: the losses of the same batch after the step
+                    with torch.no_grad(), bn_frozen(m), run.autocast():
+                        after = run.losses(m(x), ys).float()
+                    aggs.loss.post_step(g.losses, after)
+                batch_losses.append(g.losses.cpu())
+                batch_sharp.append(g.sharpness.cpu())
+            synchronize(dev)
+            seconds_sam += time.perf_counter() - t0
+            sums += torch.cat(batch_losses)
+            sharp_sum += torch.cat(batch_sharp)
+            for s in batch_stats:  # F-STL: one model per task, no conflicts between tasks
+                for key, v in s.items():
+                    stats_sum[key] = stats_sum.get(key, 0.0) + v / len(batch_stats)
+            n += 1
+            if run.step():
+                break
+        for _, sc in opts:
+            if sc is not None:
+                sc.step()
+        mean_losses, mean_sharp = sums / max(n, 1), sharp_sum / max(n, 1)
+        if not stl:
+            aggs.loss.epoch_end(mean_losses)
+            if aggs.flat is not None:
+                aggs.flat.epoch_end(_objective(mean_sharp))
+            if aggs.second is not None:
+                aggs.second.epoch_end(_objective(torch.stack([mean_losses.sum(), mean_sharp.sum()])))
+            for i, a in enumerate(aggs.each):
+                a.epoch_end(_objective(torch.stack([mean_losses[i], mean_sharp[i]])))
+        row = {f"train_loss_{t.name}": float(s) for t, s in zip(data.tasks, mean_losses)}
+        row.update({f"sharpness_{t.name}": float(s) for t, s in zip(data.tasks, mean_sharp)})
+        row.update({k: v / max(n, 1) for k, v in stats_sum.items()})
+        if not stl and aggs.loss.last_weights is not None:
+            row.update({f"weight_{t.name}": float(v) for t, v in zip(data.tasks, aggs.loss.last_weights.detach().float().cpu().reshape(-1))})
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
+            val = evaluate(run, models, "val", stl)
+            row.update(flat_metrics("val", val))
+            for k, m in enumerate(models):
+                ids = [k] if stl else None
+                score = run.primary_score({data.tasks[i].name: val[data.tasks[i].name] for i in (ids or range(T))})
+                if args.select == "best" and score > best[k][0]:
+                    best[k] = (score, copy.deepcopy(m.state_dict()))
+        run.log_epoch(epoch, row)
+        run.save_checkpoint(epoch, {"models": [m.state_dict() for m in models], "opts": [o.state_dict() for o, _ in opts],
+                                    "scheds": [sc.state_dict() if sc is not None else None for _, sc in opts],
+                                    "aggs": aggs, "best": best, "seconds_sam": seconds_sam})
+
+    for k, m in enumerate(models):
+        if args.select == "best" and best[k][1] is not None:
+            m.load_state_dict(best[k][1])
+    test = evaluate(run, models, "test", stl)
+    plots = plot_training(run.path("log.csv"), run.out, data.task_names) if os.path.isfile(run.path("log.csv")) else []
+    log = _read_log(run.path("log.csv"))
+    prim = [(test[t.name][t.metrics[0][0]], t.metrics[0][1]) for t in data.tasks]
+    hv = hypervolume([[v for v, _ in prim]], [0.0] * T, maximize=True) if all(h for _, h in prim) else None
+    name = ("F-STL" if stl else "F-" + args.aggregator) + ("" if args.mode in ("individual", "stl") else f" ({args.mode})")
+    result = run.finish({
+        "tasks": test, "hypervolume": hv,
+        "front": [{"preference": None, "tasks": test}],  # one model: a single point
+        "variant": name, "aggregator": None if stl else args.aggregator, "mode": args.mode,
+        "rho_sh": args.rho_sh, "rho_ns": args.rho_ns, "adaptive": args.adaptive, "model": args.model,
+        "clip_grad": clip,
+        "conflict_fraction": {k: [float(r[k]) for r in log if r.get(k) not in (None, "")]
+                              for k in ("conflict_loss", "conflict_flat", "conflict_sam", "conflict_intra")},
+        "train_sharpness": {t.name: float(log[-1][f"sharpness_{t.name}"]) for t in data.tasks} if log else None,
+        "sam_seconds": round(seconds_sam, 3), "plots": plots,
+        "parameters": sum(count_parameters(m.parameters()) for m in models)})
+    return result
+
+
+@torch.no_grad()
+def evaluate(run, models, split: str, stl: bool = False) -> dict:
+    """{task: {metric: value}} of the multi-task model, or of the F-STL models (model k = task k)."""
+    out = {}
+    for k, m in enumerate(models):
+        m.eval()
+        out.update(run.evaluate(m, split, task_ids=[k] if stl else None))
+    return out
+
+
+def _read_log(path: str) -> list[dict]:
+    if not os.path.isfile(path):
+        return []
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+if __name__ == "__main__":
+    main_guard(main)
