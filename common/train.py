@@ -261,7 +261,9 @@ class Run:
     """One training run: resolved arguments, device, data, the --out folder and its files."""
 
     def __init__(self, args: argparse.Namespace, method: str, method_defaults: Mapping[str, Mapping] | None = None,
-                 load_data: bool = True):
+                 load_data: bool = True, check: Callable[[argparse.Namespace, MTLData | None], None] | None = None):
+        """`check(args, data)`, if given, validates method flags that depend on the dataset; it runs
+        after the data is loaded and before --out is touched (raise UsageError to refuse)."""
         self.args, self.method = args, method
         self.t0 = time.time()
         self._resolve(method_defaults or {})
@@ -272,6 +274,8 @@ class Run:
         if load_data:
             self.data = load_dataset(args.dataset, args.data_root, args.seed, c=args.c, augment=args.augment,
                                      data_seed=args.data_seed)
+        if check is not None:
+            check(args, self.data)
         self.out = args.out or os.path.join("results", method, args.dataset, f"seed{args.seed}")
         self._prepare_out()
         self.global_step = 0
@@ -334,13 +338,17 @@ class Run:
                     os.remove(os.path.join(self.out, f))
 
     def write_config(self, extra: Mapping | None = None):
-        import torchvision
+        from importlib.metadata import PackageNotFoundError, version
 
+        try:  # the version without importing torchvision (seconds on a small CPU)
+            tv_version = version("torchvision")
+        except PackageNotFoundError:
+            tv_version = None
         cfg = {"method": self.method, "args": vars(self.args), "defaults_used": self.defaults,
                "device": str(self.device),
                "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
                "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                            "torchvision": torchvision.__version__, "numpy": np.__version__},
+                            "torchvision": tv_version, "numpy": np.__version__},
                "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])}
         if self.data is not None:
             cfg["tasks"] = self.data.task_names

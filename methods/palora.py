@@ -1,0 +1,900 @@
+"""PaLoRA: Pareto Low-Rank Adapters (Dimitriadis, Frossard & Fleuret, "Pareto Low-Rank Adapters:
+Efficient Multi-Task Learning with Preferences", ICLR 2025).
+
+One network parameterises a whole Pareto front: every Conv2d and Linear layer of the backbone (the
+shared encoder AND the task heads, as the official code does; BatchNorm stays shared) gets one
+low-rank adapter per task, and a preference lambda on the simplex mixes them (section 4):
+
+    Eq. 1   y' = (W + alpha/r * sum_t lambda_t A_t B_t) x,    A_t in R^{n x r}, B_t in R^{r x m}
+            trained with the scalarised loss lambda^T L = sum_t lambda_t L_t (the same lambda), so
+            adapter t learns what task t needs and W learns the features all tasks share.
+            A_t = 0 and B_t ~ Kaiming-uniform: the model starts as the base model.
+            Conv2d (out x in x k x k): the kernel is viewed as an (out*k) x (in*k) matrix and the
+            adapter has rank r*k (loralib's convolution LoRA, as the official code), i.e.
+            T r k^2 (in + out) adapter parameters per layer; k = 1 and Linear give T r (m + n).
+    Sec 4.2 parameters of a layer: mn + T r (m + n)  -> Delta_p% = adapters / base model.
+    Eq. 2   lambda_{tau,t}^(j) = (lambda_{0,t}^(j))^{tau/T_max} / sum_k (lambda_{0,k}^(j))^{tau/T_max}:
+            M evenly spaced base preferences lambda_0^(j) (App. B: linspace for 2 tasks, the simplex
+            lattice for 3 or more) annealed from the centre of the simplex (tau = 0) towards the base
+            points; tau = training progress. Each batch makes M forward passes, one per preference,
+            and the loss is sum_j lambda^(j)T L^(j) (section 4.1).
+    App. C  ablation schedules (--schedule): "fixed" (Eq. 2 at tau = 1 throughout),
+            "dirichlet-annealed" (M samples of Dirichlet(p (1 - tau) 1)), "dirichlet" (Dirichlet(p 1)).
+    Sec 5.3 Pareto expansion (--init-ckpt): load a trained multi-task model theta_0 (e.g. LS from
+            methods/baselines.py), freeze it and train only the adapters for a few epochs.
+    Sec 5.4 pseudo-preferences (Figure 5): lambda in {(0,0), (1,-1), (-1,1), (-1,-1), (1,0), (0,1),
+            (.5,.5)} -- outside the simplex the adapters' task-specific knowledge is removed.
+    Scene datasets: "gradient balancing" as in PaMaL (App. A.2): each pass minimises
+            sum_t lambda_t L_t / (||grad_shared L_t|| + 1e-3), norms detached (--balance grad).
+
+Evaluation: the front on an evenly spaced preference grid (11 points for 2 tasks, the 66-point
+lattice for 3), its hypervolume (primary metrics; accuracies / mIoU / F1 with reference 0, as the
+official compute_hv), the number of non-dominated points, and the Spearman correlation that the
+paper's ablation uses (official code: between the two tasks' losses across the grid; lower = a
+more diverse, Pareto-aligned front), plus each task's Spearman between lambda_t and L_t. metrics.json
+"tasks" holds the centre preference (1/T, ..., 1/T), the model Delta-m% is computed for.
+
+    python methods/palora.py                                   # multimnist-lite, offline
+    python methods/palora.py --dataset cityscapes              # rank 4, M = 5, grad balancing
+    python methods/baselines.py --method ls --out /tmp/ls      # then Pareto expansion from it:
+    python methods/palora.py --init-ckpt /tmp/ls/checkpoint.pt --out /tmp/expand
+    python methods/palora.py --overhead-report                 # Delta_p% of LeNet / SegNet shapes
+
+Where the official code (github nik-dim/palora) differs, this file follows the paper or does better:
+- Eq. 2 is implemented as printed (exponent tau / T_max). The official sampler uses the exponent
+  mul * tau with mul = 5, i.e. T_max = 0.2 here, which is our default; Figure 7's remark "higher
+  temperatures lead to larger fronts" matches the code's multiplier, so its grid {1, 2, 5} reads
+  as T_max in {1, 0.5, 0.2} here.
+- Base preferences: the official code takes linspace(0.01, 0.99, M) for 2 tasks (App. B says
+  linspace(0, 1, M): a 0 coordinate would jump to the vertex at the first step since 0^x = 0), so
+  lambda_0 = eps + (1 - T eps) * lattice point with --epsilon 0.01 (same as theirs for 2 tasks).
+  For 3 tasks the official code takes the first M points of a larger meshzoo lattice (on NYUv2 with
+  M = 6 one task never gets weight); here M must be a lattice size (3, 6, 10, 15, ...) and the
+  points cover the whole simplex. Their default M = 1 with an annealing sampler that asserts M > 1
+  cannot run; our defaults are M = 5 (2 tasks, the paper's CityScapes setting) and 6 (3 tasks).
+- The M passes are back-propagated one at a time (gradients accumulate): the same gradient as the
+  official summed loss, with the memory of one pass instead of M.
+- Pareto expansion keeps the whole base model bit-identical: base weights frozen AND BatchNorm
+  running statistics frozen (BatchNorm in eval mode while the adapters train); the official code
+  only excludes the weights from the update.
+- Hypervolume and Spearman are computed with our own exact routines (common/metrics.py) instead of
+  pymoo. Dirichlet concentrations get the official floor 1e-3 so p (1 - tau) stays valid at tau = 1,
+  and the samples are drawn in log space: torch's Dirichlet at concentration 1e-3 underflows and
+  returns the simplex centre for about 1 row in 8, where the schedule wants the vertices.
+- Adapter learning rate = T x the base learning rate (official reweight_lr; the paper is silent).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import sys
+from itertools import combinations
+from types import SimpleNamespace
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from common.device import UsageError  # noqa: E402
+from common.metrics import hypervolume, non_dominated, spearman  # noqa: E402
+from common.models import build_model, count_parameters  # noqa: E402
+from common.train import Run, base_parser, clip_shared, flat_metrics, main_guard  # noqa: E402
+
+# ----------------------------------------------------------------------------------------------
+# Per-dataset defaults (sources: the paper's App. A and section 5, the official configs
+# configs/experiment/<dataset>/{<dataset>.yaml,method/palora.yaml}, REFERENCE_NOTES.md)
+# ----------------------------------------------------------------------------------------------
+METHOD_DEFAULTS = {
+    # paper App. A: rank 1, scaling alpha and T_max picked on validation; official lora_alpha 1, mul 5
+    "*": dict(rank=1, scaling=1.0, num_prefs=5, schedule="annealed", temperature=0.2, balance="none", eval_every=1),
+    "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multimnist": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multifashion": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multifashion-mnist": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multimnist3-lite": dict(epochs=20, batch_size=256, lr=1e-3, num_prefs=6),
+    "multimnist3": dict(epochs=20, batch_size=256, lr=1e-3, num_prefs=6),
+    "census": dict(epochs=10, batch_size=256, lr=1e-3),  # PaMaL's census setting (not in the PaLoRA paper)
+    # official utkface config: rank 4, Adam 1e-3, 100 epochs, batch 128 (it anneals a Dirichlet; we keep Eq. 2)
+    "utkface": dict(epochs=100, batch_size=128, lr=1e-3, rank=4, num_prefs=6, eval_every=20),
+    # official celeba config: rank 1, lr 1e-3, 100 epochs, one annealed-Dirichlet preference per step
+    "celeba": dict(epochs=100, batch_size=256, lr=1e-3, num_prefs=1, schedule="dirichlet-annealed", eval_every=5),
+    # paper section 5.2 / Table 1: SegNet, rank 4, m = 5, 100 epochs, Adam 1e-4 halved after 75; grad balancing
+    "cityscapes": dict(epochs=100, batch_size=8, lr=1e-4, scheduler=(75, 0.5), rank=4, num_prefs=5,
+                       balance="grad", eval_every=20),
+    # official nyuv2 config: rank 4, num 6, 200 epochs, Adam 1e-4 halved after 100, batch 2; grad balancing
+    "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5), rank=4, num_prefs=6,
+                  balance="grad", eval_every=10),
+}
+
+# Pareto expansion (section 5.3, App. A.3): same settings, only the epochs change (MultiMNIST 4,
+# CityScapes 5) and the learning rate is the one of the final training iteration (official resume
+# config: 5e-5 on CityScapes = 1e-4 halved once); no scheduler within these few epochs.
+EXPANSION_DEFAULTS = {
+    "*": dict(epochs=4, scheduler=None),
+    "cityscapes": dict(epochs=5, lr=5e-5, scheduler=None),
+    "nyuv2": dict(epochs=5, lr=5e-5, scheduler=None),
+    "utkface": dict(epochs=5, scheduler=None),
+    "celeba": dict(epochs=5, scheduler=None),
+}
+
+# Hypervolume reference per task kind on the primary metric: 0 for accuracy-like metrics (the
+# official compute_hv), 1 for depth abs. error (official Pareto visualiser), 90 degrees for normals.
+HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0, "depth": 1.0, "normal": 90.0}
+
+# Delta_p% reported in the paper (sections 5.1-5.2), keyed by (dataset family, backbone, rank).
+PAPER_DELTA_P = {("multimnist", "lenet", 1): 12.5, ("cityscapes", "segnet", 4): 4.2, ("nyuv2", "segnet", 4): 6.3}
+
+
+def expansion_defaults() -> dict:
+    """METHOD_DEFAULTS with the EXPANSION_DEFAULTS overrides on top, dataset by dataset."""
+    out = {"*": {**METHOD_DEFAULTS["*"], **EXPANSION_DEFAULTS["*"]}}
+    for ds in set(METHOD_DEFAULTS) | set(EXPANSION_DEFAULTS):
+        if ds != "*":
+            out[ds] = {**METHOD_DEFAULTS.get(ds, {}), **EXPANSION_DEFAULTS["*"], **EXPANSION_DEFAULTS.get(ds, {})}
+    return out
+
+
+SCHEDULES = ("annealed", "fixed", "dirichlet-annealed", "dirichlet")
+DIRICHLET_FLOOR = 1e-3  # official AnnealingDirichletSampler: p (1 - tau) + 0.001
+GRAD_BALANCE_XI = 1e-3  # PaMaL / official PaLoRA_GB: L_t / (||g_t|| + 0.001)
+
+
+def parse_args(argv=None):
+    epilog = ("per-dataset defaults of the method flags and training (full training):\n"
+              + _table(METHOD_DEFAULTS) + "\nPareto expansion (--init-ckpt) overrides:\n" + _table(EXPANSION_DEFAULTS))
+    p = base_parser("palora", __doc__)
+    p.epilog = epilog
+    g = p.add_argument_group("PaLoRA options")
+    g.add_argument("--rank", type=int, default=None, help="adapter rank r of Eq. 1 (default: 1; 4 on cityscapes, nyuv2, utkface)")
+    g.add_argument("--scaling", type=float, default=None,
+                   help="scaling alpha of Eq. 1; the adapters enter as alpha/r (default 1, official lora_alpha)")
+    g.add_argument("--num-prefs", type=int, default=None,
+                   help="M: preferences per batch = forward passes per batch (default 5; 6 for 3-task datasets; "
+                        "with 3+ tasks and a deterministic schedule M must be a simplex-lattice size: 3, 6, 10, 15, ...)")
+    g.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="preference schedule: annealed (Eq. 2, default), fixed (Eq. 2 at tau = 1), "
+                        "dirichlet-annealed (Dirichlet(p(1-tau))), dirichlet (Dirichlet(p)) -- App. C")
+    g.add_argument("--temperature", type=float, default=None,
+                   help="T_max of Eq. 2: exponent tau/T_max (default 0.2 = the official exponent 5 tau; 1 ends exactly at the base points)")
+    g.add_argument("--epsilon", type=float, default=0.01,
+                   help="base preferences are eps + (1 - T eps) * lattice point, keeping every coordinate > 0 (default 0.01, official)")
+    g.add_argument("--concentration", type=float, default=1.0, help="p of the Dirichlet schedules (default 1)")
+    g.add_argument("--balance", choices=["none", "grad"], default=None,
+                   help="none: loss lambda^T L; grad: sum_t lambda_t L_t / (||grad_shared L_t|| + 1e-3) "
+                        "(PaMaL; default on cityscapes, nyuv2)")
+    g.add_argument("--adapter-lr-mult", type=float, default=None,
+                   help="adapter learning rate = this x --lr (default T, the official reweight_lr)")
+    g.add_argument("--init-ckpt", default=None,
+                   help="Pareto expansion: a trained multi-task checkpoint (methods/baselines.py checkpoint.pt or a state_dict); "
+                        "its weights are frozen and only the adapters train (section 5.3)")
+    g.add_argument("--grid-points", type=int, default=11,
+                   help="evaluation grid: n points per simplex edge, spacing 1/(n-1): 11 points for 2 tasks, 66 for 3 (default 11); "
+                        "with more than 3 tasks: the vertices and the centre")
+    g.add_argument("--hv-ref", default=None,
+                   help="hypervolume reference, one value per task on its primary metric, comma separated "
+                        "(default: 0 for acc/mIoU/F1, 1 for depth abs err, 90 for normal angle, else 1.1 x the worst grid value)")
+    g.add_argument("--eval-batches", type=int, default=None,
+                   help="evaluate every preference on the first N batches of val/test only (smoke runs; default: the whole split)")
+    g.add_argument("--eval-every", type=int, default=None, help="validate the front every N epochs (default 1; 20 cityscapes, 10 nyuv2)")
+    g.add_argument("--overhead-report", action="store_true",
+                   help="print the adapter overhead Delta_p%% of LeNet (MultiMNIST) and SegNet (Cityscapes, NYUv2 shapes) "
+                        "next to the paper's, then exit")
+    return p.parse_args(argv)
+
+
+def _table(d) -> str:
+    return "\n".join(f"  {k}: " + ", ".join(f"{a}={v}" for a, v in sorted(row.items())) for k, row in d.items())
+
+
+# ----------------------------------------------------------------------------------------------
+# Eq. 1: the low-rank adapter layers and the wrapper
+# ----------------------------------------------------------------------------------------------
+class Preference:
+    """The preference lambda that every adapter layer of one model reads (set_preference)."""
+
+    def __init__(self, num_tasks: int):
+        self.value = torch.full((num_tasks,), 1.0 / num_tasks)
+
+
+class _PaLoRA(nn.Module):
+    """Shared part of the adapter layers: A (T, n, r_eff) zeros and B (T, r_eff, m) Kaiming-uniform,
+    so that delta W(lambda) = alpha/r * sum_t lambda_t A_t B_t (n x m) is 0 at initialisation."""
+
+    def _init_adapters(self, base: nn.Module, n: int, m: int, r_eff: int, num_tasks: int, rank: int,
+                       scaling: float, pref: Preference):
+        self.base = base
+        self.num_tasks, self.rank, self.alpha = num_tasks, rank, scaling
+        self.scale = scaling / rank  # alpha / r
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.zeros(num_tasks, n, r_eff, dtype=w.dtype, device=w.device))
+        self.lora_B = nn.Parameter(torch.empty(num_tasks, r_eff, m, dtype=w.dtype, device=w.device))
+        for t in range(num_tasks):  # as nn.Linear's weights (bound 1/sqrt(m)); official: kaiming_uniform_(a=sqrt(5))
+            nn.init.kaiming_uniform_(self.lora_B.data[t], a=math.sqrt(5))
+        self.pref = pref
+
+    def delta(self) -> torch.Tensor:
+        """alpha/r * sum_t lambda_t A_t B_t, an n x m matrix (Eq. 1)."""
+        T, n, r = self.lora_A.shape
+        lam = self.pref.value
+        if lam.device != self.lora_A.device or lam.dtype != self.lora_A.dtype:  # moved once, shared by all layers
+            lam = self.pref.value = lam.to(device=self.lora_A.device, dtype=self.lora_A.dtype)
+        # [lambda_1 A_1 | ... | lambda_T A_T] (n x Tr) @ [B_1; ...; B_T] (Tr x m): one matmul
+        A = (self.lora_A * lam.view(T, 1, 1)).permute(1, 0, 2).reshape(n, T * r)
+        return self.scale * (A @ self.lora_B.reshape(T * r, -1))
+
+    def adapter_parameter_count(self) -> int:
+        return self.lora_A.numel() + self.lora_B.numel()
+
+
+class PaLoRALinear(_PaLoRA):
+    """Eq. 1 for nn.Linear (W: n = out_features x m = in_features); the bias is the base layer's."""
+
+    def __init__(self, base: nn.Linear, num_tasks: int, rank: int, scaling: float, pref: Preference):
+        super().__init__()
+        self._init_adapters(base, base.out_features, base.in_features, rank, num_tasks, rank, scaling, pref)
+
+    def forward(self, x):
+        return F.linear(x, self.base.weight + self.delta(), self.base.bias)
+
+
+class PaLoRAConv2d(_PaLoRA):
+    """Eq. 1 for nn.Conv2d (square k x k kernels, groups = 1): the out x in x k x k kernel is the
+    (out*k) x (in*k) matrix W, adapters A_t ((out*k) x (r*k)), B_t ((r*k) x (in*k)), reshaped back
+    with a plain view (loralib / official). Parameters: T r k^2 (in + out) on top of out in k^2."""
+
+    def __init__(self, base: nn.Conv2d, num_tasks: int, rank: int, scaling: float, pref: Preference):
+        super().__init__()
+        kh, kw = base.kernel_size
+        if kh != kw or base.groups != 1:
+            raise UsageError(f"PaLoRA adapts square, ungrouped convolutions only (found kernel {base.kernel_size}, groups {base.groups})")
+        k = kh
+        self._init_adapters(base, base.out_channels * k, base.in_channels * k, rank * k, num_tasks, rank, scaling, pref)
+
+    def forward(self, x):
+        w = self.base.weight
+        return self.base._conv_forward(x, w + self.delta().view_as(w), self.base.bias)
+
+
+def palora_wrap(model: nn.Module, num_tasks: int, rank: int, scaling: float) -> nn.Module:
+    """Replace every nn.Linear and nn.Conv2d of `model` (any common/ backbone: encoder and heads) by
+    its PaLoRA version, in place; BatchNorm and everything else stay shared. The base layers keep
+    their weights (now under `<name>.base.`). The model gets a `preference` (set_preference)."""
+    if rank < 1:
+        raise UsageError(f"--rank must be a positive integer (got {rank})")
+    pref = Preference(num_tasks)
+    count = 0
+
+    def visit(module: nn.Module):
+        nonlocal count
+        for name, child in list(module.named_children()):
+            if isinstance(child, _PaLoRA):
+                continue
+            if type(child) is nn.Linear:
+                setattr(module, name, PaLoRALinear(child, num_tasks, rank, scaling, pref))
+                count += 1
+            elif type(child) is nn.Conv2d:
+                setattr(module, name, PaLoRAConv2d(child, num_tasks, rank, scaling, pref))
+                count += 1
+            else:
+                visit(child)
+
+    visit(model)
+    if count == 0:
+        raise UsageError("this backbone has no Linear or Conv2d layer for PaLoRA to adapt (e.g. --dataset toy); pick another --model")
+    model.preference = pref
+    return model
+
+
+def set_preference(model: nn.Module, lam) -> None:
+    """Every adapter layer of `model` now uses lambda = `lam` (any real vector of length T)."""
+    lam = torch.as_tensor(lam, dtype=torch.float32).reshape(-1)
+    if lam.numel() != model.preference.value.numel():
+        raise ValueError(f"preference of length {lam.numel()} for {model.preference.value.numel()} tasks")
+    model.preference.value = lam
+
+
+def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] in ("lora_A", "lora_B")]
+
+
+def base_parameters(model: nn.Module) -> list[nn.Parameter]:
+    ids = {id(p) for p in adapter_parameters(model)}
+    return [p for p in model.parameters() if id(p) not in ids]
+
+
+def base_state_dict(model: nn.Module) -> dict:
+    """The base model's state_dict (keys as the unwrapped model): weights, biases, BN buffers."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if k.endswith(".lora_A") or k.endswith(".lora_B"):
+            continue
+        out[k.replace(".base.", ".")] = v
+    return out
+
+
+def parameter_overhead(model: nn.Module) -> dict:
+    """Section 4.2: adapters versus the plain multi-task model, Delta_p% = 100 adapters / base."""
+    base = count_parameters(base_parameters(model))
+    adapters = count_parameters(adapter_parameters(model))
+    return {"base": base, "adapters": adapters, "total": base + adapters, "delta_p_percent": 100.0 * adapters / base}
+
+
+# ----------------------------------------------------------------------------------------------
+# Eq. 2 and App. C: the preference schedules
+# ----------------------------------------------------------------------------------------------
+def simplex_lattice(num_tasks: int, divisions: int) -> torch.Tensor:
+    """All points of the simplex whose coordinates are multiples of 1/divisions (rows sum to 1):
+    C(divisions + T - 1, T - 1) points, e.g. 66 for T = 3 and 10 divisions; first coordinate
+    increasing (2 tasks: [p, 1 - p], p = linspace(0, 1, divisions + 1))."""
+    if divisions == 0:
+        return torch.full((1, num_tasks), 1.0 / num_tasks, dtype=torch.float64)
+    rows = []
+
+    def rec(prefix, left, slots):
+        if slots == 1:
+            rows.append(prefix + [left])
+            return
+        for i in range(left + 1):
+            rec(prefix + [i], left - i, slots - 1)
+
+    rec([], divisions, num_tasks)
+    pts = torch.tensor(rows, dtype=torch.float64) / divisions
+    order = sorted(range(len(rows)), key=lambda i: tuple(rows[i]))
+    return pts[order]
+
+
+def lattice_size(num_tasks: int, divisions: int) -> int:
+    return math.comb(divisions + num_tasks - 1, num_tasks - 1)
+
+
+def lattice_divisions(num_tasks: int, M: int) -> int | None:
+    """The number of divisions whose lattice has exactly M points, or None."""
+    if M == 1:
+        return 0
+    d = 1
+    while lattice_size(num_tasks, d) < M:
+        d += 1
+    return d if lattice_size(num_tasks, d) == M else None
+
+
+def base_preferences(num_tasks: int, M: int, epsilon: float = 0.01) -> torch.Tensor:
+    """App. B: M evenly spaced preferences lambda_0 on the simplex (2 tasks: linspace; T >= 3: the
+    simplex lattice with M points), pulled into the interior: eps + (1 - T eps) * point."""
+    d = lattice_divisions(num_tasks, M)
+    if d is None:
+        sizes = ", ".join(str(lattice_size(num_tasks, k)) for k in range(1, 6))
+        raise UsageError(f"--num-prefs {M}: with {num_tasks} tasks the evenly spaced preferences form a simplex lattice, "
+                         f"so M must be one of {sizes}, ...")
+    return epsilon + (1.0 - num_tasks * epsilon) * simplex_lattice(num_tasks, d)
+
+
+def anneal(base: torch.Tensor, tau: float, temperature: float) -> torch.Tensor:
+    """Eq. 2: lambda_tau = lambda_0^(tau/T_max) / sum_k lambda_0,k^(tau/T_max), row-wise; the
+    centre of the simplex at tau = 0, the base points themselves at tau = T_max."""
+    powered = base ** (tau / temperature)
+    return powered / powered.sum(dim=1, keepdim=True)
+
+
+def sample_preferences(schedule: str, base: torch.Tensor, tau: float, temperature: float, p: float) -> torch.Tensor:
+    """The M preferences of one batch at training progress tau in [0, 1] (float32, M x T).
+    The Dirichlet schedules draw from torch's global generator (seeded, restored on --resume)."""
+    if schedule == "annealed":  # Eq. 2
+        lam = anneal(base, tau, temperature)
+    elif schedule == "fixed":  # App. C (b): Eq. 2 with tau = 1 throughout
+        lam = anneal(base, 1.0, temperature)
+    else:  # App. C (c), (d): Dirichlet(p (1 - tau) 1) annealed, Dirichlet(p 1) fixed
+        M, T = base.shape
+        conc = p * (1.0 - tau) + DIRICHLET_FLOOR if schedule == "dirichlet-annealed" else p
+        lam = dirichlet(float(conc), M, T)
+    return lam.float()
+
+
+def dirichlet(conc: float, M: int, T: int) -> torch.Tensor:
+    """M samples of Dirichlet(conc 1) over T tasks, drawn in log space: log Gamma(a) =
+    log Gamma(a + 1) + log(U) / a (Marsaglia & Tsang). At the tiny concentrations of the annealed
+    schedule (1e-3 at tau = 1) every Gamma(a) sample of a row can underflow to 0, and
+    torch.distributions.Dirichlet (the official sampler) then returns the centre of the simplex for
+    that row (about 1 row in 8 at a = 1e-3), exactly where the schedule should be at the vertices."""
+    log_g = torch.distributions.Gamma(torch.tensor(conc + 1.0, dtype=torch.float64), 1.0).sample((M, T)).log()
+    log_g = log_g + torch.rand(M, T, dtype=torch.float64).clamp_min(1e-300).log() / conc
+    return torch.softmax(log_g, dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# One training step: M forward passes, sum_j lambda^(j)T L^(j) (or the gradient-balanced version)
+# ----------------------------------------------------------------------------------------------
+def backward_pass(losses: torch.Tensor, lam: torch.Tensor, balance: str, params, shared_ids) -> None:
+    """Accumulate the gradient of this pass's scalarised loss into .grad.
+
+    none: lambda^T L.  grad: sum_t lambda_t L_t / (||d L_t / d shared|| + xi), norms detached; each
+    task's gradient over all trainable parameters comes from one backward, scaled and accumulated."""
+    lam = lam.to(losses.device, losses.dtype)
+    if balance == "none":
+        (lam * losses).sum().backward()
+        return
+    T = len(losses)
+    for t in range(T):
+        grads = torch.autograd.grad(losses[t], params, retain_graph=t < T - 1, allow_unused=True)
+        sq = [g.detach().float().pow(2).sum() for p, g in zip(params, grads) if g is not None and id(p) in shared_ids]
+        norm = torch.stack(sq).sum().sqrt() if sq else torch.zeros((), device=losses.device)
+        c = (lam[t] / (norm + GRAD_BALANCE_XI)).to(losses.dtype)  # a tensor: no device sync
+        for p, g in zip(params, grads):
+            if g is None:
+                continue
+            p.grad = c * g if p.grad is None else p.grad + c * g
+
+
+def set_train_mode(model: nn.Module, freeze_base: bool) -> None:
+    """model.train(); with a frozen base (Pareto expansion) BatchNorm stays in eval mode, so its
+    running statistics are not moved either."""
+    model.train()
+    if freeze_base:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation: grid, pseudo-preferences, hypervolume / Spearman / non-dominated
+# ----------------------------------------------------------------------------------------------
+def evaluation_grid(num_tasks: int, points: int = 11) -> torch.Tensor:
+    """2-3 tasks: the lattice with spacing 1/(points - 1) (11 / 66 points); more tasks: the
+    vertices and the centre."""
+    if num_tasks <= 3:
+        return simplex_lattice(num_tasks, points - 1).float()
+    return torch.cat([torch.eye(num_tasks), torch.full((1, num_tasks), 1.0 / num_tasks)]).float()
+
+
+def pseudo_preferences(num_tasks: int) -> list[tuple[str, list[float]]]:
+    """Section 5.4 / Figure 5, for T tasks: base only (0), all adapters subtracted (-1), "forget t"
+    (+1 everywhere, -1 at t), the vertices e_t and the centre. For T = 2: (0,0), (-1,-1), (-1,1),
+    (1,-1), (1,0), (0,1), (.5,.5)."""
+    T = num_tasks
+    out = [("base only", [0.0] * T), ("all subtracted", [-1.0] * T)]
+    for t in range(T):
+        out.append((f"forget {t + 1}", [(-1.0 if s == t else 1.0) for s in range(T)]))
+    for t in range(T):
+        out.append((f"e{t + 1}", [(1.0 if s == t else 0.0) for s in range(T)]))
+    out.append(("centre", [1.0 / T] * T))
+    return out
+
+
+def evaluate_at(run: Run, model: nn.Module, prefs, split: str) -> list[dict]:
+    model.eval()
+    res = []
+    for lam in prefs:
+        lam = [float(v) for v in lam]
+        set_preference(model, lam)
+        res.append({"preference": [round(v, 6) for v in lam],
+                    "tasks": run.evaluate(model, split, max_batches=run.args.eval_batches)})
+    return res
+
+
+def centre_metrics(run: Run, model: nn.Module, front: list[dict], num_tasks: int, split: str) -> dict:
+    """Metrics at lambda = (1/T, ..., 1/T): taken from the front when the grid holds it."""
+    centre = [1.0 / num_tasks] * num_tasks
+    for f in front:
+        if np.allclose(f["preference"], centre, atol=1e-6):
+            return f["tasks"]
+    return evaluate_at(run, model, [centre], split)[0]["tasks"]
+
+
+def hv_reference(tasks, points: np.ndarray, override: list[float] | None) -> list[float]:
+    if override is not None:
+        return list(override)
+    ref = []
+    for i, t in enumerate(tasks):
+        r = HV_REFERENCE.get(t.kind)
+        if r is None:  # no natural bound: 10% beyond the worst grid value
+            higher = t.metrics[0][1]
+            worst = points[:, i].min() if higher else points[:, i].max()
+            r = float(worst - 0.1 * abs(worst)) if higher else float(worst + 0.1 * abs(worst))
+        ref.append(r)
+    return ref
+
+
+def front_summary(front: list[dict], tasks, hv_ref: list[float] | None = None) -> dict:
+    """Hypervolume of the primary metrics, non-dominated count and the Spearman correlations."""
+    names = [t.name for t in tasks]
+    higher = [t.metrics[0][1] for t in tasks]
+    P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front], dtype=float)
+    L = np.array([[f["tasks"][n]["loss"] for n in names] for f in front], dtype=float)
+    lam = np.array([f["preference"] for f in front], dtype=float)
+    T = len(tasks)
+    ref = hv_reference(tasks, P, hv_ref)
+    hv = hypervolume(P, ref, maximize=higher) if T in (2, 3) else None
+    rho = [spearman(L[:, i], L[:, j]) for i, j in combinations(range(T), 2)]
+    rho = [r for r in rho if np.isfinite(r)]
+    align = {n: spearman(lam[:, i], L[:, i]) for i, n in enumerate(names)}
+    return {"hypervolume": hv, "hypervolume_ref": ref, "hypervolume_metrics": [t.primary for t in tasks],
+            "non_dominated": int(non_dominated(P, maximize=higher).sum()), "front_size": len(front),
+            "spearman": float(np.mean(rho)) if rho else None,
+            "spearman_alignment": {k: (float(v) if np.isfinite(v) else None) for k, v in align.items()}}
+
+
+# ----------------------------------------------------------------------------------------------
+# Pareto expansion: loading theta_0
+# ----------------------------------------------------------------------------------------------
+def load_init_checkpoint(path: str, model: nn.Module) -> None:
+    """Load a multi-task checkpoint into the (unwrapped) base model: a checkpoint.pt of
+    methods/baselines.py (["state"]["model"]), or a bare state_dict."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise UsageError(f"--init-ckpt {path}: cannot read it ({type(e).__name__}); give a checkpoint.pt of methods/baselines.py")
+    sd = blob
+    if isinstance(blob, dict) and isinstance(blob.get("state"), dict):
+        sd = blob["state"].get("model")
+    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
+        raise UsageError(f"--init-ckpt {path}: no model state_dict in it (expected ['state']['model'] as methods/baselines.py writes)")
+    if any(k.endswith("lora_A") for k in sd):
+        raise UsageError(f"--init-ckpt {path}: this is a PaLoRA checkpoint; expansion starts from a plain multi-task model "
+                         "(use --resume to continue a PaLoRA run)")
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = " ".join(s.strip() for s in first[:2])[:300]
+        raise UsageError(f"--init-ckpt {path}: it does not fit this --dataset/--model backbone ({detail})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _ternary(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Barycentric (.., 3) -> 2-D triangle coordinates (vertices e1 (0,0), e2 (1,0), e3 (.5,.87))."""
+    return lam[:, 1] + 0.5 * lam[:, 2], lam[:, 2] * math.sqrt(3) / 2
+
+
+def plot_front(path: str, front: list[dict], tasks, centre: dict | None = None, init: dict | None = None,
+               title: str = "") -> None:
+    plt = _plt()
+    T = len(tasks)
+    P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front])
+    lam = np.array([f["preference"] for f in front])
+    if T == 2:
+        fig, ax = plt.subplots(figsize=(5.2, 4.4))
+        ax.plot(P[:, 0], P[:, 1], "-", color="0.6", lw=1, zorder=1)
+        sc = ax.scatter(P[:, 0], P[:, 1], c=lam[:, 0], cmap="viridis", vmin=0, vmax=1, zorder=2, edgecolor="k", lw=0.4)
+        fig.colorbar(sc, ax=ax, label=f"lambda_1 ({tasks[0].name})")
+        if init is not None:
+            ax.scatter([init[tasks[0].name][tasks[0].primary]], [init[tasks[1].name][tasks[1].primary]], marker="o",
+                       s=90, facecolor="none", edgecolor="red", lw=1.5, zorder=3, label="theta_0 (init checkpoint)")
+        if centre is not None:
+            ax.scatter([centre[tasks[0].name][tasks[0].primary]], [centre[tasks[1].name][tasks[1].primary]], marker="*",
+                       s=140, color="orange", edgecolor="k", zorder=4, label="lambda = (.5, .5)")
+        ax.set_xlabel(f"{tasks[0].name} {tasks[0].primary}")
+        ax.set_ylabel(f"{tasks[1].name} {tasks[1].primary}")
+        ax.legend(loc="best", fontsize=8)
+    else:
+        if T != 3:
+            return
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+        x, y = _ternary(lam)
+        for i, (ax, t) in enumerate(zip(axes, tasks)):
+            sc = ax.scatter(x, y, c=P[:, i], cmap="viridis", s=60)
+            ax.plot([0, 1, 0.5, 0], [0, 0, math.sqrt(3) / 2, 0], "k-", lw=0.8)
+            for (vx, vy), name in zip([(0, 0), (1, 0), (0.5, math.sqrt(3) / 2)], [t_.name for t_ in tasks]):
+                ax.annotate(name, (vx, vy), ha="center", va="top" if vy == 0 else "bottom", fontsize=8)
+            ax.set_title(f"{t.name} {t.primary}")
+            ax.set_aspect("equal")
+            ax.axis("off")
+            fig.colorbar(sc, ax=ax, shrink=0.8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_schedule(path: str, schedule: str, base: torch.Tensor, temperature: float, p: float) -> None:
+    """Figure 2 (2 tasks: lambda_1 of each preference over tau) / Figure 9 (3 tasks: snapshots)."""
+    plt = _plt()
+    T = base.shape[1]
+    taus = np.linspace(0, 1, 101)
+    with torch.random.fork_rng(devices=[]):  # the Dirichlet samples drawn here leave training's RNG alone
+        torch.manual_seed(0)
+        _plot_schedule(plt, path, schedule, base, temperature, p, taus)
+
+
+def _plot_schedule(plt, path, schedule, base, temperature, p, taus):
+    T = base.shape[1]
+    if T == 2:
+        fig, ax = plt.subplots(figsize=(5.2, 3.6))
+        if schedule in ("annealed", "fixed"):
+            lam = np.stack([sample_preferences(schedule, base, float(t), temperature, p).numpy()[:, 0] for t in taus])
+            ax.plot(taus, lam, lw=1.5)
+        else:
+            for t in taus[::2]:
+                lam = sample_preferences(schedule, base, float(t), temperature, p).numpy()[:, 0]
+                ax.scatter(np.full(len(lam), t), lam, s=6, color="C0")
+        ax.set_xlabel("training progress tau")
+        ax.set_ylabel("lambda_1")
+        ax.set_ylim(-0.02, 1.02)
+        knob = f", p = {p:g}" if "dirichlet" in schedule else f", T_max = {temperature:g}"
+        ax.set_title(f"{schedule} schedule, M = {base.shape[0]}{knob}", fontsize=9)
+    elif T == 3:
+        snaps = [0.0, 0.1, 0.25, 0.5, 1.0]
+        fig, axes = plt.subplots(1, len(snaps), figsize=(3 * len(snaps), 3.2))
+        for ax, t in zip(axes, snaps):
+            lam = sample_preferences(schedule, base, t, temperature, p).numpy()
+            x, y = _ternary(lam)
+            ax.plot([0, 1, 0.5, 0], [0, 0, math.sqrt(3) / 2, 0], "k-", lw=0.8)
+            ax.scatter(x, y, s=20)
+            ax.set_title(f"tau = {t:g}", fontsize=9)
+            ax.set_aspect("equal")
+            ax.axis("off")
+    else:
+        return
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_pseudo(path: str, pseudo: list[dict], tasks) -> None:
+    """Figure 5: each task's primary metric at the pseudo-preferences."""
+    plt = _plt()
+    labels = [f"{e['label']}\n{tuple(round(v, 2) for v in e['preference'])}" if len(tasks) <= 3 else e["label"] for e in pseudo]
+    x = np.arange(len(pseudo))
+    w = 0.8 / len(tasks)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(pseudo)), 3.8))
+    for i, t in enumerate(tasks):
+        ax.bar(x + (i - (len(tasks) - 1) / 2) * w, [e["tasks"][t.name][t.primary] for e in pseudo], w, label=f"{t.name} {t.primary}")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.legend(fontsize=8)
+    ax.set_title("pseudo-preferences (section 5.4)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_val_fronts(path: str, history: list[tuple[int, list[dict]]], tasks) -> None:
+    """Validation fronts epoch by epoch (Figure 4, middle)."""
+    if len(tasks) != 2 or not history:
+        return
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    cmap = plt.get_cmap("plasma")
+    for k, (epoch, front) in enumerate(history):
+        P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front])
+        ax.plot(P[:, 0], P[:, 1], "o-", ms=3, lw=1, color=cmap(k / max(len(history) - 1, 1)), label=f"epoch {epoch + 1}")
+    ax.set_xlabel(f"{tasks[0].name} {tasks[0].primary} (val)")
+    ax.set_ylabel(f"{tasks[1].name} {tasks[1].primary} (val)")
+    if len(history) <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameter overhead of the paper's backbones (no data needed)
+# ----------------------------------------------------------------------------------------------
+def overhead_report() -> list[dict]:
+    """Delta_p% of PaLoRA on LeNet (MultiMNIST, r = 1), SegNet on Cityscapes (2 tasks, r = 4) and
+    NYUv2 (3 tasks, r = 4) shapes, next to the paper's 12.5%, 4.2% and 6.3%."""
+    from common.data import task
+
+    cases = [("multimnist", "lenet", 1, (1, 28, 28), [task("left", "class", 10), task("right", "class", 10)]),
+             ("cityscapes", "segnet", 4, (3, 128, 256), [task("segmentation", "seg", 7), task("depth", "depth", 1)]),
+             ("nyuv2", "segnet", 4, (3, 288, 384), [task("segmentation", "seg", 13), task("depth", "depth", 1),
+                                                    task("normal", "normal", 3)])]
+    rows = []
+    for ds, name, r, shape, tasks in cases:
+        data = SimpleNamespace(tasks=tasks, num_tasks=len(tasks), input_shape=shape, default_model=name)
+        model = palora_wrap(build_model(name, data), len(tasks), r, 1.0)
+        o = parameter_overhead(model)
+        rows.append({"dataset": ds, "model": name, "rank": r, "tasks": len(tasks), **o,
+                     "paper_delta_p_percent": PAPER_DELTA_P[(ds, name, r)]})
+        del model
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------------------------
+def _validate(args) -> None:
+    if args.rank is not None and args.rank < 1:
+        raise UsageError(f"--rank must be a positive integer (got {args.rank})")
+    if args.scaling is not None and not (args.scaling > 0 and math.isfinite(args.scaling)):
+        raise UsageError(f"--scaling must be a positive number (got {args.scaling})")
+    if args.num_prefs is not None and args.num_prefs < 1:
+        raise UsageError(f"--num-prefs must be a positive integer (got {args.num_prefs})")
+    if args.temperature is not None and not (args.temperature > 0 and math.isfinite(args.temperature)):
+        raise UsageError(f"--temperature must be a positive number (got {args.temperature})")
+    if not (args.concentration > 0 and math.isfinite(args.concentration)):
+        raise UsageError(f"--concentration must be a positive number (got {args.concentration})")
+    if not (0 <= args.epsilon < 0.5):
+        raise UsageError(f"--epsilon must be in [0, 1/T) (got {args.epsilon})")
+    if args.adapter_lr_mult is not None and not (args.adapter_lr_mult > 0 and math.isfinite(args.adapter_lr_mult)):
+        raise UsageError(f"--adapter-lr-mult must be a positive number (got {args.adapter_lr_mult})")
+    if args.grid_points < 2:
+        raise UsageError(f"--grid-points must be at least 2 (got {args.grid_points})")
+    if args.eval_batches is not None and args.eval_batches < 1:
+        raise UsageError(f"--eval-batches must be a positive integer (got {args.eval_batches})")
+    if args.eval_every is not None and args.eval_every < 1:
+        raise UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
+    if args.init_ckpt is not None and not os.path.isfile(args.init_ckpt):
+        raise UsageError(f"--init-ckpt {args.init_ckpt}: no such file (train one first, e.g. python methods/baselines.py --method ls)")
+    if args.hv_ref is not None:
+        try:
+            args.hv_ref_values = [float(v) for v in args.hv_ref.split(",")]
+        except ValueError:
+            raise UsageError(f"--hv-ref {args.hv_ref!r} must be comma-separated numbers, one per task")
+    else:
+        args.hv_ref_values = None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.overhead_report:
+        rows = overhead_report()
+        print(f"{'dataset':<11} {'model':<7} {'r':>2} {'T':>2} {'base':>11} {'adapters':>10} {'Delta_p%':>9} {'paper':>6}")
+        for r in rows:
+            print(f"{r['dataset']:<11} {r['model']:<7} {r['rank']:>2} {r['tasks']:>2} {r['base']:>11,} {r['adapters']:>10,} "
+                  f"{r['delta_p_percent']:>8.2f}% {r['paper_delta_p_percent']:>5.1f}%")
+        return rows
+    _validate(args)
+    expansion = args.init_ckpt is not None
+    run = Run(args, "palora", expansion_defaults() if expansion else METHOD_DEFAULTS)
+    data, T, dev = run.data, run.data.num_tasks, run.device
+    for k in ("rank", "scaling", "num_prefs", "schedule", "temperature", "balance", "eval_every"):
+        if getattr(args, k) is None:
+            setattr(args, k, run.defaults[k])
+    if args.adapter_lr_mult is None:
+        args.adapter_lr_mult = float(T)
+    if args.epsilon * T >= 1:
+        raise UsageError(f"--epsilon must be below 1/T = {1 / T:.3g} for {T} tasks (got {args.epsilon})")
+    if args.hv_ref_values is not None and len(args.hv_ref_values) != T:
+        raise UsageError(f"--hv-ref needs {T} values (one per task: {', '.join(data.task_names)}), got {len(args.hv_ref_values)}")
+    deterministic = args.schedule in ("annealed", "fixed")
+    if deterministic:
+        base_prefs = base_preferences(T, args.num_prefs, args.epsilon)
+    else:
+        base_prefs = torch.full((args.num_prefs, T), 1.0 / T, dtype=torch.float64)  # only the shape is used
+    run.write_config({"resolved": {k: getattr(args, k) for k in ("rank", "scaling", "num_prefs", "schedule", "temperature",
+                                                                   "balance", "adapter_lr_mult", "eval_every")},
+                      "base_preferences": base_prefs.tolist() if deterministic else None})
+
+    # --- the model: base backbone (optionally theta_0 of an expansion), then Eq. 1 adapters ---
+    model_name = args.model or data.default_model
+    model = build_model(args.model, data)
+    if expansion:
+        load_init_checkpoint(args.init_ckpt, model)
+    palora_wrap(model, T, args.rank, args.scaling)
+    model.to(dev)
+    if expansion:  # section 5.3: train only the adapters
+        for p in base_parameters(model):
+            p.requires_grad_(False)
+    overhead = parameter_overhead(model)
+    family = "multimnist" if args.dataset.startswith("multimnist") and T == 2 else args.dataset
+    overhead["paper_delta_p_percent"] = PAPER_DELTA_P.get((family, model_name, args.rank))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    shared_ids = {id(p) for p in model.shared_parameters()}
+    groups = [{"params": adapter_parameters(model), "lr": args.lr * args.adapter_lr_mult}]
+    if not expansion:
+        groups.insert(0, {"params": base_parameters(model)})
+    opt, sched = run.make_optimizer(groups)
+    steps_total = args.epochs * run.num_batches("train")  # tau = (step + 1) / steps_total (official)
+    best = (-float("inf"), None, None)
+    history: list[tuple[int, list[dict]]] = []
+    init_metrics = None
+
+    state = run.load_checkpoint()
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["opt"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UsageError(f"{run.ckpt_path} was written with other flags (--model/--rank/--init-ckpt differ: "
+                             f"{type(e).__name__}); resume with the original flags or use --overwrite")
+        if sched is not None and state.get("sched") is not None:
+            sched.load_state_dict(state["sched"])
+        best, history, init_metrics = state["best"], state["history"], state.get("init_metrics")
+    elif expansion:  # theta_0 itself (the adapters are zero, so any lambda gives the base model)
+        init_metrics = evaluate_at(run, model, [[1.0 / T] * T], "test")[0]["tasks"]
+    if not run.finished_before:
+        plot_schedule(run.path("schedule.png"), args.schedule, base_prefs, args.temperature, args.concentration)
+
+    grid = evaluation_grid(T, args.grid_points)
+    for epoch in run.epochs():
+        set_train_mode(model, expansion)
+        sums, n, lam = torch.zeros(T, device=dev), 0, None
+        for x, ys in run.progress(run.batches("train", epoch), f"palora epoch {epoch + 1}", run.num_batches()):
+            tau = min(1.0, (run.global_step + 1) / steps_total)
+            prefs = sample_preferences(args.schedule, base_prefs, tau, args.temperature, args.concentration)
+            opt.zero_grad(set_to_none=True)
+            for lam in prefs:  # M forward passes, one per preference (section 4.1)
+                set_preference(model, lam)
+                with run.autocast():
+                    losses = run.losses(model(x), ys).float()
+                backward_pass(losses, lam, args.balance, trainable, shared_ids)
+                sums += losses.detach() / len(prefs)
+            clip_shared(model, args.clip_grad)
+            opt.step()
+            n += 1
+            if run.step():
+                break
+        if sched is not None:
+            sched.step()
+        row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums.cpu())}
+        row["tau"] = min(1.0, run.global_step / steps_total)
+        if lam is not None:  # how far the last batch's preferences have spread from the centre
+            row["pref_min_task1"], row["pref_max_task1"] = float(prefs[:, 0].min()), float(prefs[:, 0].max())
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
+            val_front = evaluate_at(run, model, grid, "val")
+            summ = front_summary(val_front, data.tasks, args.hv_ref_values)
+            history.append((epoch, val_front))
+            row.update({"val_hypervolume": summ["hypervolume"], "val_spearman": summ["spearman"],
+                        "val_non_dominated": summ["non_dominated"]})
+            row.update(flat_metrics("val_centre", centre_metrics(run, model, val_front, T, "val")))
+            score = summ["hypervolume"] if summ["hypervolume"] is not None else \
+                float(np.mean([run.primary_score(f["tasks"]) for f in val_front]))
+            if args.select == "best" and score > best[0]:
+                best = (score, epoch, copy.deepcopy(model.state_dict()))
+        run.log_epoch(epoch, row)
+        run.save_checkpoint(epoch, {"model": model.state_dict(), "opt": opt.state_dict(),
+                                    "sched": sched.state_dict() if sched is not None else None,
+                                    "best": best, "history": history, "init_metrics": init_metrics},
+                            finished=epoch + 1 == args.epochs)
+
+    # --- test: the grid front, the centre, the pseudo-preferences ---
+    selected_epoch = None
+    if args.select == "best" and best[2] is not None:
+        model.load_state_dict(best[2])
+        selected_epoch = best[1]
+    front = evaluate_at(run, model, grid, "test")
+    summ = front_summary(front, data.tasks, args.hv_ref_values)
+    centre_pref = [1.0 / T] * T
+    centre = centre_metrics(run, model, front, T, "test")
+    labels, pseudo_prefs = zip(*pseudo_preferences(T))  # section 5.4, Figure 5
+    pseudo = [{"label": lbl, **e} for lbl, e in zip(labels, evaluate_at(run, model, pseudo_prefs, "test"))]
+    best_per_task = {t.name: (max if t.metrics[0][1] else min)(f["tasks"][t.name][t.primary] for f in front) for t in data.tasks}
+    init_summary = None
+    if init_metrics is not None:
+        P0 = np.array([[init_metrics[t.name][t.primary] for t in data.tasks]])
+        init_summary = {"tasks": init_metrics,
+                        "hypervolume": hypervolume(P0, summ["hypervolume_ref"], maximize=[t.metrics[0][1] for t in data.tasks])
+                        if T in (2, 3) else None}
+    title = f"PaLoRA {args.dataset} seed {args.seed} (test)\nHV {_fmt(summ['hypervolume'])}, Spearman {_fmt(summ['spearman'])}, " \
+            f"non-dominated {summ['non_dominated']}/{len(front)}"
+    plot_front(run.path("front.png"), front, data.tasks, centre=centre, init=init_metrics, title=title)
+    plot_pseudo(run.path("pseudo_preferences.png"), pseudo, data.tasks)
+    plot_val_fronts(run.path("val_fronts.png"), history, data.tasks)
+    result = {"tasks": centre, "centre_preference": centre_pref, "front": front, **summ,
+              "best_per_task": best_per_task, "pseudo_preferences": pseudo,
+              "parameters": overhead, "delta_p_percent": overhead["delta_p_percent"],
+              "selected_epoch": selected_epoch,
+              "schedule": {"name": args.schedule, "num_prefs": args.num_prefs, "temperature": args.temperature,
+                           "epsilon": args.epsilon, "concentration": args.concentration,
+                           "base_preferences": base_prefs.tolist() if deterministic else None},
+              "rank": args.rank, "scaling": args.scaling, "balance": args.balance, "model": model_name,
+              "expansion": {"init_ckpt": os.path.abspath(args.init_ckpt), "init": init_summary} if expansion else None}
+    out = run.finish(result)
+    if not args.quiet:
+        paper = overhead["paper_delta_p_percent"]
+        print(f"[palora] front: {len(front)} points, hypervolume={_fmt(out['hypervolume'])}, non-dominated={out['non_dominated']}, "
+              f"spearman={_fmt(out['spearman'])}, Delta_p={overhead['delta_p_percent']:.2f}%"
+              + (f" (paper: {paper}%)" if paper is not None else ""), flush=True)
+    return out
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+if __name__ == "__main__":
+    main_guard(main)

@@ -1,0 +1,10 @@
+"""One torch thread per test process (and for the scripts the tests start): on a 2-core machine
+intra-op threads of tiny tensors cost more than they give."""
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
