@@ -140,12 +140,22 @@ def _json_default(o):
 def jacobian(losses: torch.Tensor, params: Sequence[torch.Tensor], retain_graph: bool = False) -> torch.Tensor:
     """The T x d Jacobian of the task losses w.r.t. `params` (flattened and concatenated), one
     backward per task; the graph is kept for all but the last task unless `retain_graph`."""
-    rows = []
     T = len(losses)
+    G = losses.new_zeros(T, sum(p.numel() for p in params))  # one buffer, filled row by row
     for t in range(T):
         grads = torch.autograd.grad(losses[t], params, retain_graph=retain_graph or t < T - 1, allow_unused=True)
-        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]))
-    return torch.stack(rows)
+        _fill_row(G[t], grads, params)
+    return G
+
+
+def _fill_row(row: torch.Tensor, grads, params) -> None:
+    """Copy a tuple of gradients of `params` (None = zero) into one row of the Jacobian buffer."""
+    i = 0
+    for g, p in zip(grads, params):
+        n = p.numel()
+        if g is not None:
+            row[i:i + n].copy_(g.reshape(-1))
+        i += n
 
 
 def set_flat_grad(params: Sequence[torch.Tensor], flat: torch.Tensor, accumulate: bool = False) -> None:
@@ -157,7 +167,7 @@ def set_flat_grad(params: Sequence[torch.Tensor], flat: torch.Tensor, accumulate
         if accumulate and p.grad is not None:
             p.grad.add_(g)
         else:
-            p.grad = g.clone()
+            p.grad = g.clone()  # own storage: in-place clipping must not touch the caller's vector
         i += n
 
 
@@ -181,13 +191,12 @@ def aggregator_backward(agg, model, losses: torch.Tensor, rep: torch.Tensor | No
     if agg.needs == "jacobian":
         shared = model.shared_parameters()
         heads = [model.task_parameters(t) for t in range(T)]
-        rows, head_grads = [], []
+        G = losses.new_zeros(T, sum(p.numel() for p in shared))  # one buffer, filled row by row
+        head_grads = []
         for t in range(T):
             grads = torch.autograd.grad(losses[t], shared + heads[t], retain_graph=t < T - 1, allow_unused=True)
-            gs = grads[:len(shared)]
-            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(gs, shared)]))
+            _fill_row(G[t], grads[:len(shared)], shared)
             head_grads.append(grads[len(shared):])
-        G = torch.stack(rows)
         d, w = agg.direction(G, losses.detach())
         set_flat_grad(shared, d)
         w = torch.ones(T, device=G.device) if w is None else w.detach()
