@@ -208,15 +208,9 @@ def toy_pareto_front(c: float = 1.0, n: int = 200) -> np.ndarray:
     grid = torch.stack(torch.meshgrid(t1, t2, indexing="ij"), dim=-1).reshape(-1, 2)
     L = toy_losses(grid, c).numpy()
     # non-dominated filter for 2 objectives: sort by l1, keep strictly decreasing l2
-    order = np.lexsort((L[:, 1], L[:, 0]))
-    L = L[order]
-    keep = []
-    best = np.inf
-    for i in range(len(L)):
-        if L[i, 1] < best - 1e-12:
-            keep.append(i)
-            best = L[i, 1]
-    P = L[keep]
+    L = L[np.lexsort((L[:, 1], L[:, 0]))]
+    prev_best = np.concatenate([[np.inf], np.minimum.accumulate(L[:, 1])[:-1]])
+    P = L[L[:, 1] < prev_best - 1e-12]  # strictly below every l2 seen at a smaller-or-equal l1
     if len(P) > n:
         targets = np.linspace(P[0, 0], P[-1, 0], n)
         P = P[np.searchsorted(P[:, 0], targets).clip(0, len(P) - 1)]

@@ -541,7 +541,7 @@ class Run:
         out["peak_memory_mb"] = peak_memory_mb(self.device)
         write_json(self.path("metrics.json"), out)
         if not self.args.quiet:
-            summary = "; ".join(f"{t}: " + ", ".join(f"{m}={_fmt(v)}" for m, v in ms.items() if m != "loss")
+            summary = "; ".join(f"{t}: " + ", ".join(f"{m}={_fmt(v)}" for m, v in ms.items() if m != "loss" or len(ms) <= 2)
                                 for t, ms in (out.get("tasks") or {}).items())
             dm = out.get("delta_m")
             print(f"[{self.method}] test: {summary}" + (f"; delta_m={dm:.2f}%" if dm is not None else ""), flush=True)

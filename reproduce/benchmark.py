@@ -341,7 +341,7 @@ def make_pml(b: Bench):
     args = SimpleNamespace(window=d["window"], lam=d["lam"], balancing=d["balancing"], clip_grad=0.0)
     run = SimpleNamespace(data=b.data, device=b.device, autocast=b.autocast,
                           losses=lambda out, ys: task_losses(b.data, out, ys))
-    balancer = pml.LossBalancer(d["window"]) if d["balancing"] == "loss" else None
+    balancer = pml.LossBalancer(d["balance_window"]) if d["balancing"] == "loss" else None
 
     def step():
         pml.pml_step(run, args, ens, opt, b.x, b.ys, d["p"], balancer)
