@@ -1,0 +1,309 @@
+"""run_all.sh / reproduce/: the registry covers every table and figure of the five papers, the
+aggregation over seeds (mean, std, Delta-m%, Mean Rank, hypervolume) on hand-made metrics.json files,
+the SLURM job array, dependencies between runs, data-absent skips, and a reduced smoke run that
+still writes every table and figure file."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from reproduce import aggregate, registry as reg, run as runner  # noqa: E402
+from reproduce.registry import BL, STL, Block, Col, Entry, R  # noqa: E402
+
+
+# --------------------------------------------------------------------------------------------
+# The registry
+# --------------------------------------------------------------------------------------------
+def test_registry_covers_every_table_and_figure_of_the_issue():
+    have = {}
+    for e in reg.ENTRIES:
+        have.setdefault(e.paper, ([], []))[0 if e.kind == "table" else 1].append(e.number)
+    expected = {  # the issue's list, typed here independently of registry.EXPECTED
+        "extra": (["1", "2", "3", "4", "5"], ["4", "6", "7", "8", "9", "10", "11"]),
+        "pml": (["1", "2", "3", "4", "5", "6"], ["4", "7", "8", "9", "10", "11", "12", "13", "14"]),
+        "palora": (["1", "2"], ["3", "4", "5", "6"]),
+        "sam_mtl": (["1", "2", "3", "4", "5", "6", "7"], ["2", "3"]),
+        "avgnorm": (["II", "VI", "VII"], ["7", "8", "9"]),
+    }
+    assert set(have) == set(expected)
+    for paper, (tables, figures) in expected.items():
+        assert sorted(have[paper][0]) == sorted(tables), paper
+        assert sorted(have[paper][1]) == sorted(figures), paper
+    assert reg.EXPECTED == expected
+    assert len({e.id for e in reg.ENTRIES}) == len(reg.ENTRIES) == 48
+
+
+def test_registry_rows_are_well_formed():
+    scripts = {"stl", "baselines", "pml", "palora", "sam_mtl", "extra_nurbs", "avgnorm", "pfl"}
+    for e in reg.ENTRIES:
+        assert e.source and e.title and e.blocks, e.id
+        assert e.number in e.source or e.number.lower() in e.source.lower(), e.id
+        for b in e.blocks:
+            assert b.rows and b.columns, e.id
+            keys = [c.key for c in b.columns]
+            assert len(keys) == len(set(keys)), e.id
+            for r in b.rows:
+                assert len(r.paper) <= len(b.columns), (e.id, r.label)
+                if r.method is not None:
+                    assert r.method.script in scripts, (e.id, r.label)
+                for v in r.paper:
+                    assert v is None or isinstance(v, (int, float)) or (isinstance(v, tuple) and len(v) == 2), (e.id, r.label, v)
+
+
+def _paper(entry_id, label, col, block=0):
+    b = reg.BY_ID[entry_id].blocks[block]
+    r = next(r for r in b.rows if r.label == label)
+    return r.paper[[c.key for c in b.columns].index(col)]
+
+
+def test_paper_numbers_spot_checks():
+    assert _paper("extra_table3", "LS", "dm") == 22.60
+    assert _paper("extra_table3", "EXTRA-F", "dm") == (1.63, 1.6)
+    assert _paper("extra_table2", "Nash-MTL", "w11") == 28.40
+    assert _paper("extra_table1", "IMTL-G", "mr") == 6.45
+    assert _paper("pml_table1", "PML (ours)", "rel") == 52.559
+    assert _paper("pml_table4", "Nash-MTL", "hv", block=1) == 0.650
+    assert _paper("pml_table6", "MGDA", "eth") == (74.06, 2.66)
+    assert _paper("palora_table2", "PaLoRA [ours]", "miou") == 38.27
+    assert _paper("palora_table1", "PaMaL", "dp") == 100
+    assert _paper("sam_mtl_table4", "F-IMTL", "dm") == 1.87
+    assert _paper("sam_mtl_table2", "F-CAGrad", "err") == 8.22
+    assert _paper("avgnorm_table6", "ours (AvgNorm)", "wedge") == 114.00
+    assert _paper("avgnorm_table2", "FairGrad", "dm", block=1) == 1.17
+
+
+def test_typed_paper_numbers_are_self_consistent():
+    """Typos in the typed-in numbers: PML Tables 2-3 give per-seed HV with their mean, max and
+    (population) std; SAM-MTL Tables 1 and 6 give two accuracies and their average."""
+    for eid in ("pml_table2", "pml_table3"):
+        for r in reg.BY_ID[eid].blocks[0].rows:
+            if r.paper[0] is None:
+                continue
+            s = np.array(r.paper[:3])
+            assert abs(s.mean() - r.paper[3]) <= 1.01e-4, (eid, r.label)  # seeds and mean both rounded to 4 digits
+            assert abs(s.max() - r.paper[4]) <= 1e-9, (eid, r.label)
+            assert abs(s.std() - r.paper[5]) <= 1.5e-4, (eid, r.label)
+    for eid in ("sam_mtl_table1", "sam_mtl_table6"):
+        for b in reg.BY_ID[eid].blocks:
+            for r in b.rows:
+                a, c, avg = [v[0] if isinstance(v, tuple) else v for v in r.paper]
+                assert abs((a + c) / 2 - avg) <= 0.0151, (eid, b.dataset, r.label)
+
+
+def test_select_by_id_paper_and_pattern():
+    assert [e.id for e in reg.select(["pml_table4"])] == ["pml_table4"]
+    assert {e.paper for e in reg.select(["palora"])} == {"palora"}
+    assert all(e.id.startswith("pml_figure") for e in reg.select(["pml_figure*"]))
+    assert len(reg.select(["extra_table1,extra_table2"])) == 2
+    with pytest.raises(ValueError, match="matches no table"):
+        reg.select(["nonsense"])
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation on hand-made metrics.json files
+# --------------------------------------------------------------------------------------------
+def _write_metrics(job, tasks, **extra):
+    os.makedirs(job.out, exist_ok=True)
+    with open(os.path.join(job.out, "metrics.json"), "w") as fh:
+        json.dump({"tasks": tasks, **extra}, fh)
+
+
+def _acc(a, b):
+    return {"left": {"acc": a, "loss": 0.1}, "right": {"acc": b, "loss": 0.2}}
+
+
+def _toy_entry():
+    cols = [Col("t1", "Task 1", "acc", 0, 100, True, 2), Col("t2", "Task 2", "acc", 1, 100, True, 2),
+            Col("hv", "HV", "hv", None, 1, True, 4), reg.MR, reg.DM]
+    rows = [R("STL", STL, (None,) * 5, role="stl"), R("LS", BL("ls"), (91.0, 80.0, None, 2.0, 0.1)),
+            R("MGDA", BL("mgda"), (95.0, 85.0, None, 1.0, -3.0))]
+    return Entry("test_table", "pml", "table", "9", "hand-made", "test", [Block("multimnist-lite", cols, rows, hv=reg.ACC2_HV)],
+                 seeds=(0, 1))
+
+
+def test_aggregation_mean_std_delta_m_mean_rank_hypervolume(tmp_path):
+    opts = runner.Options(results=str(tmp_path), data_root=str(tmp_path / "data"))
+    (ep,), jobs = runner.plan([_toy_entry()], opts)
+    bp = ep.blocks[0]
+    stl, ls, mgda = (rp.jobs for rp in bp.rows)
+    assert bp.status == "run" and len(jobs) == 6
+    _write_metrics(stl[0], _acc(0.90, 0.80))
+    _write_metrics(stl[1], _acc(0.92, 0.82))
+    _write_metrics(ls[0], _acc(0.91, 0.81))
+    _write_metrics(ls[1], _acc(0.93, 0.79))
+    _write_metrics(mgda[0], _acc(0.95, 0.85))  # seed 1 of MGDA never finished
+
+    d = aggregate.BlockData(bp)
+    assert d.reference == {"left": {"acc": 0.91, "loss": 0.1}, "right": {"acc": 0.81, "loss": 0.2}}
+    v = d.values
+    # mean and sample std of LS's task-1 accuracy, in percent
+    m, sd = aggregate.stat(v[1]["t1"], "mean")
+    assert m == pytest.approx(92.0) and sd == pytest.approx(math.sqrt(2) * 1.0)
+    # Delta-m% per seed against the STL mean (0.91, 0.81): seed 0 exactly 0; seed 1 by hand
+    assert v[1]["dm"][0] == pytest.approx(0.0, abs=1e-12)
+    assert v[1]["dm"][1] == pytest.approx(((-(0.93 - 0.91) / 0.91) + (-(0.79 - 0.81) / 0.81)) / 2 * 100)
+    assert v[2]["dm"][0] == pytest.approx(((-(0.95 - 0.91) / 0.91) + (-(0.85 - 0.81) / 0.81)) / 2 * 100)
+    assert list(v[2]["t1"]) == [0]  # only the finished seed counts
+    # Mean Rank over LS and MGDA (STL excluded): MGDA is better on both tasks
+    assert v[2]["mr"]["mean"] == 1.0 and v[1]["mr"]["mean"] == 2.0
+    # hypervolume of a single point w.r.t. (0, 0) is the product of the accuracies
+    assert v[1]["hv"][0] == pytest.approx(0.91 * 0.81)
+
+    md = aggregate.entry_markdown(ep, [d], smoke=False)
+    assert "| LS | 2/2 | 92.00 ± 1.41 (91.00) | 80.00 ± 1.41 (80.00) |" in md
+    assert "| MGDA [" in md and "| 1/2 |" in md and "not finished" in md
+    assert "our STL runs (2 seed(s))" in md
+
+
+def test_front_best_and_front_hypervolume(tmp_path):
+    opts = runner.Options(results=str(tmp_path))
+    entry = _toy_entry()
+    entry.blocks[0].rows[1].pick = "front_best"
+    (ep,), _ = runner.plan([entry], opts)
+    job = ep.blocks[0].rows[1].jobs[0]
+    front = [{"preference": [1, 0], "tasks": _acc(0.97, 0.50)}, {"preference": [0.5, 0.5], "tasks": _acc(0.90, 0.90)},
+             {"preference": [0, 1], "tasks": _acc(0.40, 0.96)}]
+    _write_metrics(job, _acc(0.90, 0.90), front=front)
+    d = aggregate.BlockData(ep.blocks[0])
+    assert d.values[1]["t1"][0] == pytest.approx(97.0) and d.values[1]["t2"][0] == pytest.approx(96.0)
+    # union of three boxes from (0, 0)
+    hv = 0.97 * 0.50 + 0.90 * 0.90 + 0.40 * 0.96 - 0.90 * 0.50 - 0.40 * 0.90
+    assert d.values[1]["hv"][0] == pytest.approx(hv)
+
+
+def test_delta_m_published_reference_and_sign():
+    ref = aggregate.published_reference("cityscapes")
+    specs = aggregate.task_specs("cityscapes", ["segmentation", "depth"])
+    same = {"segmentation": {"miou": ref["segmentation"]["miou"], "pixacc": ref["segmentation"]["pixacc"]},
+            "depth": {"abs_err": ref["depth"]["abs_err"], "rel_err": ref["depth"]["rel_err"]}}
+    from common.metrics import delta_m
+
+    assert delta_m(same, ref, specs) == pytest.approx(0.0)
+    worse = json.loads(json.dumps(same))
+    worse["depth"]["abs_err"] *= 1.4  # +40% error on one of four metrics: Delta-m% = +10
+    assert delta_m(worse, ref, specs) == pytest.approx(10.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Planning: stand-ins, absent data, dependencies, SLURM
+# --------------------------------------------------------------------------------------------
+def test_absent_data_standin_and_skip_reasons(tmp_path):
+    opts = runner.Options(results=str(tmp_path / "res"), data_root=str(tmp_path / "empty"))
+    plans, _ = runner.plan([reg.BY_ID["pml_table4"], reg.BY_ID["pml_table1"], reg.BY_ID["avgnorm_table7"]], opts)
+    mm, census = plans[0].blocks
+    assert mm.status == "standin" and mm.dataset == "multimnist-lite" and "MNIST" in mm.reason
+    assert census.status == "absent" and "census" in census.reason and "adult.data" in census.reason
+    assert plans[1].blocks[0].status == "absent" and "cityscapes" in plans[1].blocks[0].reason
+    assert plans[2].blocks[0].status == "unsupported"
+    text = aggregate.summary(plans, {})
+    assert "pml_table1" in text and "cityscapes" in text and "PASCAL-Context" in text
+    opts.standins = False
+    plans, _ = runner.plan([reg.BY_ID["pml_table4"]], opts)
+    assert plans[0].blocks[0].status == "absent"
+
+
+def test_dependency_waves_for_pareto_expansion(tmp_path):
+    opts = runner.Options(results=str(tmp_path), smoke=True)
+    _, jobs = runner.plan([reg.BY_ID["palora_figure4"]], opts)
+    expansion = [j for j in jobs.values() if "--init-ckpt" in j.flags]
+    assert expansion
+    for j in expansion:
+        ckpt = j.flags[j.flags.index("--init-ckpt") + 1]
+        (dep,) = j.deps
+        assert ckpt == os.path.join(jobs[dep].out, "checkpoint.pt") and jobs[dep].script == "baselines"
+    waves = runner.waves(jobs)
+    order = {j.key: k for k, w in enumerate(waves) for j in w}
+    assert all(order[d] < order[j.key] for j in expansion for d in j.deps)
+
+
+def test_unknown_flag_or_missing_script_is_reported_not_run(tmp_path):
+    bad = Entry("t_bad", "pml", "table", "9", "x", "test", [Block("multimnist-lite", [reg.DM], [
+        R("bogus flag", BL("ls", "--no-such-flag", "1")), R("no script", reg.Method("does_not_exist"))])])
+    (ep,), jobs = runner.plan([bad], runner.Options(results=str(tmp_path)))
+    r1, r2 = ep.blocks[0].rows
+    assert "does not accept --no-such-flag" in r1.skipped
+    assert "method not available yet" in r2.skipped
+    assert all(j.status == "skipped" for j in jobs.values())
+
+
+def test_slurm_writes_one_array_task_per_unfinished_run(tmp_path):
+    res = str(tmp_path / "res")
+    args = ["--only", "pml_table5", "--results", res, "--seeds", "0,1"]
+    opts = runner.options_from(runner.parse_args(args))
+    _, jobs = runner.plan([reg.BY_ID["pml_table5"]], opts)
+    keys = list(jobs)
+    assert len(keys) == 20  # 10 rows x 2 seeds
+    for k in keys[:3]:  # three runs already finished
+        _write_metrics(jobs[k], {"a": {"acc": 1.0}})
+    assert runner.main(args + ["--slurm"]) == 0
+    script = open(os.path.join(res, "slurm", "run_all.sbatch")).read()
+    tasks = [ln for ln in open(os.path.join(res, "slurm", "tasks.txt")).read().splitlines() if ln]
+    assert len(tasks) == 17 and "#SBATCH --array=0-16" in script
+    assert all(f"--out {jobs[k].out} " not in " ".join(tasks) + " " for k in keys[:3])
+    assert all("--resume" in t and "methods/" in t for t in tasks)
+    assert "sbatch" in script and "SLURM_ARRAY_TASK_ID" in script
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny real-format data, the command line, and a reduced smoke run
+# --------------------------------------------------------------------------------------------
+def test_tiny_datasets_load_through_the_real_loaders(tmp_path):
+    from common.data import load_dataset
+    from reproduce.tiny_data import TINY_DATASETS, make_all
+
+    make_all(str(tmp_path))
+    tasks = {"census": 2, "utkface": 3, "celeba": 40, "cityscapes": 2, "nyuv2": 3}
+    for name in TINY_DATASETS:
+        d = load_dataset(name, str(tmp_path))
+        assert d.num_tasks == tasks[name] and len(d.train) > 0 and len(d.test) > 0, name
+    assert (tmp_path / "cityscapes" / "val" / "label_7" / "0.npy").exists()
+
+
+def test_bad_flags_exit_2_with_one_line():
+    bad_device = ["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"]
+    for args in (["--jobs", "0"], ["--only", "nonsense"], ["--seeds", "a,b"], bad_device):
+        p = subprocess.run(["bash", os.path.join(REPO, "run_all.sh"), *args], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, args
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("run_all.sh: error:"), p.stderr
+
+
+def test_reduced_smoke_run_writes_every_table_and_figure(tmp_path):
+    """--smoke --only one table: its runs, then every table / figure file of the registry."""
+    res = str(tmp_path / "smoke")
+    assert runner.main(["--smoke", "--only", "pml_table3", "--jobs", "2", "--results", res]) == 0
+    for e in reg.ENTRIES:
+        assert os.path.isfile(os.path.join(res, "tables", f"{e.id}.md")), e.id
+        if e.kind == "figure":
+            assert os.path.getsize(os.path.join(res, "figures", f"{e.id}.png")) > 1000, e.id
+    readme = open(os.path.join(res, "README.md")).read()
+    assert all(f"tables/{e.id}.md" in readme for e in reg.ENTRIES)
+    md = open(os.path.join(res, "tables", "pml_table3.md")).read()
+    assert "Smoke run" in md and "tiny census files" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| W = 2, λ = 0 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "1/1" and cells[2].endswith("(0.6517)") and 0 < float(cells[2].split()[0]) <= 1
+    # finished runs are reused: nothing left to run
+    opts = runner.options_from(runner.parse_args(["--smoke", "--only", "pml_table3", "--results", res]))
+    _, jobs = runner.plan(reg.select(["pml_table3"]), opts)
+    assert jobs and all(j.status == "finished" for j in jobs.values())
+
+
+def test_job_slots_spread_over_visible_gpus(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    gpus = runner.visible_gpus()
+    assert gpus == ["3", "5"]
+    assert [runner.job_env(k, gpus, 4, "auto")["CUDA_VISIBLE_DEVICES"] for k in range(4)] == ["3", "5", "3", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert runner.visible_gpus() == []
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert runner.job_env(1, [], 2, "cpu")["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
