@@ -100,6 +100,26 @@ def base_parser(method: str, description: str | None = None) -> argparse.Argumen
     return p
 
 
+def parse_hyper(items: Sequence[str]) -> dict:
+    """`--hyper KEY=VALUE` items -> {key: value} for make_aggregator(); ints, floats and
+    true/false are parsed, anything else stays a string."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--hyper {item!r} must look like KEY=VALUE")
+        k, v = item.split("=", 1)
+        for cast in (int, float):
+            try:
+                v = cast(v)
+                break
+            except ValueError:
+                continue
+        else:
+            v = {"true": True, "false": False}.get(v.lower(), v)
+        out[k.strip()] = v
+    return out
+
+
 def main_guard(main: Callable[[Sequence[str] | None], object]) -> None:
     """Run `main(sys.argv[1:])`; a UsageError becomes one line on stderr and exit status 2."""
     try:

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from common.aggregators import AGGREGATORS, Aggregator, describe, make_aggregator  # noqa: E402
 from common.device import UsageError, synchronize  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
-from common.train import Run, aggregator_backward, base_parser, bn_frozen, clip_shared, flat_metrics, main_guard  # noqa: E402
+from common.train import Run, aggregator_backward, base_parser, bn_frozen, clip_shared, flat_metrics, main_guard, parse_hyper  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -39,24 +39,6 @@ def parse_args(argv=None):
                    help="override one of the rule's hyperparameters, e.g. --hyper c=0.4 (repeatable; numbers are parsed)")
     p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
     return p.parse_args(argv)
-
-
-def parse_hyper(items) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--hyper {item!r} must look like KEY=VALUE")
-        k, v = item.split("=", 1)
-        for cast in (int, float):
-            try:
-                v = cast(v)
-                break
-            except ValueError:
-                continue
-        else:
-            v = {"true": True, "false": False}.get(v.lower(), v)
-        out[k.strip()] = v
-    return out
 
 
 def main(argv=None):

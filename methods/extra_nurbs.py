@@ -87,7 +87,7 @@ from common.device import UsageError, peak_memory_mb, reset_peak_memory, seed_ev
 from common.metrics import hypervolume, non_dominated  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, jacobian,  # noqa: E402
-                          main_guard, recompute_bn_stats)
+                          main_guard, parse_hyper, recompute_bn_stats)
 
 # Appendix A.2. Cityscapes / NYUv2: MTAN, Adam 1e-4 halved after 100 epochs, 200 epochs, batch 8 / 2,
 # 4 / 5 control points (2 / 3 trainable; the official Cityscapes script used 5), t = 1/2 (A.1).
@@ -154,24 +154,6 @@ def parse_args(argv=None):
     g.add_argument("--eval-batches", type=int, default=None,
                    help="evaluate at most N batches of each split per t (default: the whole split; smoke runs)")
     return p.parse_args(argv)
-
-
-def parse_hyper(items) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--hyper {item!r} must look like KEY=VALUE")
-        k, v = item.split("=", 1)
-        for cast in (int, float):
-            try:
-                v = cast(v)
-                break
-            except ValueError:
-                continue
-        else:
-            v = {"true": True, "false": False}.get(v.lower(), v)
-        out[k.strip()] = v
-    return out
 
 
 def parse_eval_t(value) -> float | str:

@@ -104,7 +104,7 @@ from common.aggregators import AGGREGATORS, Aggregator, aggregate, describe, mak
 from common.device import UsageError, synchronize  # noqa: E402
 from common.metrics import hypervolume  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
-from common.train import Run, base_parser, bn_frozen, clip_shared, flat_metrics, main_guard, set_flat_grad  # noqa: E402
+from common.train import Run, base_parser, bn_frozen, clip_shared, flat_metrics, main_guard, set_flat_grad, parse_hyper  # noqa: E402
 
 MODES = ("individual", "direct", "second-aggre", "each-aggre", "stl")
 
@@ -392,24 +392,6 @@ def parse_args(argv=None):
                    help="override a hyperparameter of the aggregator, e.g. --hyper c=0.4 (repeatable; numbers are parsed)")
     g.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
     return p.parse_args(argv)
-
-
-def parse_hyper(items) -> dict:
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise UsageError(f"--hyper {item!r} must look like KEY=VALUE")
-        k, v = item.split("=", 1)
-        for cast in (int, float):
-            try:
-                v = cast(v)
-                break
-            except ValueError:
-                continue
-        else:
-            v = {"true": True, "false": False}.get(v.lower(), v)
-        out[k.strip()] = v
-    return out
 
 
 def validate_method_args(args) -> None:
