@@ -17,7 +17,6 @@ whose message says which dataset, which path, which files were expected and wher
 from __future__ import annotations
 
 import gzip
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence

@@ -17,7 +17,6 @@ per-batch values, even the median normal error; pooling over every pixel is the 
 """
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -288,6 +287,28 @@ def hypervolume(points, ref, maximize: bool | Sequence[bool] = False) -> float:
                 vol += _hv2(P[: i + 1, :2], r[:2]) * depth
         return float(vol)
     raise ValueError("hypervolume is implemented exactly for 2 and 3 objectives")
+
+
+# Hypervolume reference per task kind on the primary metric: 0 for accuracy-like metrics (PaLoRA's
+# official compute_hv), 1 for depth absolute error and 90 degrees for normals (its Pareto plots).
+HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0, "depth": 1.0, "normal": 90.0}
+
+
+def hv_reference(specs, points, override: Sequence[float] | None = None) -> list[float]:
+    """The reference point for the hypervolume of `points` (n, T) of the tasks' primary metrics:
+    `override` if given, else HV_REFERENCE by task kind, else 10% beyond the worst point."""
+    if override is not None:
+        return [float(r) for r in override]
+    P = np.asarray(points, dtype=float)
+    ref = []
+    for i, spec in enumerate(specs):
+        r = HV_REFERENCE.get(spec.kind)
+        if r is None:
+            higher = spec.metrics[0][1]
+            worst = P[:, i].min() if higher else P[:, i].max()
+            r = float(worst - 0.1 * abs(worst)) if higher else float(worst + 0.1 * abs(worst))
+        ref.append(float(r))
+    return ref
 
 
 def _hv2(P: np.ndarray, r: np.ndarray) -> float:

@@ -75,7 +75,7 @@ import torch  # noqa: E402
 
 from common.data import load_dataset  # noqa: E402
 from common.device import UsageError, seed_everything, synchronize  # noqa: E402
-from common.metrics import hypervolume  # noqa: E402
+from common.metrics import hv_reference, hypervolume  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import DATASET_DEFAULTS, GLOBAL_DEFAULTS, Run, base_parser, clip_shared, flat_metrics, jacobian, main_guard, set_flat_grad  # noqa: E402
 
@@ -84,7 +84,6 @@ from common.train import DATASET_DEFAULTS, GLOBAL_DEFAULTS, Run, base_parser, cl
 # the last shared layer (paper, section V-F 5), recomputed every step, clipping off (Table IX).
 METHOD_DEFAULTS = {"*": {"grad_on": "last", "every": 1, "eps": 1e-8, "clip_grad": 0.0}}
 PAPER_GRID = "1,2,5,10,50"  # the values of the paper's searched weights (Tables VI, VII; appendix)
-HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0}  # natural bounds of higher-is-better metrics
 
 
 def defaults_table() -> str:
@@ -525,19 +524,14 @@ def write_grid_csv(path: str, results: list[dict], names: list[str]) -> None:
 
 
 def front_hypervolume(front: list[dict], tasks) -> tuple[float | None, list[float] | None]:
-    """Hypervolume of the grid points' test primary metrics (2-3 tasks): reference 0 for accuracy,
-    F1 and mIoU, else 10% beyond the worst point."""
+    """Hypervolume of the grid points' test primary metrics (2-3 tasks), reference point from
+    common.metrics.hv_reference (0 for accuracy, F1 and mIoU; 1 for depth error, 90 degrees for
+    normals; else 10% beyond the worst point)."""
     if len(tasks) not in (2, 3):
         return None, None
     P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front], dtype=float)
     higher = [t.metrics[0][1] for t in tasks]
-    ref = []
-    for i, t in enumerate(tasks):
-        r = HV_REFERENCE.get(t.kind)
-        if r is None:
-            worst = P[:, i].min() if higher[i] else P[:, i].max()
-            r = float(worst - 0.1 * abs(worst)) if higher[i] else float(worst + 0.1 * abs(worst))
-        ref.append(r)
+    ref = hv_reference(tasks, P)
     return hypervolume(P, ref, maximize=higher), ref
 
 

@@ -84,7 +84,7 @@ from torch.func import functional_call  # noqa: E402
 
 from common.aggregators import AGGREGATORS, Aggregator, make_aggregator  # noqa: E402
 from common.device import UsageError, peak_memory_mb, reset_peak_memory, seed_everything  # noqa: E402
-from common.metrics import hypervolume, non_dominated  # noqa: E402
+from common.metrics import hv_reference, hypervolume, non_dominated  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, jacobian,  # noqa: E402
                           main_guard, parse_hyper, recompute_bn_stats)
@@ -109,7 +109,6 @@ METHOD_DEFAULTS = {
 }
 
 # Hypervolume reference per task kind (primary metric), as in methods/palora.py.
-HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0, "depth": 1.0, "normal": 90.0}
 
 
 def parse_args(argv=None):
@@ -857,13 +856,7 @@ def main(argv=None):
     if T in (2, 3):
         P = np.array([[f["tasks"][s.name][s.primary] for s in tasks] for f in front], dtype=float)
         higher = [s.metrics[0][1] for s in tasks]
-        ref = []
-        for i, s in enumerate(tasks):
-            r = HV_REFERENCE.get(s.kind)
-            if r is None:
-                worst = P[:, i].min() if higher[i] else P[:, i].max()
-                r = float(worst - 0.1 * abs(worst)) if higher[i] else float(worst + 0.1 * abs(worst))
-            ref.append(r)
+        ref = hv_reference(tasks, P)
         hv = hypervolume(P, ref, maximize=higher)
         nd = int(non_dominated(P, maximize=higher).sum())
     else:

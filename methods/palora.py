@@ -80,7 +80,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from common.device import UsageError  # noqa: E402
-from common.metrics import hypervolume, non_dominated, spearman  # noqa: E402
+from common.metrics import hv_reference, hypervolume, non_dominated, spearman  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import Run, base_parser, clip_shared, flat_metrics, main_guard  # noqa: E402
 
@@ -120,10 +120,6 @@ EXPANSION_DEFAULTS = {
     "utkface": dict(epochs=5, scheduler=None),
     "celeba": dict(epochs=5, scheduler=None),
 }
-
-# Hypervolume reference per task kind on the primary metric: 0 for accuracy-like metrics (the
-# official compute_hv), 1 for depth abs. error (official Pareto visualiser), 90 degrees for normals.
-HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0, "depth": 1.0, "normal": 90.0}
 
 # Delta_p% reported in the paper (sections 5.1-5.2), keyed by (dataset family, backbone, rank).
 PAPER_DELTA_P = {("multimnist", "lenet", 1): 12.5, ("cityscapes", "segnet", 4): 4.2, ("nyuv2", "segnet", 4): 6.3}
@@ -483,20 +479,6 @@ def centre_metrics(run: Run, model: nn.Module, front: list[dict], num_tasks: int
     return evaluate_at(run, model, [centre], split)[0]["tasks"]
 
 
-def hv_reference(tasks, points: np.ndarray, override: list[float] | None) -> list[float]:
-    if override is not None:
-        return list(override)
-    ref = []
-    for i, t in enumerate(tasks):
-        r = HV_REFERENCE.get(t.kind)
-        if r is None:  # no natural bound: 10% beyond the worst grid value
-            higher = t.metrics[0][1]
-            worst = points[:, i].min() if higher else points[:, i].max()
-            r = float(worst - 0.1 * abs(worst)) if higher else float(worst + 0.1 * abs(worst))
-        ref.append(r)
-    return ref
-
-
 def front_summary(front: list[dict], tasks, hv_ref: list[float] | None = None) -> dict:
     """Hypervolume of the primary metrics, non-dominated count and the Spearman correlations."""
     names = [t.name for t in tasks]
@@ -602,7 +584,6 @@ def plot_front(path: str, front: list[dict], tasks, centre: dict | None = None, 
 def plot_schedule(path: str, schedule: str, base: torch.Tensor, temperature: float, p: float) -> None:
     """Figure 2 (2 tasks: lambda_1 of each preference over tau) / Figure 9 (3 tasks: snapshots)."""
     plt = _plt()
-    T = base.shape[1]
     taus = np.linspace(0, 1, 101)
     with torch.random.fork_rng(devices=[]):  # the Dirichlet samples drawn here leave training's RNG alone
         torch.manual_seed(0)

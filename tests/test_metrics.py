@@ -375,3 +375,14 @@ def test_simplex_grid(tasks, rows):
     assert ints == {c for c in product(range(11), repeat=tasks) if sum(c) == 10}
     if tasks == 2:
         assert np.allclose(g[:, 0], np.linspace(1, 0, 11))
+
+
+def test_hv_reference_natural_bounds_fallback_and_override():
+    from common.data import task
+    from common.metrics import hv_reference
+
+    specs = [task("a", "class", 10), task("d", "depth"), task("age", "huber")]
+    P = [[0.9, 0.5, 2.0], [0.8, 0.7, 4.0]]
+    # accuracy -> 0, depth abs error -> 1, MAE (lower is better, no natural bound) -> 10% beyond the worst (4.0)
+    assert hv_reference(specs, P) == pytest.approx([0.0, 1.0, 4.4])
+    assert hv_reference(specs, P, override=[0.5, 2, 9]) == [0.5, 2.0, 9.0]
