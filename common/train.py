@@ -81,6 +81,10 @@ def base_parser(method: str, description: str | None = None) -> argparse.Argumen
     g.add_argument("--eval-batch-size", type=int, default=None, help="evaluation batch size (default: 2x the training batch, at most 1024)")
     g.add_argument("--lr", type=float, default=None, help="learning rate (default: per dataset and method)")
     g.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
+    g.add_argument("--scheduler", default=None,
+                   help="learning-rate schedule, stepped once per epoch: none | step:STEP,GAMMA (StepLR) | "
+                        "multistep:M1/M2/...,GAMMA (MultiStepLR) | poly[:POWER] (lr x (1 - epoch/epochs)^POWER, power 0.9 by default) "
+                        "(default: per dataset and method, e.g. step:100,0.5 on cityscapes / nyuv2)")
     g.add_argument("--clip-grad", type=float, default=None,
                    help="clip the shared-parameter gradient to this norm; 0 = off (default: the rule's official setting, e.g. 1.0 for nashmtl/fairgrad, else off)")
     g.add_argument("--seed", type=int, default=0, help="random seed of initialisation and batch order (default 0)")
@@ -118,6 +122,60 @@ def parse_hyper(items: Sequence[str]) -> dict:
             v = {"true": True, "false": False}.get(v.lower(), v)
         out[k.strip()] = v
     return out
+
+
+def parse_scheduler(spec: str):
+    """--scheduler text -> the schedule spec used in the defaults tables:
+    None (none), (step, gamma) (StepLR), ("multistep", (m1, m2, ...), gamma), ("poly", power)."""
+    text = spec.strip().lower()
+    try:
+        if text in ("none", ""):
+            return None
+        kind, _, rest = text.partition(":")
+        if kind == "step":
+            step, gamma = rest.split(",")
+            out = (int(step), float(gamma))
+            ok = out[0] >= 1 and out[1] > 0
+        elif kind == "multistep":
+            ms, gamma = rest.split(",")
+            out = ("multistep", tuple(int(m) for m in ms.split("/")), float(gamma))
+            ok = all(m >= 1 for m in out[1]) and list(out[1]) == sorted(out[1]) and out[2] > 0
+        elif kind == "poly":
+            out = ("poly", float(rest) if rest else 0.9)
+            ok = out[1] > 0
+        else:
+            ok = False
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UsageError(f"--scheduler {spec!r}: use none, step:STEP,GAMMA, multistep:M1/M2/...,GAMMA or poly[:POWER] "
+                         "(e.g. step:100,0.5, multistep:20/40/80/90,0.1, poly:0.9)")
+    return out
+
+
+def make_scheduler(opt, spec, epochs: int):
+    """The per-epoch learning-rate schedule of a spec (see parse_scheduler), or None. poly is the
+    dense-prediction survey's schedule: lr_e = lr (1 - e / epochs)^power at epoch e."""
+    if not spec:
+        return None
+    if spec[0] == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(spec[1]), gamma=spec[2])
+    if spec[0] == "poly":
+        power = spec[1]
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: max(0.0, 1.0 - e / epochs) ** power)
+    step, gamma = spec
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=int(step), gamma=gamma)
+
+
+def describe_scheduler(spec) -> str:
+    """A short human-readable name of a schedule spec (for --help tables and notes)."""
+    if not spec:
+        return "no schedule"
+    if spec[0] == "multistep":
+        return f"MultiStepLR(milestones {list(spec[1])}, gamma {spec[2]})"
+    if spec[0] == "poly":
+        return f"poly(power {spec[1]})"
+    return f"StepLR(step {spec[0]}, gamma {spec[1]})"
 
 
 def main_guard(main: Callable[[Sequence[str] | None], object]) -> None:
@@ -324,7 +382,7 @@ class Run:
         for k in ("epochs", "batch_size", "lr", "select", "model"):
             if getattr(a, k, None) is None:
                 setattr(a, k, ds.get(k))
-        self.scheduler_spec = ds.get("scheduler")
+        self.scheduler_spec = parse_scheduler(a.scheduler) if getattr(a, "scheduler", None) is not None else ds.get("scheduler")
         if a.eval_batch_size is None:
             a.eval_batch_size = min(2 * a.batch_size, 1024)
 
@@ -425,12 +483,9 @@ class Run:
         return self.args.max_steps is not None and self.global_step >= self.args.max_steps
 
     def make_optimizer(self, params, lr: float | None = None):
+        """Adam and the resolved schedule (None when there is none); call sched.step() once per epoch."""
         opt = torch.optim.Adam(params, lr=lr or self.args.lr, weight_decay=self.args.weight_decay)
-        sched = None
-        if self.scheduler_spec:
-            step, gamma = self.scheduler_spec
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=step, gamma=gamma)
-        return opt, sched
+        return opt, make_scheduler(opt, self.scheduler_spec, self.args.epochs)
 
     # ---- losses and evaluation ---------------------------------------------------------------
     def losses(self, outputs, targets, task_ids=None) -> torch.Tensor:

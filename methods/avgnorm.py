@@ -77,7 +77,8 @@ from common.data import load_dataset  # noqa: E402
 from common.device import UsageError, seed_everything, synchronize  # noqa: E402
 from common.metrics import hv_reference, hypervolume  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
-from common.train import DATASET_DEFAULTS, GLOBAL_DEFAULTS, Run, base_parser, clip_shared, flat_metrics, jacobian, main_guard, set_flat_grad  # noqa: E402
+from common.train import (DATASET_DEFAULTS, GLOBAL_DEFAULTS, Run, base_parser, clip_shared, describe_scheduler,  # noqa: E402
+                          flat_metrics, jacobian, main_guard, set_flat_grad)
 
 # Per-dataset settings: the harness's benchmark defaults (epochs, batch size, lr, schedule) apply
 # to every dataset (common/train.py DATASET_DEFAULTS); AvgNorm adds its own, the same everywhere:
@@ -93,7 +94,7 @@ def defaults_table() -> str:
                          for k, v in METHOD_DEFAULTS["*"].items()) + "):"]
     for name, d in DATASET_DEFAULTS.items():
         d = {**GLOBAL_DEFAULTS, **d, **METHOD_DEFAULTS.get(name, {})}
-        sched = f"StepLR{tuple(d['scheduler'])}" if d.get("scheduler") else "no schedule"
+        sched = describe_scheduler(d.get("scheduler"))
         lines.append(f"  {name:20s} epochs {d['epochs']}, batch {d['batch_size']}, Adam lr {d['lr']:g}, {sched}, select {d.get('select', 'last')}")
     return "\n".join(lines)
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ import baselines  # noqa: E402
 import stl  # noqa: E402
 from common.metrics import delta_m  # noqa: E402
 from common.data import load_dataset  # noqa: E402
+from common.device import UsageError  # noqa: E402
 from common.train import aggregator_backward, jacobian  # noqa: E402
 
 FLAGS = ["--no-progress", "--quiet", "--data-root", os.path.join(ROOT, "data")]
@@ -146,3 +148,42 @@ def test_aggregator_backward_jacobian_rule_sets_shared_and_head_grads():
     for t, wt in enumerate((0.5, 2.0)):
         for n, p in model.heads[t].named_parameters():
             assert torch.allclose(p.grad, wt * ref[t][f"heads.{t}." + n], atol=1e-6)
+
+
+def test_scheduler_flag_parses_every_form_and_refuses_bad_text():
+    from common.train import make_scheduler, parse_scheduler
+
+    assert parse_scheduler("none") is None
+    assert parse_scheduler("step:75,0.5") == (75, 0.5)
+    assert parse_scheduler("multistep:20/40/80/90,0.1") == ("multistep", (20, 40, 80, 90), 0.1)
+    assert parse_scheduler("poly") == ("poly", 0.9) and parse_scheduler("poly:2") == ("poly", 2.0)
+    for bad in ("step:0,0.5", "multistep:40/20,0.1", "poly:-1", "cosine", "step:75"):
+        with pytest.raises(UsageError, match="--scheduler"):
+            parse_scheduler(bad)
+    # poly: lr_e = lr (1 - e / E)^p, stepped per epoch; multistep: x gamma at each milestone
+    lrs = {}
+    for spec in (("poly", 2.0), ("multistep", (2, 3), 0.1), (2, 0.5)):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = make_scheduler(opt, spec, epochs=4)
+        seen = []
+        for _ in range(4):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        lrs[spec[0]] = seen
+    assert np.allclose(lrs["poly"], [1.0, 0.5625, 0.25, 0.0625])
+    assert np.allclose(lrs["multistep"], [1.0, 1.0, 0.1, 0.01])
+    assert np.allclose(lrs[2], [1.0, 1.0, 0.5, 0.5])
+
+
+def test_scheduler_flag_overrides_the_dataset_default(tmp_path):
+    import baselines
+
+    out = tmp_path / "run"
+    baselines.main(["--method", "ls", "--scheduler", "step:1,0.5", "--epochs", "2", "--batch-size", "2048",
+                    "--out", str(out), "--no-progress", "--quiet"])
+    cfg = json.load(open(out / "config.json"))
+    assert cfg["args"]["scheduler"] == "step:1,0.5"
+    assert len(list(csv.DictReader(open(out / "log.csv")))) == 2
+    opt = torch.load(out / "checkpoint.pt", weights_only=False)["state"]["opt"]
+    assert np.isclose(opt["param_groups"][0]["lr"], 1e-3 * 0.25)  # halved after each of the 2 epochs
