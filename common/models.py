@@ -471,3 +471,338 @@ class MTANModel(MTLModel):
 def _build_mtan(data, tasks, filters: Sequence[int] = SEGNET_FILTERS, **kw):
     encoder = MTANEncoder(len(tasks), data.input_shape[0], filters)
     return MTANModel(encoder, dense_heads(tasks, filters[0]), [t.name for t in tasks])
+
+
+# --------------------------------------------------------------------------------------------
+# Dense-prediction suite of the AvgNorm paper (NYUD-v2, PASCAL-Context): dilated ResNet encoders,
+# DeepLab (ASPP) heads and MTAN on a ResNet, after the multi-task dense-prediction survey code of
+# Vandenhende et al. (github SimonVandenhende/Multi-Task-Learning-PyTorch), which AvgNorm follows
+# ("Following the prior work [52], we add dilated convolutions to ResNet", section IV).
+# --------------------------------------------------------------------------------------------
+ASPP_RATES = (12, 24, 36)  # the survey's DeepLabHead (models/aspp.py): the DeepLabv3 rates for output stride 8
+
+
+def _dilate_stage(stage: nn.Module, dilation: int) -> None:
+    """Turn one ResNet stage from "stride 2" into "stride 1, dilation `dilation`", in place, as the
+    survey's ResnetDilated (models/resnet_dilated.py) does: every conv with stride 2 gets stride 1
+    and, if it is a 3x3 conv, dilation and padding `dilation // 2` (the block's first conv still
+    sees the previous stage's scale); every other 3x3 conv gets dilation and padding `dilation`.
+    1x1 convs (the shortcut projection, the bottleneck's reductions) keep dilation 1.
+
+    Parameter shapes do not change, so torchvision's ImageNet weights load unchanged. For
+    Bottleneck blocks this is exactly torchvision's `replace_stride_with_dilation`; for BasicBlock
+    (ResNet-18), which torchvision refuses to dilate, it is the only way."""
+    for m in stage.modules():
+        if not isinstance(m, nn.Conv2d):
+            continue
+        if m.stride == (2, 2):
+            m.stride = (1, 1)
+            d = dilation // 2
+        else:
+            d = dilation
+        if m.kernel_size == (3, 3):
+            m.dilation, m.padding = (d, d), (d, d)
+
+
+class DilatedResNet(nn.Module):
+    """torchvision's ResNet-18 or ResNet-50 (random init, never downloaded) without its pooling and
+    classifier, with layer3 dilated by 2 and layer4 by 4 instead of strided: output stride 8, as the
+    survey's `ResnetDilated(dilate_scale=8)`. x (B, C, H, W) -> (B, 512 or 2048, ceil(H/8), ceil(W/8)).
+
+    Every stride-2 layer (7x7 conv, 3x3 max-pool, layer2's first block) maps n to ceil(n / 2) with
+    its padding, so a size that is not a multiple of 8 gives ceil(H/8) x ceil(W/8) features (60x76 ->
+    8x10): the heads' bilinear upsampling to the input size absorbs the half-pixel misalignment, as in
+    the survey. The modules keep torchvision's names (`conv1`, `bn1`, `layer1.0.conv1`, ...), so an
+    ImageNet state_dict of torchvision's resnet18/resnet50 loads directly (its `fc.*` is ignored).
+
+    For C != 3 only the stem conv changes (C -> 64, 7x7, stride 2, Kaiming init as torchvision).
+    `forward` records the input's spatial size in `input_size` for the heads' upsampling (see
+    `DenseMTLModel.decode`).
+    """
+
+    def __init__(self, depth: int = 18, in_channels: int = 3):
+        super().__init__()
+        import torchvision
+
+        builders = {18: torchvision.models.resnet18, 50: torchvision.models.resnet50}
+        if depth not in builders:
+            raise ValueError(f"DilatedResNet: depth must be 18 or 50, got {depth}")
+        net = builders[depth](weights=None)
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        _dilate_stage(net.layer3, 2)
+        _dilate_stage(net.layer4, 4)
+        self.depth = depth
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        expansion = 4 if depth == 50 else 1
+        self.stage_channels = tuple(c * expansion for c in (64, 128, 256, 512))
+        self.out_channels = self.stage_channels[-1]
+        self.input_size: tuple[int, int] | None = None
+
+    @property
+    def layers(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def stem(self, x):
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def forward(self, x):
+        self.input_size = tuple(x.shape[-2:])
+        h = self.stem(x)
+        for layer in self.layers:
+            h = layer(h)
+        return h
+
+    def last_shared_layer(self) -> nn.Conv2d:
+        """The last conv of layer4's last block (conv2 of a BasicBlock, conv3 of a Bottleneck): the
+        last encoder layer with weights, "the last layer of the shared encoder" of AvgNorm."""
+        block = self.layer4[-1]
+        return block.conv3 if hasattr(block, "conv3") else block.conv2
+
+
+def load_dense_encoder_weights(backbone: DilatedResNet, path: str) -> None:
+    """Load an ImageNet checkpoint (a torchvision resnet18 / resnet50 state_dict file; prefixes and
+    wrappers as `load_encoder_weights` accepts) into a DilatedResNet, strictly: every tensor of the
+    backbone must be in the file with its shape, otherwise UsageError. BatchNorm's
+    `num_batches_tracked` counters may be absent (torchvision's older checkpoints lack them); extra
+    keys such as `fc.weight` are ignored. Strict because a ResNet-50 file half-matches a ResNet-18
+    (the stem and the BatchNorms of layer1 fit) and would otherwise load silently in part."""
+    from common.device import UsageError
+
+    missing = [k for k in load_encoder_weights(backbone, path) if not k.endswith("num_batches_tracked")]
+    if missing:
+        own = backbone.state_dict()
+        depth = backbone.depth
+        raise UsageError(f"--pretrained {path!r}: {len(missing)} of the ResNet-{depth} encoder's tensors are "
+                         f"missing from the file or have another shape there (e.g. {missing[0]} "
+                         f"{tuple(own[missing[0]].shape)}); expected a torchvision resnet{depth} ImageNet state_dict")
+
+
+class ASPPPooling(nn.Module):
+    """ASPP's image-level branch: global average pool -> bias-free conv1x1 -> BatchNorm -> ReLU,
+    broadcast back to the feature map's size (the survey upsamples the 1x1 map bilinearly, which is
+    the same constant map).
+
+    With one image in training mode BatchNorm has a single value per channel and cannot use batch
+    statistics (PyTorch raises); the survey never meets this (its loader drops the last incomplete
+    batch). Here that one batch is normalised with the running statistics instead, so a trailing
+    batch of size 1 does not stop a run; every larger batch is the usual training-mode BatchNorm."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x):
+        y = self.conv(F.adaptive_avg_pool2d(x, 1))
+        if self.training and y.shape[0] == 1:
+            bn = self.bn
+            y = F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        else:
+            y = self.bn(y)
+        return F.relu(y).expand(-1, -1, *x.shape[-2:])
+
+
+class ASPPHead(nn.Module):
+    """The survey's DeepLabHead (models/aspp.py; DeepLabv3, Chen et al. 2017): ASPP with five
+    parallel branches of `width` (256) channels, each bias-free conv + BatchNorm + ReLU (a 1x1 conv,
+    3x3 convs with dilation 12, 24 and 36, the image-pooling branch), concatenated and projected by a
+    bias-free conv1x1 (5 * 256 -> 256) + BatchNorm + ReLU + Dropout(0.5); then a bias-free conv3x3
+    (256 -> 256) + BatchNorm + ReLU and a conv1x1 classifier (256 -> out_dim, with bias).
+    PyTorch's default initialisation, as in the survey. The output stays at the feature map's
+    resolution; `DenseMTLModel` upsamples it to the input size."""
+
+    def __init__(self, in_channels: int, out_dim: int, rates: Sequence[int] = ASPP_RATES, width: int = 256,
+                 dropout: float = 0.5):
+        super().__init__()
+
+        def branch(k: int, rate: int = 1) -> nn.Sequential:
+            conv = nn.Conv2d(in_channels, width, k, padding=rate if k == 3 else 0, dilation=rate, bias=False)
+            return nn.Sequential(conv, nn.BatchNorm2d(width), nn.ReLU())
+
+        self.rates = tuple(rates)
+        self.branches = nn.ModuleList([branch(1)] + [branch(3, r) for r in self.rates])
+        self.pool = ASPPPooling(in_channels, width)
+        n = len(self.branches) + 1
+        self.project = nn.Sequential(nn.Conv2d(n * width, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                                     nn.Dropout(dropout))
+        self.refine = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.classifier = nn.Conv2d(width, out_dim, 1)
+
+    def forward(self, x):
+        y = torch.cat([b(x) for b in self.branches] + [self.pool(x)], dim=1)
+        return self.classifier(self.refine(self.project(y)))
+
+
+class DenseMTLModel(MTLModel):
+    """Shared (dilated ResNet) encoder + one ASPP head per task; every output is upsampled
+    bilinearly (align_corners=False, the survey's F.interpolate(mode="bilinear")) to the input
+    resolution, and surface-normal outputs (tasks of kind "normal") are then L2-normalised per pixel.
+
+    The survey returns raw normals and normalises them in its loss (NormalsLoss(normalize=True):
+    x / (|x| + 1e-12)) and in its saved predictions; normalising here, after the upsampling as there,
+    gives the same loss values and gradients whether or not the loss normalises again (normalising a
+    unit vector is the identity, and so is the chain rule through it), and the metrics always see
+    unit vectors. F.normalize clamps the norm at 1e-12 where the survey adds 1e-12. Only kind
+    "normal" is normalised here (its loss expects unit vectors); any other kind, e.g. a normals
+    kind whose loss and metrics normalise the prediction themselves, gets the raw upsampled output,
+    exactly as in the survey.
+
+    `forward(x)` passes the input size to `decode`; `decode(encoder(x))` (methods that need the
+    shared representation) upsamples to the size the encoder last saw.
+    """
+
+    def __init__(self, encoder: nn.Module, heads: Sequence[nn.Module], tasks):
+        super().__init__(encoder, heads, [t.name for t in tasks])
+        self.normalize = [t.kind == "normal" for t in tasks]
+
+    def forward(self, x) -> list[torch.Tensor]:
+        return self.decode(self.encoder(x), x.shape[-2:])
+
+    def decode(self, rep, size=None) -> list[torch.Tensor]:
+        size = self.encoder.input_size if size is None else tuple(size)
+        if size is None:
+            raise RuntimeError("DenseMTLModel.decode: call the encoder first or pass the output size")
+        outs = []
+        for y, norm in zip(super().decode(rep), self.normalize):
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            outs.append(F.normalize(y, dim=1) if norm else y)
+        return outs
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.encoder.last_shared_layer().parameters() if p.requires_grad]
+
+
+def _dense_backbone(depth: int, data, pretrained: str | None) -> DilatedResNet:
+    backbone = DilatedResNet(depth, data.input_shape[0])
+    if pretrained:
+        load_dense_encoder_weights(backbone, pretrained)
+    return backbone
+
+
+def _build_dilated(depth: int):
+    def build(data, tasks, pretrained: str | None = None, **kw):
+        """Dilated ResNet (shared) + one ASPP head per task: the survey's "multi_task_baseline"
+        (models/models.py MultiTaskModel with `backbone_kwargs: dilated: True`, `head: deeplab`), the
+        "ResNet-18" / "ResNet-50" vanilla MTL of the AvgNorm paper. `pretrained`: path of a torchvision
+        ImageNet state_dict for the encoder (the paper's default; nothing is downloaded)."""
+        encoder = _dense_backbone(depth, data, pretrained)
+        heads = [ASPPHead(encoder.out_channels, t.out_dim) for t in tasks]
+        return DenseMTLModel(encoder, heads, tasks)
+    return build
+
+
+register_model("resnet18-dilated")(_build_dilated(18))
+register_model("resnet50-dilated")(_build_dilated(50))
+
+
+class MTANResNetEncoder(nn.Module):
+    """MTAN (Liu, Johns & Davison, CVPR 2019) on a dilated ResNet, as the survey's models/mtan.py
+    builds it for NYUD / PASCAL-Context (LibMTL's architecture/MTAN.py has the same structure).
+    forward(x) returns T task feature maps (B, 512 or 2048, ceil(H/8), ceil(W/8)).
+
+    The shared backbone runs once. For stage j (layer1..layer4) let b_j be the output of all its
+    blocks but the last (for layer1 including the stem) and u_j the output of its last block. Task t:
+        mask = att[t][j](b_j)                                   (j = 0)
+        mask = att[t][j](concat(b_j, a_{j-1}))                   (j > 0)
+        a_j  = refine[j](mask * u_j)                             (j < 3; max-pooled 2x2 when the
+                                                                  next stage is smaller, i.e. after layer1)
+        a_3  = mask * u_3                                        (the task's features for its head)
+    att[t][j] is MTAN's attention module (conv1x1-BN-ReLU-conv1x1-BN-Sigmoid; in: c_j at j = 0, 2 c_j
+    after; hidden c_j / 4; out c_j, with c_j the stage's channels), one per task and stage.
+    refine[j] (shared by all tasks) is one torchvision Bottleneck c_j -> c_{j+1} with a 1x1 conv + BN
+    projection shortcut, the survey's RefinementBlock (a Bottleneck even on ResNet-18). Widths follow
+    the survey (hidden c_j / 4, Bottleneck refinement); LibMTL uses hidden c_j / expansion and a
+    BasicBlock on ResNet-18. Default PyTorch initialisation of the added modules, as in both.
+
+    The max-pool uses ceil_mode so that a_0 matches layer2's ceil(n/2) size for odd sizes too (the
+    survey's and LibMTL's floor-mode pool would give mismatched maps there); for even sizes it is
+    the same pool.
+    """
+
+    def __init__(self, num_tasks: int, depth: int = 18, in_channels: int = 3, backbone: DilatedResNet | None = None):
+        super().__init__()
+        self.backbone = backbone if backbone is not None else DilatedResNet(depth, in_channels)
+        c = self.backbone.stage_channels
+        self.out_channels = c[-1]
+        self.attention = nn.ModuleList(
+            nn.ModuleList(attention_block(c[j] if j == 0 else 2 * c[j], c[j] // 4, c[j]) for j in range(4))
+            for _ in range(num_tasks))
+        self.refine = nn.ModuleList(self._refinement_block(c[j], c[j + 1]) for j in range(3))
+
+    @staticmethod
+    def _refinement_block(cin: int, cout: int) -> nn.Module:
+        from torchvision.models.resnet import Bottleneck
+
+        shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        return Bottleneck(cin, cout // Bottleneck.expansion, downsample=shortcut)
+
+    @property
+    def input_size(self):
+        return self.backbone.input_size
+
+    def forward(self, x) -> list[torch.Tensor]:
+        bb = self.backbone
+        bb.input_size = tuple(x.shape[-2:])
+        h = bb.stem(x)
+        before, after = [], []
+        for layer in bb.layers:
+            b = layer[:-1](h)
+            h = layer[-1](b)
+            before.append(b)
+            after.append(h)
+        reps = []
+        for att in self.attention:
+            a = None
+            for j in range(4):
+                mask = att[j](before[j] if a is None else torch.cat((before[j], a), dim=1))
+                a = mask * after[j]
+                if j < 3:
+                    a = self.refine[j](a)
+                    if a.shape[-2:] != before[j + 1].shape[-2:]:
+                        a = F.max_pool2d(a, 2, 2, ceil_mode=True)
+            reps.append(a)
+        return reps
+
+    def last_shared_layer(self) -> nn.Conv2d:
+        """The backbone's last conv (layer4's last block): every task's features are a mask times its
+        output, so it is the last layer all task gradients pass through."""
+        return self.backbone.last_shared_layer()
+
+
+class MTANResNetModel(DenseMTLModel):
+    """DenseMTLModel whose task-specific attention modules are task parameters: task t owns its
+    attention modules and its head, the shared parameters are the backbone and the refinement
+    blocks (reached by every task's loss). This follows LibMTL, whose MTAN gives the gradient
+    methods only the backbone as shared parameters, except that the refinement blocks, which every
+    task passes through, are shared here (LibMTL leaves them out of its shared set). The SegNet
+    "mtan" model above instead counts its attention as shared, as Nash-MTL's code does."""
+
+    def _attention_ids(self) -> set[int]:
+        return {id(p) for p in self.encoder.attention.parameters()}
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        att = self._attention_ids()
+        return [p for p in self.encoder.parameters() if p.requires_grad and id(p) not in att]
+
+    def task_parameters(self, t: int) -> list[nn.Parameter]:
+        own = list(self.encoder.attention[t].parameters()) + list(self.heads[t].parameters())
+        return [p for p in own if p.requires_grad]
+
+
+def _build_mtan_resnet(depth: int):
+    def build(data, tasks, pretrained: str | None = None, **kw):
+        """MTAN on a dilated ResNet + one ASPP head per task (the survey's `model: mtan` with
+        `backbone_kwargs: dilated: True`, `head: deeplab`): the "MTAN" rows of the AvgNorm paper.
+        `pretrained` loads the ResNet only; the attention and refinement modules start at random."""
+        backbone = _dense_backbone(depth, data, pretrained)
+        encoder = MTANResNetEncoder(len(tasks), backbone=backbone)
+        heads = [ASPPHead(encoder.out_channels, t.out_dim) for t in tasks]
+        return MTANResNetModel(encoder, heads, tasks)
+    return build
+
+
+register_model("mtan-resnet18")(_build_mtan_resnet(18))
+register_model("mtan-resnet50")(_build_mtan_resnet(50))
