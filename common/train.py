@@ -74,7 +74,11 @@ def base_parser(method: str, description: str | None = None) -> argparse.Argumen
     g.add_argument("--dataset", default=DEFAULT_DATASET,
                    help=f"dataset name (default {DEFAULT_DATASET}, offline); one of: {', '.join(dataset_names())}")
     g.add_argument("--data-root", default="data", help="folder holding the datasets, one sub-folder each (default data/; see data/README.md)")
-    g.add_argument("--model", default=None, help="backbone (default: the dataset's: lenet, mlp, resnet18, celeba_cnn, segnet, mtan, toy)")
+    g.add_argument("--model", default=None, help="backbone (default: the dataset's); one of: lenet, mlp, resnet18, celeba_cnn, segnet, mtan, toy, "
+                        "resnet18-dilated, resnet50-dilated, mtan-resnet18, mtan-resnet50")
+    g.add_argument("--pretrained", default=None, metavar="PATH",
+                   help="ImageNet weights for the ResNet encoders (resnet18, resnet18-dilated, resnet50-dilated, mtan-resnet18/50): "
+                        "a torchvision state_dict file (.pth); nothing is downloaded (default: random init)")
     g.add_argument("--epochs", type=int, default=None, help="training epochs (default: per dataset, as the papers)")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimisation steps in total (smoke runs, benchmarks)")
     g.add_argument("--batch-size", type=int, default=None, help="training batch size (default: per dataset)")
@@ -399,6 +403,8 @@ class Run:
             raise UsageError(f"--weight-decay must be >= 0 (got {a.weight_decay})")
         if a.clip_grad is not None and a.clip_grad < 0:
             raise UsageError(f"--clip-grad must be >= 0 (got {a.clip_grad})")
+        if getattr(a, "pretrained", None) and not os.path.isfile(a.pretrained):
+            raise UsageError(f"--pretrained {a.pretrained}: no such file (a torchvision ImageNet state_dict .pth; nothing is downloaded)")
         if a.dataset not in dataset_names():
             raise UsageError(f"unknown --dataset {a.dataset!r}; choose one of: {', '.join(dataset_names())}")
 

@@ -284,7 +284,7 @@ def fit(args, run: Run, weights: list[float] | None = None) -> dict:
     in run.out, and return the result (with the final validation metrics for the grid)."""
     data, T, dev = run.data, run.data.num_tasks, run.device
     names = data.task_names
-    model = build_model(args.model, data).to(dev)
+    model = build_model(args.model, data, pretrained=args.pretrained).to(dev)
     adaptive = args.variant != "static"
     w = torch.tensor(weights if weights is not None else [1.0] * T, dtype=torch.float32, device=dev)
     computed = False                # whether w holds a computed AvgNorm weight (guard fallback)

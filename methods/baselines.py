@@ -45,7 +45,7 @@ def main(argv=None):
     args = parse_args(argv)
     run = Run(args, args.method)
     data, T, dev = run.data, run.data.num_tasks, run.device
-    model = build_model(args.model, data).to(dev)
+    model = build_model(args.model, data, pretrained=args.pretrained).to(dev)
     try:
         agg = make_aggregator(args.method, T, dataset=args.dataset, **parse_hyper(args.hyper))
     except (TypeError, ValueError) as e:

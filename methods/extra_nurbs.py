@@ -582,7 +582,7 @@ def main(argv=None):
 
     def build():
         with torch.random.fork_rng(devices=[]):  # building never moves the training RNG stream (--resume)
-            return build_model(args.model, data).to(dev)
+            return build_model(args.model, data, pretrained=args.pretrained).to(dev)
     template = build()
     flat = FlatParams(template)
     run.write_config({"resolved": {"model": args.model, "control_points": args.control_points, "grid": args.grid,

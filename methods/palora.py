@@ -752,7 +752,7 @@ def main(argv=None):
 
     # --- the model: base backbone (optionally theta_0 of an expansion), then Eq. 1 adapters ---
     model_name = args.model or data.default_model
-    model = build_model(args.model, data)
+    model = build_model(args.model, data, pretrained=args.pretrained)
     if expansion:
         load_init_checkpoint(args.init_ckpt, model)
     palora_wrap(model, T, args.rank, args.scaling)

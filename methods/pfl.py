@@ -267,7 +267,7 @@ def build_cosmos(args, data) -> COSMOSModel:
         return COSMOSModel(backbone, K, (1,), "constant")
     shape = tuple(data.input_shape)
     wide = (shape[0] + K,) + shape[1:] if len(shape) == 3 else (int(np.prod(shape)) + K,)
-    backbone = build_model(args.model, dataclasses.replace(data, input_shape=wide))
+    backbone = build_model(args.model, dataclasses.replace(data, input_shape=wide), pretrained=args.pretrained)
     return COSMOSModel(backbone, K, shape, args.condition)
 
 
@@ -303,7 +303,7 @@ def target_forward(target: nn.Module, weights: dict[str, torch.Tensor], x: torch
 
 
 def build_phn(args, data) -> tuple[HyperNetwork, nn.Module]:
-    target = build_model(args.model, data)
+    target = build_model(args.model, data, pretrained=args.pretrained)
     hnet = HyperNetwork(target, data.num_tasks, args.ray_hidden)
     if args.dataset == "toy":  # start theta at the toy initial point (see the docstring)
         with torch.no_grad():
@@ -469,7 +469,7 @@ def _check(args, data) -> None:
     if args.hv_ref_values is not None and len(args.hv_ref_values) != data.num_tasks:
         raise UsageError(f"--hv-ref needs {data.num_tasks} values (one per task: {', '.join(data.task_names)})")
     if args.method != "cosmos":  # refuse an oversized hypernetwork before anything is built or written
-        target = build_model(args.model, data)
+        target = build_model(args.model, data, pretrained=args.pretrained)
         hidden = args.ray_hidden or {**_PHN["*"], **_PHN.get(args.dataset, {})}["ray_hidden"]
         n = HyperNetwork.size(target, data.num_tasks, hidden)
         if n > args.max_hyper_params:

@@ -606,7 +606,7 @@ def train_dataset(args, run: Run):
     if args.hv_ref_values is not None and len(args.hv_ref_values) != T:
         raise UsageError(f"--hv-ref needs {T} numbers ({', '.join(data.task_names)}), got {len(args.hv_ref_values)}")
     # Algorithm 1 line 1: m = T members, each initialised independently (fresh draws from the seeded RNG)
-    ens = WeightEnsemble([build_model(args.model, data).to(dev) for _ in range(T)])
+    ens = WeightEnsemble([build_model(args.model, data, pretrained=args.pretrained).to(dev) for _ in range(T)])
     net = copy.deepcopy(ens.members[0])  # holds theta(alpha) for evaluation
     opt, sched = run.make_optimizer(ens.parameters())
     balancer = LossBalancer(args.balance_window) if args.balancing == "loss" else None

@@ -491,7 +491,7 @@ def main(argv=None):
     hyper = parse_hyper(args.hyper)
 
     # models: one multi-task model, or (F-STL) one single-task model per task
-    models = [build_model(args.model, data, tasks=[t]).to(dev) for t in range(T)] if stl else [build_model(args.model, data).to(dev)]
+    models = [build_model(args.model, data, tasks=[t], pretrained=args.pretrained).to(dev) for t in range(T)] if stl else [build_model(args.model, data, pretrained=args.pretrained).to(dev)]
     if stl:
         aggs, clip = None, (args.clip_grad or 0.0)
     else:

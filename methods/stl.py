@@ -32,7 +32,7 @@ def main(argv=None):
     args = parse_args(argv)
     run = Run(args, "stl")
     data, T = run.data, run.data.num_tasks
-    models = [build_model(args.model, data, tasks=[t]).to(run.device) for t in range(T)]
+    models = [build_model(args.model, data, tasks=[t], pretrained=args.pretrained).to(run.device) for t in range(T)]
     opts = [run.make_optimizer(m.parameters()) for m in models]
     best = [(-float("inf"), None)] * T
 

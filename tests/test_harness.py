@@ -187,3 +187,10 @@ def test_scheduler_flag_overrides_the_dataset_default(tmp_path):
     assert len(list(csv.DictReader(open(out / "log.csv")))) == 2
     opt = torch.load(out / "checkpoint.pt", weights_only=False)["state"]["opt"]
     assert np.isclose(opt["param_groups"][0]["lr"], 1e-3 * 0.25)  # halved after each of the 2 epochs
+
+
+def test_pretrained_flag_missing_file_is_one_line_exit_2(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "methods", "baselines.py"), "--pretrained", str(tmp_path / "none.pth"),
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--pretrained" in r.stderr
+    assert not (tmp_path / "o").exists()
