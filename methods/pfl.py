@@ -35,8 +35,8 @@ preference grid (11 points for 2 tasks, the 66-point lattice for 3; --grid-point
 hypervolume on the primary metrics (accuracies / mIoU / F1 with reference 0), the number of
 non-dominated points and the Spearman correlations, the front in metrics.json, plots. metrics.json
 "tasks" holds the centre preference (1/K, ..., 1/K). Parameter counts of the hypernetwork, the
-target and the conditioning are reported (the PML paper notes a 1.6M hypernetwork for a < 50k
-target).
+target and the conditioning are reported, and Delta_p% = trainable parameters over the plain
+multi-task model (PaLoRA Table 1; the PML paper notes a 1.6M hypernetwork for a < 50k target).
 
 Settings (PML appendix K; the COSMOS repository's settings.py for both methods):
   setting I  (default, --setting 1): 10 epochs, no learning-rate schedule, the setting of every
@@ -504,6 +504,9 @@ def main(argv=None):
         params = {"model": count_parameters(model.parameters()), "conditioning": cond}
         module = model
     params["trainable"] = count_parameters(trainable)
+    # Delta_p% (PaLoRA Table 1): trainable parameters over the plain multi-task model of the same backbone
+    params["base_model"] = params["target"] if phn else count_parameters(build_model(args.model, data).parameters())
+    params["delta_p_percent"] = 100.0 * (params["trainable"] / params["base_model"] - 1.0)
     run.write_config({"resolved": {k: getattr(args, k, None) for k in ("method", "setting", "alpha", "lamda", "condition",
                                                                         "ray_hidden", "epo_offset", "eval_every")},
                       "parameters": params})
@@ -625,7 +628,7 @@ def main(argv=None):
              f"Spearman {_fmt(summ['spearman'])}, non-dominated {summ['non_dominated']}/{len(front)}")
     plot_front(run.path("front.png"), front, data.tasks, title, analytic=data.info.get("front"), history=history)
     result = {"tasks": centre, "centre_preference": centre_pref, "front": front, **summ, "best_per_task": best_per_task,
-              "parameters": params, "selected_epoch": selected_epoch, "pfl_method": args.method, "setting": args.setting,
+              "parameters": params, "delta_p_percent": params["delta_p_percent"], "selected_epoch": selected_epoch, "pfl_method": args.method, "setting": args.setting,
               "alpha": args.alpha, "lamda": args.lamda if args.method == "cosmos" else None,
               "epo_moves": counters if args.method == "phn-epo" else None,
               "val_history": [{"epoch": e, **front_summary(vf, data.tasks, args.hv_ref_values)} for e, vf in history]}

@@ -177,7 +177,7 @@ def AVGNORM(*flags) -> Method:
 
 
 def PFL(name: str, *flags) -> Method:
-    """methods/pfl.py (COSMOS / PHN, planned in DESIGN.md; reported as not available until it lands)."""
+    """methods/pfl.py --method cosmos | phn-ls | phn-epo (Pareto-front-learning baselines)."""
     return Method("pfl", ("--method", name) + tuple(flags))
 
 
@@ -360,7 +360,8 @@ def _extra_entries() -> list:
             R("LS", BL("ls")), R("UW", BL("uw")), R("MGDA", BL("mgda")), R("DWA", BL("dwa")), R("PCGrad", BL("pcgrad")),
             R("IMTL", BL("imtl")), R("CAGrad", BL("cagrad")), R("Nash-MTL", BL("nashmtl")),
             R("PaMaL", PML_MNIST, pick="front_best"),
-            R("COSMOS", PFL("cosmos"), pick="front_best"), R("PHN", PFL("phn"), pick="front_best"),
+            R("COSMOS", PFL("cosmos"), pick="front_best"), R("PHN-LS", PFL("phn-ls"), pick="front_best"),
+            R("PHN-EPO", PFL("phn-epo"), pick="front_best"),
             R("EXTRA-L", EXTRA_L, role="ours", pick="front_best"),
         ], hv=ACC2_HV, standin="multimnist-lite")], plot="front2d",
         notes=("EXTRA App. A.2: LeNet, Adam 1e-3, batch 256, 10 epochs, 3 control points (1 trainable).",)))
@@ -484,6 +485,18 @@ def _pml_entries() -> list:
                    "PML paper, Figure 4", [t4_block("multimnist", PML_MNIST, {k: () for k in mm4}, "multimnist-lite"),
                                             t4_block("census", PML_CENSUS, {k: () for k in ce4}, None)],
                    plot="front2d", notes=("The figure's numbers are those of Table 4.",)))
+    # PML appendix K: the PFL baselines in setting I (10 epochs, no schedule) and setting II (the COSMOS paper's:
+    # COSMOS 100 epochs with MultiStepLR, PHN 150 epochs), 3 seeds each, next to PML and the MTL baselines
+    fig29 = t4_block("multimnist", PML_MNIST, {k: () for k in mm4}, "multimnist-lite").rows
+    for label, name in (("COSMOS", "cosmos"), ("HPN LN", "phn-ls"), ("HPN EPO", "phn-epo")):
+        for setting, epochs in ((1, 10), (2, 100 if name == "cosmos" else 150)):
+            fig29.append(R(f"{label}-{epochs} epochs", PFL(name, "--setting", str(setting)), pick="front_best"))
+    E.append(Entry("pml_figure29", "pml", "figure", "29", "MultiMNIST: Figure 4 with the PFL baselines COSMOS, PHN-LS and PHN-EPO "
+                   "in settings I and II", "PML paper, Figure 29 (App. K)",
+                   [Block("multimnist", acc_cols(2, 1, 3) + [HV_COL], fig29, hv=ACC2_HV, standin="multimnist-lite")],
+                   plot="front2d", notes=("Setting I: 10 epochs, no schedule; setting II: COSMOS 100 epochs, MultiStepLR "
+                                          "(20/40/80/90, x0.1), PHN 150 epochs (methods/pfl.py --setting). Hypernetwork "
+                                          "2.79M parameters for the 27,450-parameter LeNet (the paper: 1.6M vs < 50k).",)))
 
     mm3 = [("STL", STL, ((96.97, 0.06), (96.10, 0.17), (96.40, 0.22)), "stl"),
            ("LS", BL("ls"), ((96.26, 0.20), (95.48, 0.14), (95.87, 0.37)), ""),
@@ -617,7 +630,8 @@ def _palora_entries() -> list:
     fig3_rows = [R("STL", STL, role="stl")] + [R(l, BL(r)) for l, r in (
         ("LS", "ls"), ("UW", "uw"), ("MGDA", "mgda"), ("DWA", "dwa"), ("PCGrad", "pcgrad"), ("IMTL", "imtl"),
         ("Graddrop", "graddrop"), ("CAGrad", "cagrad"), ("Nash-MTL", "nashmtl"), ("RLW", "rlw"))] + [
-        R("PHN", PFL("phn"), pick="front_best"), R("COSMOS", PFL("cosmos"), pick="front_best"),
+        R("PHN-LS", PFL("phn-ls"), pick="front_best"), R("PHN-EPO", PFL("phn-epo"), pick="front_best"),
+        R("COSMOS", PFL("cosmos"), pick="front_best"),
         R("PaMaL", PML_MNIST, pick="front_best"), R("PaLoRA", PALORA_MNIST, role="ours", pick="front_best")]
     E.append(Entry("palora_figure3", "palora", "figure", "3", "MultiMNIST: PFL methods as lines, MTL baselines as points, 3 seeds",
                    "PaLoRA paper, Figure 3", [Block("multimnist", acc_cols(2, 1, 3) + [HV_COL], fig3_rows, hv=ACC2_HV,
@@ -941,7 +955,7 @@ BY_ID: dict[str, Entry] = {e.id: e for e in ENTRIES}
 # What the issue asks for, by paper: (tables, figures)
 EXPECTED = {
     "extra": (["1", "2", "3", "4", "5"], ["4", "6", "7", "8", "9", "10", "11"]),
-    "pml": (["1", "2", "3", "4", "5", "6"], ["4", "7", "8", "9", "10", "11", "12", "13", "14"]),
+    "pml": (["1", "2", "3", "4", "5", "6"], ["4", "7", "8", "9", "10", "11", "12", "13", "14", "29"]),
     "palora": (["1", "2"], ["3", "4", "5", "6"]),
     "sam_mtl": (["1", "2", "3", "4", "5", "6", "7"], ["2", "3"]),
     "avgnorm": (["II", "VI", "VII"], ["7", "8", "9"]),

@@ -258,7 +258,8 @@ def script_problem(script: str, python: str = sys.executable) -> str:
 
 def smoke_selection(entry: Entry, block: Block) -> list[Row]:
     """The fewest rows that exercise a block's pipeline: its single-task reference where Delta-m%
-    needs it, `entry.smoke_rows` baselines, and the paper's own method."""
+    needs it, `entry.smoke_rows` baselines, the paper's own method, and one row of every other
+    method script the block uses."""
     runnable = [r for r in block.rows if r.method is not None and r.smoke]
     # CelebA's single-task reference is 40 networks: too slow for a smoke run (Delta-m% shows n/a there)
     needs_stl = (any(c.metric == "delta_m" for c in block.columns) and block.reference in ("stl", "auto")
@@ -271,6 +272,9 @@ def smoke_selection(entry: Entry, block: Block) -> list[Row]:
         base = others[:entry.smoke_rows]
     for r in base + ours:
         if r not in chosen:
+            chosen.append(r)
+    for r in others:  # and every other script of the block once (e.g. the PFL baselines of a front figure)
+        if r.method.script not in {c.method.script for c in chosen}:
             chosen.append(r)
     return chosen
 

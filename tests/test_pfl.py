@@ -182,6 +182,9 @@ def test_end_to_end_multimnist_lite(tmp_path, method):
     p = m["parameters"]
     if method == "cosmos":
         assert p["conditioning"] == 2 * 2 * 16 + 2 * 2 * 36  # two bias-free transposed convolutions
+        # LeNet 27,450 + 2 preference channels in conv1 (2 x 10 x 5 x 5) + the upsampler
+        assert p["base_model"] == 27450 and p["trainable"] == 27450 + 500 + 208
+        assert math.isclose(m["delta_p_percent"], 100 * 708 / 27450)
     else:
         assert p["target"] == 27450 and p["hypernetwork"] > 100 * p["target"]  # the PML paper's point
     if method == "phn-epo":
