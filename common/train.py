@@ -55,8 +55,12 @@ DATASET_DEFAULTS: dict[str, dict] = {
     "celeba": dict(epochs=15, batch_size=256, lr=3e-4, scheduler=None, select="best"),
     "cityscapes": dict(epochs=200, batch_size=8, lr=1e-4, scheduler=(100, 0.5)),
     "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5)),
+    # AvgNorm Table IX (ResNet column) and appendix "Training details", after the dense-prediction survey code:
+    # Adam 1e-4, weight decay 1e-4, batch 6, poly schedule, 100 / 60 epochs, the best epoch is reported
+    "nyud": dict(epochs=100, batch_size=6, lr=1e-4, weight_decay=1e-4, scheduler=("poly", 0.9), select="best"),
+    "pascal-context": dict(epochs=60, batch_size=6, lr=1e-4, weight_decay=1e-4, scheduler=("poly", 0.9), select="best"),
 }
-GLOBAL_DEFAULTS = dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None, select="last")
+GLOBAL_DEFAULTS = dict(epochs=10, batch_size=256, lr=1e-3, weight_decay=0.0, scheduler=None, select="last")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -84,7 +88,7 @@ def base_parser(method: str, description: str | None = None) -> argparse.Argumen
     g.add_argument("--batch-size", type=int, default=None, help="training batch size (default: per dataset)")
     g.add_argument("--eval-batch-size", type=int, default=None, help="evaluation batch size (default: 2x the training batch, at most 1024)")
     g.add_argument("--lr", type=float, default=None, help="learning rate (default: per dataset and method)")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
+    g.add_argument("--weight-decay", type=float, default=None, help="Adam weight decay (default 0; 1e-4 on nyud, pascal-context)")
     g.add_argument("--scheduler", default=None,
                    help="learning-rate schedule, stepped once per epoch: none | step:STEP,GAMMA (StepLR) | "
                         "multistep:M1/M2/...,GAMMA (MultiStepLR) | poly[:POWER] (lr x (1 - epoch/epochs)^POWER, power 0.9 by default) "
@@ -383,7 +387,7 @@ class Run:
         ds.update(method_defaults.get("*", {}))
         ds.update(method_defaults.get(a.dataset, {}))
         self.defaults = ds
-        for k in ("epochs", "batch_size", "lr", "select", "model"):
+        for k in ("epochs", "batch_size", "lr", "weight_decay", "select", "model"):
             if getattr(a, k, None) is None:
                 setattr(a, k, ds.get(k))
         self.scheduler_spec = parse_scheduler(a.scheduler) if getattr(a, "scheduler", None) is not None else ds.get("scheduler")
