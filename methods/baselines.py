@@ -14,6 +14,11 @@ One optimisation step (common.train.aggregator_backward):
 FAMO re-evaluates the losses of the same batch after the step (BatchNorm statistics frozen for that
 pass, unlike the official code, which moves them twice) and updates its task logits.
 Gradient clipping of the shared parameters follows each rule's official code unless --clip-grad.
+
+--log-grads N (the diagnostics of the AvgNorm paper, Figs. 7-8): every N steps, the gradient g_t of
+each task loss w.r.t. the last shared layer (one extra backward per task, through the heads and
+that layer only) and the aggregated gradient d the rule writes there (before clipping); log.csv
+gets the epoch means of cos(g_t, d) (cos_<task>) and ||g_t|| (grad_norm_<task>).
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ import torch  # noqa: E402
 from common.aggregators import AGGREGATORS, Aggregator, describe, make_aggregator  # noqa: E402
 from common.device import UsageError, synchronize  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
-from common.train import Run, aggregator_backward, base_parser, bn_frozen, clip_shared, flat_metrics, main_guard, parse_hyper  # noqa: E402
+from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, flat_metrics, jacobian,  # noqa: E402
+                          main_guard, parse_hyper)
 
 
 def parse_args(argv=None):
@@ -38,7 +44,26 @@ def parse_args(argv=None):
     p.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
                    help="override one of the rule's hyperparameters, e.g. --hyper c=0.4 (repeatable; numbers are parsed)")
     p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
-    return p.parse_args(argv)
+    p.add_argument("--log-grads", type=int, default=0, metavar="N",
+                   help="every N steps log cos(g_t, d) and ||g_t|| of each task gradient g_t and the aggregated "
+                        "gradient d on the last shared layer (AvgNorm Figs. 7-8; costs T backward passes; default 0 = off)")
+    args = p.parse_args(argv)
+    if args.log_grads < 0:
+        p.error(f"--log-grads must be >= 0 (got {args.log_grads})")
+    return args
+
+
+def gradient_diagnostics(losses: torch.Tensor, last: list) -> torch.Tensor:
+    """The T x d Jacobian of the task losses on the last shared layer (the graph is kept for the step)."""
+    return jacobian(losses, last, retain_graph=True).detach().float()
+
+
+def cosine_and_norms(G: torch.Tensor, last: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos(g_t, d) and ||g_t|| for the task gradients G (T x d) and d = the .grad now on `last`."""
+    d = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in last]).float()
+    norms = G.norm(dim=1)
+    denom = norms * d.norm()
+    return torch.where(denom > 0, (G @ d) / denom.clamp_min(1e-30), torch.zeros_like(norms)), norms
 
 
 def main(argv=None):
@@ -70,15 +95,23 @@ def main(argv=None):
     for epoch in run.epochs():
         model.train()
         sums, n = torch.zeros(T), 0
+        diag_sum, diag_n = torch.zeros(2, T), 0
         for x, ys in run.progress(run.batches("train", epoch), f"{args.method} epoch {epoch + 1}", run.num_batches()):
             opt.zero_grad(set_to_none=True)
             with run.autocast():
                 rep = model.encoder(x)
                 losses = run.losses(model.decode(rep), ys).float()
+            diag = args.log_grads and run.global_step % args.log_grads == 0
+            if diag:
+                last = model.last_shared_parameters()
+                G_last = gradient_diagnostics(losses, last)
             t0 = time.perf_counter()
             w = aggregator_backward(agg, model, losses, rep=rep if agg.needs == "representation" else None)
             synchronize(dev)
             agg_seconds += time.perf_counter() - t0
+            if diag:
+                diag_sum += torch.stack(cosine_and_norms(G_last, last)).cpu()
+                diag_n += 1
             clip_shared(model, clip)
             opt.step()
             if type(agg).post_step is not Aggregator.post_step:  # FAMO: losses after the step
@@ -95,6 +128,9 @@ def main(argv=None):
             sched.step()
         agg.epoch_end(sums / max(n, 1))
         row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)}
+        if diag_n:
+            row.update({f"cos_{t.name}": float(v) for t, v in zip(data.tasks, diag_sum[0] / diag_n)})
+            row.update({f"grad_norm_{t.name}": float(v) for t, v in zip(data.tasks, diag_sum[1] / diag_n)})
         if agg.last_weights is not None:
             row.update({f"weight_{t.name}": float(v) for t, v in zip(data.tasks, agg.last_weights.detach().float().cpu().reshape(-1))})
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:

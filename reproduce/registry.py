@@ -920,16 +920,15 @@ def _avgnorm_entries() -> list:
                                                       title=f"PASCAL-Context, {bb}", unsupported=PASCAL) for bb in ("ResNet-18", "MTAN")]))
 
     diag = [("Uniform", AVGNORM("--variant", "static")), ("Grid Search", AVGNORM(*GRID_NYU)),
-            ("CAGrad", None), ("NashMTL", None)]
-    no_diag = "methods/baselines.py logs no per-task gradient cosine / norm, so the suite has no curve for this rule"
+            ("CAGrad", BL("cagrad", "--log-grads", "1")), ("NashMTL", BL("nashmtl", "--log-grads", "1"))]
     E.append(Entry("avgnorm_figure7", "avgnorm", "figure", "7",
                    "Cosine similarity between each task's gradient and the aggregated gradient during training, NYUD-v2",
-                   "AvgNorm paper, Fig. 7", [Block("nyuv2", [DM_UP], [R(l, m) if m else NA(l, why=no_diag) for l, m in diag],
+                   "AvgNorm paper, Fig. 7", [Block("nyuv2", [DM_UP], [R(l, m) for l, m in diag],
                                                    flags=AVG_SETUP)],
                    plot="log_curves", plot_opts={"patterns": ["cos_"]}, seeds=(0,)))
     E.append(Entry("avgnorm_figure8", "avgnorm", "figure", "8",
                    "Norm of each task's gradient w.r.t. the last layer of the encoder during training, NYUD-v2",
-                   "AvgNorm paper, Fig. 8", [Block("nyuv2", [DM_UP], [R(l, m) if m else NA(l, why=no_diag) for l, m in diag],
+                   "AvgNorm paper, Fig. 8", [Block("nyuv2", [DM_UP], [R(l, m) for l, m in diag],
                                                    flags=AVG_SETUP)],
                    plot="log_curves", plot_opts={"patterns": ["grad_norm_"]}, seeds=(0,)))
     E.append(Entry("avgnorm_figure9", "avgnorm", "figure", "9",

@@ -1,11 +1,13 @@
 """Every rule of common/aggregators.py runs end to end through methods/baselines.py, on
 multimnist-lite and on toy, and writes a sensible metrics.json."""
+import csv
 import json
 import math
 import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -39,3 +41,21 @@ def test_hyper_override_and_bad_hyper(tmp_path):
         baselines.main(["--method", "cagrad", "--hyper", "nonsense", "--max-steps", "2", "--out", str(tmp_path / "x")] + FLAGS)
     with pytest.raises(UsageError):
         baselines.main(["--method", "cagrad", "--hyper", "no_such_knob=1", "--max-steps", "2", "--out", str(tmp_path / "y")] + FLAGS)
+
+
+def test_log_grads_cosine_and_norms_by_hand():
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor([1.0, 1.0])  # the aggregated gradient d
+    G = torch.tensor([[3.0, 0.0], [0.0, -2.0], [0.0, 0.0]])
+    cos, norms = baselines.cosine_and_norms(G, [p])
+    assert torch.allclose(cos, torch.tensor([2 ** -0.5, -(2 ** -0.5), 0.0])) and torch.allclose(norms, torch.tensor([3.0, 2.0, 0.0]))
+
+
+def test_log_grads_writes_the_avgnorm_diagnostics(tmp_path):
+    out = tmp_path / "diag"
+    baselines.main(["--method", "ls", "--log-grads", "1", "--max-steps", "1", "--out", str(out), "--no-progress", "--quiet"])
+    row = next(csv.DictReader(open(out / "log.csv")))
+    for t in ("left", "right"):
+        assert -1.0 <= float(row[f"cos_{t}"]) <= 1.0 and float(row[f"grad_norm_{t}"]) > 0
+    # LS: d = g_1 + g_2 on the last layer, so g_1.d + g_2.d = ||d||^2 > 0: at least one task pulls along d (one step)
+    assert max(float(row["cos_left"]), float(row["cos_right"])) > 0
