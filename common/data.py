@@ -47,13 +47,24 @@ def data_error(dataset: str, path: str, expected: str) -> DataError:
 class TaskSpec:
     """One task. `kind` selects the loss and the metrics in common/metrics.py:
 
-    class   multi-class cross-entropy on logits (out_dim classes); metric acc
-    binary  binary cross-entropy on one logit; metrics acc, f1 (F1 at threshold 0.5)
-    huber   Huber (smooth L1) regression on one output; metrics mae, huber
-    seg     per-pixel NLL on log-softmax, ignore label -1; metrics miou, pixacc
-    depth   L1 over valid pixels (target != 0); metrics abs_err, rel_err
-    normal  1 - cosine of L2-normalised prediction, valid pixels; metrics mean, median, 11.25, 22.5, 30
-    toy     the toy objective itself is the loss; metric loss
+    class      multi-class cross-entropy on logits (out_dim classes); metric acc
+    binary     binary cross-entropy on one logit; metrics acc, f1 (F1 at threshold 0.5)
+    huber      Huber (smooth L1) regression on one output; metrics mae, huber
+    seg        per-pixel NLL on log-softmax, ignore label -1; metrics miou, pixacc
+    depth      L1 over valid pixels (target != 0); metrics abs_err, rel_err (optional: rmse)
+    normal     1 - cosine of L2-normalised prediction, valid pixels; metrics mean, median, 11.25, 22.5, 30
+    normal_l1  L1 between the L2-normalised prediction and the target over valid pixels (target
+               vector != 0; the dense-prediction survey's NormalsLoss); same five angle metrics
+    saliency   balanced BCE on one logit (positive weight = fraction of negatives), target 0 / 1,
+               -1 = ignore; metric maxF (F-beta, beta^2 = 0.3, max over thresholds)
+    edge       weighted BCE on one logit (0.95 on edge pixels, 0.05 elsewhere), target 0 / 1,
+               -1 = ignore; metric odsF (optimal-dataset-scale F-measure with thinning + matching)
+    toy        the toy objective itself is the loss; metric loss
+
+    `metrics` is the kind's list unless the task asks for another one (`task(..., metrics=...)`):
+    the AvgNorm dense suite (nyud, pascal-context) reports exactly one metric per task
+    (seg: miou; depth: rmse; normals: mean), so its flat Delta-m% is -100 x the paper's Eq. 5
+    (Eq. 5 is higher-is-better, ours lower-is-better).
     """
 
     name: str
@@ -73,12 +84,28 @@ METRICS_BY_KIND = {
     "seg": (("miou", True), ("pixacc", True)),
     "depth": (("abs_err", False), ("rel_err", False)),
     "normal": (("mean", False), ("median", False), ("11.25", True), ("22.5", True), ("30", True)),
+    "normal_l1": (("mean", False), ("median", False), ("11.25", True), ("22.5", True), ("30", True)),
+    "saliency": (("maxF", True),),
+    "edge": (("odsF", True),),
     "toy": (("loss", False),),
 }
 
+# Metrics a kind's meter also computes but reports only when a task asks for them.
+OPTIONAL_METRICS_BY_KIND = {
+    "depth": (("rmse", False),),  # root mean squared error over every valid pixel of the split
+}
 
-def task(name: str, kind: str, out_dim: int = 1) -> TaskSpec:
-    return TaskSpec(name, kind, out_dim, METRICS_BY_KIND[kind])
+
+def task(name: str, kind: str, out_dim: int = 1, metrics: Sequence[str] | None = None) -> TaskSpec:
+    """A TaskSpec with the kind's metrics, or with exactly `metrics` (names, in that order, from the
+    kind's list or its optional ones), e.g. task("depth", "depth", 1, metrics=("rmse",))."""
+    if metrics is None:
+        return TaskSpec(name, kind, out_dim, METRICS_BY_KIND[kind])
+    known = dict(METRICS_BY_KIND[kind] + OPTIONAL_METRICS_BY_KIND.get(kind, ()))
+    unknown = [m for m in metrics if m not in known]
+    if unknown or not metrics:
+        raise ValueError(f"task {name!r}: kind {kind!r} has no metric {unknown or metrics!r}; it has {sorted(known)}")
+    return TaskSpec(name, kind, out_dim, tuple((m, known[m]) for m in metrics))
 
 
 @dataclass
@@ -340,8 +367,10 @@ def dataset_names() -> list[str]:
 
 def load_dataset(name: str, root: str = "data", seed: int = 0, **options) -> MTLData:
     """Load dataset `name` from `root` (see the module docstring). Options: `c` (toy),
-    `augment` (scene datasets: the MTAN random scale-crop + flip on the training split),
-    `data_seed` (composition seed of the -lite datasets)."""
+    `augment` (scene datasets: the MTAN random scale-crop + flip on the training split; nyud /
+    pascal-context: the AvgNorm random scale 0.5-2.0 + crop / pad + flip + colour jitter),
+    `data_seed` (composition seed of the -lite datasets), and per loader in common/real_data.py
+    (e.g. `holdout`, `size`)."""
     if name not in _REGISTRY:
         raise UsageError(f"unknown --dataset {name!r}; choose one of: {', '.join(_REGISTRY)}")
     return _REGISTRY[name](root, seed, **options)

@@ -5,6 +5,18 @@ Losses follow the MTAN / Nash-MTL benchmark code (see ../shared/REFERENCE_NOTES.
 segmentation is NLL on log-softmax ignoring label -1, depth is L1 over valid pixels, normals are
 1 - mean cosine over valid pixels (a pixel is invalid where its target sums to 0).
 
+The dense-prediction suite of the AvgNorm paper (nyud, pascal-context; appendix "Loss functions")
+follows the multi-task dense-prediction survey code (Vandenhende et al., losses/loss_functions.py)
+and its successors ATRC / InvPT, which add ignore regions:
+- segmentation and human parts: the `seg` kind (cross-entropy, ignore label -1, which the loaders
+  map from the survey's 255);
+- depth: the `depth` kind (L1 over valid pixels, as the survey's DepthLoss);
+- normals (`normal_l1`): L1 between the L2-normalised prediction and the target, summed over the
+  valid elements and divided by their number (3 per valid pixel), as the survey's NormalsLoss;
+- saliency: balanced BCE, positive weight w = fraction of negative pixels in the batch,
+  loss = (w sum_pos BCE + (1 - w) sum_neg BCE) / #pixels (BalancedCrossEntropyLoss);
+- edges: the same with the fixed w = 0.95 (BalancedCrossEntropyLoss(pos_weight=0.95)).
+
 Metrics are accumulated over the whole split, never averaged per batch (the benchmark code averages
 per-batch values, even the median normal error; pooling over every pixel is the correct figure):
 - segmentation: one confusion matrix over the split -> mIoU (classes with a non-empty union) and
@@ -13,7 +25,10 @@ per-batch values, even the median normal error; pooling over every pixel is the 
 - normals: angular error of every valid pixel, in a 0.01-degree histogram -> mean (exact), median
   (to 0.005 degree) and the fractions below 11.25, 22.5 and 30 degrees (exact);
 - classification accuracy, binary F1 at threshold 0.5 (CelebA, as FAMO/FairGrad report it), and
-  MAE / Huber for regression.
+  MAE / Huber for regression;
+- depth RMSE (dense suite): sqrt of the mean squared error over every valid pixel of the split, as
+  the survey's DepthMeter / eval_depth (both pool pixels; predictions clamped at 0 like theirs);
+- saliency maxF and edge odsF: see `SAL_THRESHOLDS` and `edge_counts` below.
 """
 from __future__ import annotations
 
@@ -29,10 +44,21 @@ DELTA_METRICS_BY_KIND = {
     "binary": ("f1",),
     "huber": ("mae",),
     "seg": ("miou", "pixacc"),
-    "depth": ("abs_err", "rel_err"),
+    "depth": ("abs_err", "rel_err", "rmse"),
     "normal": ("mean", "median", "11.25", "22.5", "30"),
+    "normal_l1": ("mean", "median", "11.25", "22.5", "30"),
+    "saliency": ("maxF",),
+    "edge": ("odsF",),
     "toy": ("loss",),
 }
+
+
+def delta_metrics(spec) -> list[str]:
+    """The metrics of task `spec` that enter Delta-m% and Mean Rank: those of
+    DELTA_METRICS_BY_KIND[kind] that the task reports. A task that reports fewer (the dense suite's
+    one metric per task, `task(..., metrics=...)`) is compared on exactly those."""
+    reported = {m for m, _ in spec.metrics}
+    return [m for m in DELTA_METRICS_BY_KIND[spec.kind] if m in reported]
 
 
 # --------------------------------------------------------------------------------------------
@@ -41,6 +67,50 @@ DELTA_METRICS_BY_KIND = {
 def _valid_mask(target: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) float mask of pixels whose target is not all zeros."""
     return (target.sum(dim=1, keepdim=True) != 0).to(target.dtype)
+
+
+def _nonzero_vector_mask(target: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) bool mask of pixels whose target vector has a non-zero component (the survey's
+    normal validity rule: ignore where the norm is 0)."""
+    return (target != 0).any(dim=1, keepdim=True)
+
+
+# Edge loss weight of the positive (edge) pixels: AvgNorm appendix and the survey's configs (edge_w).
+EDGE_POS_WEIGHT = 0.95
+
+
+def balanced_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float | None = None) -> torch.Tensor:
+    """The survey's BalancedCrossEntropyLoss (size_average=True) with ignore regions.
+
+    Pixels with target >= 0.5 are positive, target < 0 is ignored (padding of the augmentation).
+    loss = (w * sum_pos BCE + (1 - w) * sum_neg BCE) / #valid pixels, with w = `pos_weight` (edges:
+    0.95) or, when None, the fraction of negative pixels among the valid pixels of the batch
+    (saliency, HED-style). Without ignored pixels this is the survey's value; with them it is the
+    ATRC / InvPT variant (BalancedBinaryCrossEntropyLoss, ignore_index): statistics and the mean
+    over valid pixels only. 0 when nothing is valid.
+    """
+    target = target.reshape(logits.shape)
+    valid = target >= 0
+    label = (target >= 0.5) & valid
+    bce = F.binary_cross_entropy_with_logits(logits, label.to(logits.dtype), reduction="none")
+    n = valid.sum().clamp_min(1)
+    if pos_weight is None:
+        w = (valid & ~label).sum() / n
+    else:
+        w = torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+    pos = (bce * label).sum()
+    neg = (bce * (valid & ~label)).sum()
+    return (w * pos + (1 - w) * neg) / n
+
+
+def normals_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The survey's NormalsLoss(normalize=True, norm=1): the prediction is L2-normalised per pixel
+    (F.normalize; the survey divides by norm + 1e-12), the L1 difference to the target is summed
+    over the valid elements (target vector non-zero; the survey marks invalid normals 255 in all
+    three channels) and divided by their number, 3 per valid pixel. 0 when nothing is valid."""
+    mask = _nonzero_vector_mask(target).to(pred.dtype)
+    diff = (F.normalize(pred, dim=1) - target).abs() * mask
+    return diff.sum() / (3.0 * mask.sum()).clamp_min(1.0)
 
 
 def task_loss(spec, pred: torch.Tensor, target: torch.Tensor, info: Mapping | None = None, index: int = 0) -> torch.Tensor:
@@ -53,7 +123,10 @@ def task_loss(spec, pred: torch.Tensor, target: torch.Tensor, info: Mapping | No
     if kind == "huber":
         return F.huber_loss(pred.reshape(target.shape), target.float(), delta=1.0)
     if kind == "seg":
-        return F.nll_loss(F.log_softmax(pred, dim=1), target, ignore_index=-1)
+        # mean over the labelled pixels (= F.nll_loss(..., ignore_index=-1)), but 0 instead of NaN
+        # for a batch without any (e.g. human parts on images without people)
+        total = F.nll_loss(F.log_softmax(pred, dim=1), target, ignore_index=-1, reduction="sum")
+        return total / (target >= 0).sum().clamp_min(1)
     if kind == "depth":
         mask = _valid_mask(target)
         return ((pred - target).abs() * mask).sum() / mask.sum().clamp_min(1.0)
@@ -61,6 +134,12 @@ def task_loss(spec, pred: torch.Tensor, target: torch.Tensor, info: Mapping | No
         mask = _valid_mask(target)
         pred = F.normalize(pred, dim=1)
         return 1.0 - (pred * target * mask).sum() / mask.sum().clamp_min(1.0)
+    if kind == "normal_l1":
+        return normals_l1_loss(pred, target)
+    if kind == "saliency":
+        return balanced_bce(pred, target, None)
+    if kind == "edge":
+        return balanced_bce(pred, target, (info or {}).get("edge_pos_weight", EDGE_POS_WEIGHT))
     if kind == "toy":
         from common.data import toy_losses
 
@@ -79,7 +158,14 @@ def task_losses(data, outputs: Sequence[torch.Tensor], targets: Sequence[torch.T
 # Meters: accumulate over a split, then compute()
 # --------------------------------------------------------------------------------------------
 class TaskMeter:
-    """Accumulates one task's predictions over a split; `compute()` gives {metric: value}."""
+    """Accumulates one task's predictions over a split; `compute()` gives {metric: value} for
+    exactly the metrics of the task's spec.
+
+    Memory stays bounded whatever the split size: counts, a confusion matrix, an angle histogram,
+    or per-threshold counts (saliency, edges); no prediction map is kept. Options read from the
+    dataset's `info`: "edge_thresholds" (default 99), "edge_max_dist" (default 0.0075, BSDS /
+    PASCAL; the nyud loader sets 0.011), "sal_thresholds", "sal_beta2", "edge_pos_weight".
+    """
 
     def __init__(self, spec, info: Mapping | None = None, index: int = 0):
         self.spec, self.info, self.index = spec, info or {}, index
@@ -88,10 +174,17 @@ class TaskMeter:
         k = spec.kind
         if k == "seg":
             self.conf = None
-        elif k == "normal":
+        elif k in ("normal", "normal_l1"):
             self.hist = torch.zeros(18001, dtype=torch.float64)
             self.angle_sum = 0.0
-        self.s = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0}
+        elif k == "saliency":
+            self.sal_thresholds = torch.as_tensor(self.info.get("sal_thresholds", SAL_THRESHOLDS), dtype=torch.float64)
+            self.sal_counts = torch.zeros(3, len(self.sal_thresholds), dtype=torch.float64)  # tp, predicted, actual
+        elif k == "edge":
+            self.edge_thresholds = edge_thresholds(int(self.info.get("edge_thresholds", EDGE_NUM_THRESHOLDS)))
+            self.edge_max_dist = float(self.info.get("edge_max_dist", EDGE_MAX_DIST))
+            self.edge_counts = torch.zeros(4, len(self.edge_thresholds), dtype=torch.float64)  # cntR, sumR, cntP, sumP
+        self.s = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0, "e": 0.0}
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -126,14 +219,32 @@ class TaskMeter:
             s["a"] += float(e.sum())
             s["b"] += float((e / target[mask].abs()).sum())
             s["c"] += float(mask.sum())
-        elif k == "normal":
-            mask = _valid_mask(target).bool()[:, 0]
+            # RMSE as the survey's DepthMeter: predictions clamped at 0 (depth is positive)
+            s["e"] += float(((pred.clamp_min(0) - target)[mask].double() ** 2).sum())
+        elif k in ("normal", "normal_l1"):
+            if k == "normal":
+                mask = _valid_mask(target).bool()[:, 0]
+            else:  # the survey's eval_normals: valid where the target's norm is non-zero, both normalised
+                mask = _nonzero_vector_mask(target)[:, 0]
+                target = F.normalize(target, dim=1)
             cos = (F.normalize(pred, dim=1) * target).sum(1).clamp(-1, 1)
             ang = torch.rad2deg(torch.acos(cos))[mask].double()
             self.angle_sum += float(ang.sum())
             self.hist += torch.bincount((ang * 100).floor().long().clamp(0, 18000), minlength=18001).cpu().double()
+        elif k == "saliency":
+            self.sal_counts += saliency_counts(torch.sigmoid(pred.float()).reshape(target.shape), target,
+                                               self.sal_thresholds)
+        elif k == "edge":
+            prob = torch.sigmoid(pred.float()).reshape(target.shape)
+            for b in range(bs):
+                self.edge_counts += edge_counts(prob[b].reshape(prob.shape[-2:]), target[b].reshape(target.shape[-2:]),
+                                                self.edge_thresholds, self.edge_max_dist)
 
     def compute(self) -> dict[str, float]:
+        out = self._compute_all()
+        return {m: out[m] for m, _ in self.spec.metrics}
+
+    def _compute_all(self) -> dict[str, float]:
         k, s = self.spec.kind, self.s
         n = max(self.n, 1)
         if k == "class":
@@ -148,9 +259,13 @@ class TaskMeter:
             return confusion_metrics(self.conf if self.conf is not None else torch.zeros(1, 1))
         if k == "depth":
             c = max(s["c"], 1.0)
-            return {"abs_err": s["a"] / c, "rel_err": s["b"] / c}
-        if k == "normal":
+            return {"abs_err": s["a"] / c, "rel_err": s["b"] / c, "rmse": float(np.sqrt(s["e"] / c))}
+        if k in ("normal", "normal_l1"):
             return histogram_angle_metrics(self.hist, self.angle_sum)
+        if k == "saliency":
+            return {"maxF": max_f(*self.sal_counts, beta2=float(self.info.get("sal_beta2", SAL_BETA2)))}
+        if k == "edge":
+            return {"odsF": ods_f(*self.edge_counts)[0]}
         if k == "toy":
             return {"loss": self.loss_sum / n}
         raise ValueError(k)
@@ -182,6 +297,238 @@ def histogram_angle_metrics(hist: torch.Tensor, angle_sum: float) -> dict[str, f
 
 
 # --------------------------------------------------------------------------------------------
+# Saliency maxF (AvgNorm Sec. IV "Evaluation Metrics": maxF; ATRC / InvPT SaliencyMeter)
+# --------------------------------------------------------------------------------------------
+SAL_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05, 0.10, ..., 0.95
+SAL_BETA2 = 0.3
+
+
+def saliency_counts(prob: torch.Tensor, target: torch.Tensor, thresholds) -> torch.Tensor:
+    """(3, K) float64 counts over the valid pixels (target >= 0) of a batch, one column per threshold
+    t: true positives (prob >= t and target >= 0.5), predicted positives (prob >= t), actual
+    positives (target >= 0.5). Summed over the split, they give `max_f`."""
+    thresholds = torch.as_tensor(thresholds, dtype=torch.float64, device=prob.device)
+    valid = target >= 0
+    p = prob.double()[valid]
+    gt = target[valid] >= 0.5
+    out = torch.zeros(3, len(thresholds), dtype=torch.float64)
+    for j, t in enumerate(thresholds):
+        pos = p >= t
+        out[0, j] = float((pos & gt).sum())
+        out[1, j] = float(pos.sum())
+    out[2] = float(gt.sum())
+    return out
+
+
+def max_f(tp, predicted, actual, beta2: float = SAL_BETA2) -> float:
+    """maxF = max over thresholds of F_beta = (1 + beta^2) P R / (beta^2 P + R), with P = tp /
+    predicted and R = tp / actual pooled over the whole split (a threshold with an undefined P, R or
+    F counts as 0).
+
+    This is the ATRC / InvPT SaliencyMeter (beta^2 = 0.3, thresholds 0.05:0.05:0.95, prob >= t,
+    counts pooled over every pixel of the split), the protocol of the works the AvgNorm paper follows
+    ([14] InvPT). The survey's eval_sal.py / SaliencyMeter differs: precision and recall per image
+    (prob > t at 15 thresholds linspace(0.2, 0.9, 15)), averaged over the images, then F1 of the
+    averages (beta^2 = 1), max over thresholds; info["sal_beta2"] = 1 and info["sal_thresholds"]
+    give its beta and thresholds, not its per-image averaging.
+    """
+    tp, predicted, actual = (torch.as_tensor(v, dtype=torch.float64) for v in (tp, predicted, actual))
+    prec, rec = tp / predicted, tp / actual  # 0 / 0 -> nan
+    f = torch.nan_to_num((1 + beta2) * prec * rec / (beta2 * prec + rec), nan=0.0, posinf=0.0, neginf=0.0)
+    return float(f.max()) if f.numel() else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Edge odsF (BSDS / SEISM protocol: Martin et al. 2004; Pont-Tuset & Marques; Dollar's edgesEvalImg)
+# --------------------------------------------------------------------------------------------
+EDGE_NUM_THRESHOLDS = 99  # edgesEvalImg 'thrs', 99; the survey's eval_edge.py: 0.01, 0.02, ..., 0.99
+EDGE_MAX_DIST = 0.0075  # tolerance as a fraction of the image diagonal: BSDS and SEISM's PASCALContext
+EDGE_MAX_DIST_NYUD = 0.011  # NYUD (Gupta et al.'s benchmark; ATRC / InvPT evaluate NYUD edges with it)
+
+
+def edge_thresholds(k: int = EDGE_NUM_THRESHOLDS) -> torch.Tensor:
+    """The K thresholds t_k = k / (K + 1), k = 1..K (edgesEvalImg: linspace(1/(K+1), 1-1/(K+1), K))."""
+    if k < 1:
+        raise ValueError(f"need at least one edge threshold, got {k}")
+    return torch.arange(1, k + 1, dtype=torch.float64) / (k + 1)
+
+
+def _thinning_tables() -> tuple[torch.Tensor, torch.Tensor]:
+    """Deletion tables of the two sub-iterations of the thinning of Guo & Hall (1989) as given by
+    Lam, Lee & Suen (1992, p. 879), the algorithm of MATLAB's bwmorph(BW, 'thin') and of
+    skimage.morphology.thin. Index: the neighbour code sum_i 2^(i-1) x_i of a pixel's 8 neighbours
+    x_1 = E, x_2 = NE, x_3 = N, x_4 = NW, x_5 = W, x_6 = SW, x_7 = S, x_8 = SE (x_9 = x_1).
+
+    A foreground pixel is deleted when
+      G1: the crossing number X_H = #{i in 1..4: x_{2i-1} = 0 and (x_{2i} = 1 or x_{2i+1} = 1)} is 1;
+      G2: 2 <= min(n1, n2) <= 3 with n1 = sum_k (x_{2k-1} or x_{2k}), n2 = sum_k (x_{2k} or x_{2k+1});
+      G3 (first sub-iteration): (x_2 or x_3 or not x_8) and x_1 is false;
+      G3' (second sub-iteration): (x_6 or x_7 or not x_4) and x_5 is false.
+    """
+    first = torch.zeros(256, dtype=torch.bool)
+    second = torch.zeros(256, dtype=torch.bool)
+    for code in range(256):
+        bit = [(code >> i) & 1 for i in range(8)]
+
+        def x(i: int) -> int:  # 1-based and cyclic
+            return bit[(i - 1) % 8]
+
+        crossing = sum(1 for i in range(1, 5) if not x(2 * i - 1) and (x(2 * i) or x(2 * i + 1)))
+        n1 = sum(1 for k in range(1, 5) if x(2 * k - 1) or x(2 * k))
+        n2 = sum(1 for k in range(1, 5) if x(2 * k) or x(2 * k + 1))
+        g12 = crossing == 1 and 2 <= min(n1, n2) <= 3
+        first[code] = g12 and not ((x(2) or x(3) or not x(8)) and x(1))
+        second[code] = g12 and not ((x(6) or x(7) or not x(4)) and x(5))
+    return first, second
+
+
+_THIN_TABLES = _thinning_tables()
+# (row, column) offset of neighbour x_i and its weight 2^(i-1) in the neighbour code
+_NEIGHBOURS = ((0, 1, 1), (-1, 1, 2), (-1, 0, 4), (-1, -1, 8), (0, -1, 16), (1, -1, 32), (1, 0, 64), (1, 1, 128))
+
+
+def thin(mask: torch.Tensor) -> torch.Tensor:
+    """Morphological thinning to 1-pixel-wide, 8-connected curves: MATLAB's bwmorph(BW, 'thin', Inf)
+    and skimage.morphology.thin (see `_thinning_tables`; checked equal to skimage's on random maps).
+
+    The two sub-iterations alternate until two in a row delete nothing. Each decides on all its
+    candidates from the map as it was before it (parallel deletion). The first two look at every
+    foreground pixel with a background 4-neighbour (G1 keeps the others); later ones only at the
+    foreground neighbours of the pixels deleted by the previous two (no other pixel's neighbourhood
+    has changed since the same table last saw it), so the cost follows the number of deletions, not
+    iterations x pixels. Every map of a batch (..., H, W) is thinned independently; returns a bool
+    tensor of the input's shape.
+    """
+    shape = mask.shape
+    H, W = shape[-2:]
+    x = F.pad((mask != 0).reshape(-1, H, W).to(torch.uint8), (1, 1, 1, 1)).contiguous()  # zero border
+    flat = x.view(-1)
+    device = flat.device
+    steps = [(dy * (W + 2) + dx, weight) for dy, dx, weight in _NEIGHBOURS]  # flat offset, code weight
+    offsets = torch.tensor([o for o, _ in steps], device=device)
+    tables = [t.to(device) for t in _THIN_TABLES]
+    stamp = None  # scratch for de-duplicating candidates
+    last = [offsets[:0], offsets[:0]]  # pixels deleted by the previous two sub-iterations
+    step, idle = 0, 0
+    while idle < 2:
+        if step < 2:  # every foreground pixel with a background 4-neighbour (G1 spares the others)
+            exposed = (x[:, :-2, 1:-1] & x[:, 2:, 1:-1] & x[:, 1:-1, :-2] & x[:, 1:-1, 2:]) == 0
+            border = torch.zeros_like(x)
+            border[:, 1:-1, 1:-1] = x[:, 1:-1, 1:-1] & exposed
+            cand = torch.nonzero(border.view(-1)).squeeze(1)
+        else:
+            near = (torch.cat(last).unsqueeze(0) + offsets.unsqueeze(1)).reshape(-1)
+            near = near[flat.index_select(0, near) != 0]
+            # de-duplicate without sorting: of the copies of one index, the one whose position
+            # survives the scatter is kept (index_select / index_copy_ are the fast paths on CPU)
+            if stamp is None:
+                stamp = torch.zeros(flat.numel(), dtype=torch.long, device=device)
+            order = torch.arange(near.numel(), device=device)
+            stamp.index_copy_(0, near, order)
+            cand = near[stamp.index_select(0, near) == order]
+        code = torch.zeros(cand.shape, dtype=torch.uint8, device=device)
+        for offset, weight in steps:
+            code += flat.index_select(0, cand + offset) * weight
+        deleted = cand[tables[step % 2].index_select(0, code.int())]
+        flat.index_fill_(0, deleted, 0)
+        last = [last[1], deleted]
+        idle = idle + 1 if deleted.numel() == 0 else 0
+        step += 1
+    return x[:, 1:-1, 1:-1].bool().reshape(shape)
+
+
+def disk_offsets(radius: float) -> list[tuple[int, int]]:
+    """Every (dy, dx) with dy^2 + dx^2 <= radius^2, nearest first (ties by dy, then dx)."""
+    r = int(np.floor(radius))
+    offsets = [(dy * dy + dx * dx, dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)
+               if dy * dy + dx * dx <= radius * radius]
+    return [(dy, dx) for _, dy, dx in sorted(offsets)]
+
+
+def match_edges(pred: torch.Tensor, gt: torch.Tensor, radius: float) -> torch.Tensor:
+    """Greedy nearest-first one-to-one matching of edge pixels within `radius` pixels.
+
+    pred (K, H, W) bool: K predicted edge maps; gt (H, W) bool: the ground truth. For each map,
+    every (predicted, ground-truth) pixel pair at most `radius` apart is considered in order of
+    increasing distance (`disk_offsets`) and accepted when both pixels are still unmatched. Pairs at
+    the same offset never compete (an offset maps pixels one-to-one), so an offset's pairs are
+    accepted at once. Only predicted pixels with a ground-truth pixel within `radius` are tracked
+    (the others can never match). Returns the matched pairs per map (K,), int64.
+    """
+    K, H, W = pred.shape
+    offsets = disk_offsets(radius)
+    R = int(np.floor(radius))
+    Hp, Wp = H + 2 * R, W + 2 * R
+    gt = gt.to(torch.bool)
+    padded_gt = F.pad(gt.to(torch.uint8), (R, R, R, R)).bool()
+    near = torch.zeros(H, W, dtype=torch.bool, device=gt.device)  # within radius of some GT pixel
+    for dy, dx in offsets:
+        near |= padded_gt[R + dy:R + dy + H, R + dx:R + dx + W]
+    free_gt = padded_gt.expand(K, Hp, Wp).contiguous().view(-1)
+    k, y, x = torch.nonzero(pred & near).unbind(1)
+    cand = k * (Hp * Wp) + (y + R) * Wp + (x + R)
+    matched = torch.zeros(K, dtype=torch.long, device=pred.device)
+    for dy, dx in offsets:
+        if cand.numel() == 0:
+            break
+        target = cand + (dy * Wp + dx)
+        hit = free_gt[target]
+        if hit.any():
+            free_gt[target[hit]] = False
+            matched += torch.bincount(cand[hit] // (Hp * Wp), minlength=K)
+            cand = cand[~hit]
+    return matched
+
+
+def edge_counts(prob: torch.Tensor, target: torch.Tensor, thresholds: torch.Tensor,
+                max_dist: float = EDGE_MAX_DIST) -> torch.Tensor:
+    """(4, K) float64 counts of one image: cntR (matched GT pixels), sumR (GT pixels), cntP (matched
+    predicted pixels), sumP (predicted pixels), one column per threshold, as SEISM's eval_cont /
+    edgesEvalImg (one ground truth per image).
+
+    prob (H, W): edge probabilities; target (H, W): 1 on edges, 0 elsewhere, -1 ignored (the
+    prediction there is dropped). For each threshold t: E = thin(prob >= t); the ground truth is
+    thin(target >= 0.5) (edgesEvalImg thins it too); E and the ground truth are matched one-to-one
+    within r = max_dist * sqrt(H^2 + W^2) pixels (`match_edges`).
+
+    Differences from the MATLAB reference (correspondPixels in edgesEvalImg): correspondPixels
+    finds a minimum-cost assignment with outlier costs, in effect a maximum-cardinality matching
+    within r; the greedy nearest-first matching is maximal, not maximum, so its count is at most
+    the optimal one (and at least half of it; on thin curves nearly always equal). Precision and
+    recall, and hence odsF, can only come out lower or equal: the score is biased down, never up
+    (up to correspondPixels' own approximations). r is measured on the evaluated map (the
+    resized image); SEISM works at the original image size with the same fraction of its diagonal.
+    """
+    H, W = prob.shape
+    valid = target >= 0
+    gt = thin((target >= 0.5) & valid)
+    thresholds = thresholds.to(device=prob.device, dtype=torch.float64)
+    pred = (prob.double().unsqueeze(0) >= thresholds.view(-1, 1, 1)) & valid
+    pred = thin(pred)
+    matched = match_edges(pred, gt, max_dist * float(np.hypot(H, W))).double().cpu()
+    n_pred = pred.sum(dim=(1, 2)).double().cpu()
+    n_gt = torch.full_like(matched, float(gt.sum()))
+    return torch.stack([matched, n_gt, matched, n_pred])
+
+
+def ods_f(cnt_r, sum_r, cnt_p, sum_p) -> tuple[float, int]:
+    """Optimal-dataset-scale F-measure from per-threshold counts summed over the split (SEISM's
+    gather_measure + general_ods): R = cntR / sumR, P = cntP / sumP, F = 2 P R / (P + R), and the
+    maximum over thresholds. A threshold without any match has F = 0 (SEISM sets R = 1, P = 0 when
+    there is neither ground truth nor prediction, R = 0, P = 1 when there is no prediction, R = P =
+    0 otherwise). Returns (odsF, index of the best threshold)."""
+    cnt_r, sum_r, cnt_p, sum_p = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (cnt_r, sum_r, cnt_p, sum_p))
+    matched = (sum_p > 0) & (cnt_r > 0)  # then sum_r > 0 as well
+    rec = np.where(matched, cnt_r / np.where(matched, sum_r, 1.0), 0.0)
+    prec = np.where(matched, cnt_p / np.where(matched, sum_p, 1.0), 0.0)
+    f = np.where(matched, 2 * prec * rec / np.where(matched, prec + rec, 1.0), 0.0)
+    if f.size == 0:
+        return 0.0, -1
+    best = int(np.argmax(f))
+    return float(f[best]), best
+
+
+# --------------------------------------------------------------------------------------------
 # Multi-task summaries
 # --------------------------------------------------------------------------------------------
 def delta_m(metrics: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]], specs) -> float | None:
@@ -189,8 +536,10 @@ def delta_m(metrics: Mapping[str, Mapping[str, float]], reference: Mapping[str, 
 
         Delta-m% = 1/K sum_k (-1)^{delta_k} (M_m,k - M_b,k) / M_b,k * 100,
 
-    delta_k = 1 when higher is better. Lower is better. The metrics are those of
-    DELTA_METRICS_BY_KIND that the reference holds; None if it holds none.
+    delta_k = 1 when higher is better. Lower is better. The metrics are the task's `delta_metrics`
+    that the reference holds; None if it holds none. With one metric per task (the dense suite)
+    this is -100 x the AvgNorm paper's Eq. 5, Delta_m = 1/T sum_i (-1)^{l_i} (M_m,i - M_b,i) / M_b,i
+    (l_i = 1 when lower is better), which is higher-is-better.
     """
     terms = []
     for spec in specs:
@@ -198,7 +547,7 @@ def delta_m(metrics: Mapping[str, Mapping[str, float]], reference: Mapping[str, 
         if not ref or spec.name not in metrics:
             continue
         higher = dict(spec.metrics)
-        for m in DELTA_METRICS_BY_KIND[spec.kind]:
+        for m in delta_metrics(spec):
             if m in ref and m in metrics[spec.name] and ref[m] != 0:
                 sign = -1.0 if higher[m] else 1.0
                 terms.append(sign * (metrics[spec.name][m] - ref[m]) / abs(ref[m]) * 100.0)
@@ -206,13 +555,13 @@ def delta_m(metrics: Mapping[str, Mapping[str, float]], reference: Mapping[str, 
 
 
 def mean_rank(results: Mapping[str, Mapping[str, Mapping[str, float]]], specs) -> dict[str, float]:
-    """Mean Rank: for each metric (of DELTA_METRICS_BY_KIND) rank the methods (1 = best, ties get
+    """Mean Rank: for each metric (the tasks' `delta_metrics`) rank the methods (1 = best, ties get
     the average rank), then average each method's ranks over the metrics."""
     methods = list(results)
     ranks = {m: [] for m in methods}
     for spec in specs:
         higher = dict(spec.metrics)
-        for metric in DELTA_METRICS_BY_KIND[spec.kind]:
+        for metric in delta_metrics(spec):
             have = [m for m in methods if metric in results[m].get(spec.name, {})]
             if len(have) < 2:
                 continue
@@ -291,7 +640,8 @@ def hypervolume(points, ref, maximize: bool | Sequence[bool] = False) -> float:
 
 # Hypervolume reference per task kind on the primary metric: 0 for accuracy-like metrics (PaLoRA's
 # official compute_hv), 1 for depth absolute error and 90 degrees for normals (its Pareto plots).
-HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0, "depth": 1.0, "normal": 90.0}
+HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0, "depth": 1.0, "normal": 90.0, "normal_l1": 90.0,
+                "saliency": 0.0, "edge": 0.0}
 
 
 def hv_reference(specs, points, override: Sequence[float] | None = None) -> list[float]:

@@ -17,12 +17,15 @@ lazily are converted the same way, never leaked as a numpy / PIL traceback.
 | celeba               | celeba/ in torchvision's CelebA layout              | 40 binary attributes     [5]   |
 | cityscapes           | cityscapes/{train,val}/{image,label_7,depth}/<i>.npy | segmentation (7), depth [6]   |
 | nyuv2                | nyuv2/{train,val}/{image,label,depth,normal}/<i>.npy | segmentation (13), depth, normal [6] |
+| nyud                 | NYUD_MT/ (the survey's layout: images/, segmentation/, depth/, normals/, edge/, gt_sets/) | semseg (40), depth, normals, edge [8] |
+| pascal-context       | PASCAL_MT/ (JPEGImages/, semseg/, human_parts/, normals_distill/, sal_distill/, pascal-context/trainval/, ImageSets/Context/) | semseg (21), human_parts (7), normals, sal, edge [8] |
 
 Options (all loaders accept and ignore unknown ones): `data_seed` (splits and composition, default 0),
 `augment` (the scene loaders' training-split scale-crop + flip [6]; ignored elsewhere), and per loader:
 `sizes` (MultiMNIST family, default (60000, 10000, 10000)), `age_threshold` / `education` (census),
-`holdout` (scene loaders: a seeded hold-out of train/ as validation instead of val/),
-`benchmark_depth_aug` (cityscapes). See each loader's docstring.
+`holdout` (scene and dense loaders: a seeded hold-out of the training split as validation),
+`benchmark_depth_aug` (cityscapes), `size`, `jitter`, `edge_thresholds` (nyud, pascal-context).
+See each loader's docstring.
 
 References
  [1] Sabour, Frosst & Hinton 2017 (MultiMNIST); Sener & Koltun 2018; Dimitriadis et al. 2023 (PML),
@@ -34,6 +37,13 @@ References
  [6] Liu, Johns & Davison 2019 (MTAN) preprocessed NYUv2 / Cityscapes and their augmentation;
      single-task reference vectors from CAGrad (Liu et al. 2021), as used by Nash-MTL, FAMO, FairGrad.
  [7] LeCun et al. 1998, the IDX file format (http://yann.lecun.com/exdb/mnist/).
+ [8] The dense-prediction suite of the AvgNorm paper (Sec. IV, appendix "Experimental setups"):
+     NYUD-v2 (Silberman et al. 2012; 795 / 654 images, 40 classes, Gupta et al.'s edges) and
+     PASCAL-Context (Mottaghi et al. 2014; 4,998 / 5,105 images; human parts from PASCAL-Part, Chen
+     et al. 2014; normals and saliency distilled by Maninis et al. 2019, ASTMT), read in the layout of
+     the multi-task dense-prediction survey code (Vandenhende et al. 2021, github
+     SimonVandenhende/Multi-Task-Learning-PyTorch: data/nyud.py, data/pascal_context.py,
+     data/custom_transforms.py); augmentation and resolution of ATRC / InvPT (Ye & Xu 2022).
 """
 from __future__ import annotations
 
@@ -52,6 +62,7 @@ from torch.utils.data import Dataset
 from common.data import (MNIST_MEAN, MNIST_STD, DataError, MTLData, Subset, TensorMTL, compose_multi,
                          data_error, register, task)
 from common.device import UsageError
+from common.metrics import EDGE_MAX_DIST, EDGE_MAX_DIST_NYUD, thin
 
 
 def _fail(dataset: str, path: str, expected: str) -> DataError:
@@ -809,6 +820,452 @@ NYUV2_REFERENCE = {"segmentation": {"miou": 0.3830, "pixacc": 0.6376},
 
 
 # --------------------------------------------------------------------------------------------
+# 8-9. Dense prediction: NYUD-v2 and PASCAL-Context in the survey's on-disk layout [8]
+# --------------------------------------------------------------------------------------------
+NYUD_SIZE, PASCAL_SIZE = (448, 576), (512, 512)  # AvgNorm appendix: "resized to 448x576" / "512x512"
+DENSE_SCALES = (0.5, 2.0)  # AvgNorm appendix: random scaling with a factor between 0.5 and 2.0
+# The tasks, in the order the run_all registry expects, each with the one metric of AvgNorm Table II.
+NYUD_TASKS = [task("semseg", "seg", 40, metrics=("miou",)), task("depth", "depth", 1, metrics=("rmse",)),
+              task("normals", "normal_l1", 3, metrics=("mean",)), task("edge", "edge", 1)]
+PASCAL_TASKS = [task("semseg", "seg", 21, metrics=("miou",)), task("human_parts", "seg", 7, metrics=("miou",)),
+                task("normals", "normal_l1", 3, metrics=("mean",)), task("sal", "saliency", 1), task("edge", "edge", 1)]
+# Single-task references for Delta-m%: AvgNorm Table II, ResNet-18 "Single-task" row, in the units of
+# common/metrics.py (mIoU, maxF and odsF as fractions; RMSE in metres; mean angle in degrees).
+NYUD_REFERENCE = {"semseg": {"miou": 0.3938}, "depth": {"rmse": 0.6111}, "normals": {"mean": 21.94},
+                  "edge": {"odsF": 0.7240}}
+PASCAL_CONTEXT_REFERENCE = {"semseg": {"miou": 0.6659}, "human_parts": {"miou": 0.6129}, "normals": {"mean": 13.67},
+                            "sal": {"maxF": 0.8477}, "edge": {"odsF": 0.6690}}
+# Six human parts (the survey's HUMAN_PART[6] grouping of the PASCAL-Part person parts; 0 = background).
+HUMAN_PART_GROUPS = {1: ("hair", "head", "lear", "lebrow", "leye", "mouth", "nose", "rear", "rebrow", "reye"),
+                     2: ("neck", "torso"), 3: ("luarm", "ruarm"), 4: ("lhand", "llarm", "rhand", "rlarm"),
+                     5: ("luleg", "ruleg"), 6: ("lfoot", "llleg", "rfoot", "rlleg")}
+HUMAN_PART_IDS = {name: k for k, names in HUMAN_PART_GROUPS.items() for name in names}
+PASCAL_PERSON = 15  # VOC class index of 'person' in the PASCAL-Part annotations
+# PASCAL-Context classes (LabelMap values, 1..459) whose distilled normals are kept: the classes whose
+# name is also an NYUv2 class name (but not 'unknown'), plus 'tvmonitor' (survey, data/pascal_context.py,
+# from data/db_info/{nyu,context}_classes.json); elsewhere the normal target is invalid (zero).
+PASCAL_NORMAL_CLASSES = frozenset((
+    3, 4, 6, 9, 10, 11, 13, 15, 17, 18, 22, 23, 29, 30, 33, 34, 36, 37, 38, 39, 41, 43, 46, 49, 50, 51, 53, 55, 56,
+    59, 61, 62, 65, 66, 68, 69, 72, 73, 78, 83, 84, 85, 87, 88, 95, 96, 101, 104, 105, 107, 111, 113, 115, 122,
+    124, 135, 141, 142, 143, 146, 150, 154, 157, 158, 159, 165, 172, 174, 181, 183, 184, 191, 193, 195, 197, 199,
+    202, 213, 215, 216, 219, 220, 223, 225, 228, 230, 232, 233, 238, 239, 242, 243, 246, 250, 251, 252, 255, 260,
+    261, 263, 269, 272, 273, 275, 281, 283, 284, 285, 286, 287, 288, 290, 291, 292, 293, 295, 304, 307, 309, 310,
+    314, 315, 319, 323, 329, 330, 331, 336, 342, 345, 349, 350, 351, 352, 355, 357, 368, 370, 371, 374, 379, 380,
+    383, 384, 397, 401, 403, 405, 407, 408, 411, 412, 413, 414, 417, 419, 421, 423, 427, 429, 430, 432, 440, 441,
+    442, 443, 444, 446, 454, 457))
+# Fill value of each target where the augmentation pads (ignored by its loss and metric).
+DENSE_FILL = {"semseg": -1, "human_parts": -1, "depth": 0.0, "normals": 0.0, "sal": -1.0, "edge": -1.0}
+
+
+def _read_rgb(dataset: str, path: str) -> np.ndarray:
+    """An image file as an H x W x 3 uint8 array (PIL, converted to RGB)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except Exception as e:
+        raise _fail(dataset, path, f"a readable RGB image ({type(e).__name__}: {e})") from e
+
+
+def _read_png(dataset: str, path: str, what: str, channels: int = 1) -> np.ndarray:
+    """A PNG as stored (palette indices for 'P' images): H x W, or H x W x `channels`."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im).copy()
+    except Exception as e:
+        raise _fail(dataset, path, f"a readable PNG {what} ({type(e).__name__}: {e})") from e
+    want = 2 if channels == 1 else 3
+    if arr.ndim != want or (channels > 1 and arr.shape[2] < channels):
+        raise _fail(dataset, path, f"a {'single-channel' if channels == 1 else 'RGB'} PNG {what} (found shape {arr.shape})")
+    return arr if channels == 1 else arr[..., :channels]
+
+
+def _read_dense_npy(dataset: str, path: str, what: str, channels: int) -> np.ndarray:
+    """A NumPy map: H x W (channels 1; H x W x 1 accepted) or H x W x `channels`, as float32."""
+    arr = _load_npy(dataset, path, what)
+    if channels == 1 and arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    ok = arr.ndim == 2 if channels == 1 else (arr.ndim == 3 and arr.shape[2] == channels)
+    if not ok or arr.size == 0:
+        shape = "H x W" if channels == 1 else f"H x W x {channels}"
+        raise _fail(dataset, path, f"an {shape} {what} array (found shape {arr.shape})")
+    return np.asarray(arr, dtype=np.float32)
+
+
+def _unit_normals(n: np.ndarray) -> np.ndarray:
+    """Normals divided by their length (the survey's FixedResize re-normalises them); zero stays zero."""
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    return np.where(norm > 0, n / np.where(norm > 0, norm, 1.0), 0.0).astype(np.float32)
+
+
+def laplacian_edges(label_map: np.ndarray) -> np.ndarray:
+    """PASCAL-Context edge target of the survey (data/pascal_context.py, _load_edge): the pixels
+    where the 4-neighbour Laplacian of the label map is non-zero (OpenCV's Laplacian, ksize 1, with
+    its reflect-101 border), thinned (skimage's thin = `common.metrics.thin`). H x W float32 0 / 1.
+
+    Like the survey's, this misses a boundary between labels a - 1 and a + 1 on either side of a
+    pixel of label a, where the Laplacian vanishes."""
+    L = np.asarray(label_map, dtype=np.float64)
+    P = np.pad(L, 1, mode="reflect")
+    lap = P[:-2, 1:-1] + P[2:, 1:-1] + P[1:-1, :-2] + P[1:-1, 2:] - 4.0 * L
+    return thin(torch.from_numpy(lap != 0)).numpy().astype(np.float32)
+
+
+def _resize(t: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """(C, h, w) -> (C, H, W): 'nearest' (OpenCV's INTER_NEAREST rule, floor(dst * src / dst), the
+    survey's for every label map) keeps labels, depths and unit normals exact; 'bilinear' for images."""
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    if mode == "nearest":
+        return F.interpolate(t.unsqueeze(0).float(), size=size, mode="nearest")[0].to(t.dtype)
+    return F.interpolate(t.unsqueeze(0), size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+def colour_jitter(image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random colour jittering of a (3, H, W) image in [0, 255] (AvgNorm appendix; the ATRC / InvPT
+    PhotoMetricDistortion without its hue shift): brightness + U(-32, 32), contrast x U(0.5, 1.5) and
+    saturation (blend with the grey image) x U(0.5, 1.5), each with probability 0.5, then clamped."""
+    def coin() -> bool:
+        return float(torch.rand(1, generator=generator)) < 0.5
+
+    def uniform(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand(1, generator=generator))
+
+    if coin():
+        image = image + uniform(-32.0, 32.0)
+    if coin():
+        image = image * uniform(0.5, 1.5)
+    if coin():
+        grey = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).unsqueeze(0)
+        image = grey + (image - grey) * uniform(0.5, 1.5)
+    return image.clamp(0.0, 255.0)
+
+
+def scale_crop_pad(image: torch.Tensor, targets: dict, scale: float, top: float, left: float) -> tuple:
+    """Zoom the (3, H, W) image and its targets by `scale`, then cut an H x W window back out.
+
+    The image is resized bilinearly to (round(H scale), round(W scale)), the targets with nearest,
+    depth divided by the scale (the scene comes closer: the survey's ScaleNRotate and InvPT's
+    RandomScaling do the same). Where the zoomed map is larger, a window is cropped at the fractions
+    (`top`, `left`) in [0, 1] of the slack; where smaller, it is placed at those fractions of an
+    H x W canvas padded with DENSE_FILL (0 for the normalised image, i.e. the mean colour).
+    """
+    H, W = image.shape[-2:]
+    h, w = max(1, int(round(H * scale))), max(1, int(round(W * scale)))
+    dy, dx = int(round(top * abs(h - H))), int(round(left * abs(w - W)))
+    src_y, dst_y = (slice(dy, dy + H), slice(0, H)) if h >= H else (slice(0, h), slice(dy, dy + h))
+    src_x, dst_x = (slice(dx, dx + W), slice(0, W)) if w >= W else (slice(0, w), slice(dx, dx + w))
+
+    def fit(t: torch.Tensor, mode: str, fill: float) -> torch.Tensor:
+        t = _resize(t, (h, w), mode)
+        out = torch.full((t.shape[0], H, W), fill, dtype=t.dtype)
+        out[:, dst_y, dst_x] = t[:, src_y, src_x]
+        return out
+
+    image = fit(image, "bilinear", 0.0)
+    out = {}
+    for name, t in targets.items():
+        t = fit(t, "nearest", DENSE_FILL[name])
+        out[name] = t / scale if name == "depth" else t
+    return image, out
+
+
+def flip_dense(image: torch.Tensor, targets: dict) -> tuple:
+    """Mirror the image and every target left-right; the normals' x component changes sign (the
+    survey's RandomHorizontalFlip)."""
+    targets = {k: v.flip(-1) for k, v in targets.items()}
+    if "normals" in targets:
+        targets["normals"][0] = -targets["normals"][0]
+    return image.flip(-1), targets
+
+
+def dense_transform(raw: dict, task_names: Sequence[str], size: tuple[int, int], augment: bool = False,
+                    jitter: bool = True, generator: torch.Generator | None = None):
+    """Raw arrays of one item -> (image (3, H, W) float, targets in `task_names` order) [8].
+
+    1. Resize to `size` (AvgNorm: 448x576 NYUD, 512x512 PASCAL): the image bilinearly, every target
+       with nearest (the survey's FixedResize flag for every label; normals nearest instead of its
+       cubic, which would mix valid and invalid pixels and shorten unit vectors).
+    2. `augment` (training split): colour jitter (`jitter`), normalisation, a random scale in
+       DENSE_SCALES with a random crop / pad (`scale_crop_pad`), and a horizontal flip with p = 0.5
+       that negates the normals' x component (the survey's RandomHorizontalFlip). InvPT instead crops
+       and pads the unresized image; here every map is first brought to `size` so that train and test
+       see the same geometry. Its crop's "at most 75% of one class" retry rule is not applied.
+    3. Normalisation with the ImageNet mean / std; human parts with no part pixel left become all
+       ignore (-1), as the survey's AddIgnoreRegions.
+    Targets: semseg / human_parts (H, W) int64 with -1 = ignore; depth (1, H, W) metres, 0 =
+    invalid; normals (3, H, W) unit vectors, 0 = invalid; sal / edge (1, H, W) 0 / 1, -1 = ignore.
+    """
+    image = _resize(torch.from_numpy(raw["image"]).permute(2, 0, 1).float(), size, "bilinear")
+    targets = {}
+    for name in task_names:
+        t = torch.from_numpy(np.ascontiguousarray(raw[name]))
+        t = t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1)
+        targets[name] = _resize(t, size, "nearest")
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255.0
+    if augment and jitter:
+        image = colour_jitter(image, generator)
+    image = (image - mean) / std
+    if augment:
+        lo, hi = DENSE_SCALES
+        u = torch.rand(3, generator=generator).tolist()
+        image, targets = scale_crop_pad(image, targets, lo + (hi - lo) * u[0], u[1], u[2])
+        if float(torch.rand(1, generator=generator)) < 0.5:
+            image, targets = flip_dense(image, targets)
+    if "human_parts" in targets and not bool((targets["human_parts"] > 0).any()):
+        targets["human_parts"] = torch.full_like(targets["human_parts"], -1)
+    out = []
+    for name in task_names:
+        t = targets[name]
+        out.append(t[0] if name in ("semseg", "human_parts") else t.float())
+    return image.contiguous(), tuple(out)
+
+
+def read_split_ids(dataset: str, path: str) -> list[str]:
+    """Image ids of a split file, one per line (blank lines skipped)."""
+    if not os.path.isfile(path):
+        raise _fail(dataset, os.path.dirname(path), f"the split file {os.path.basename(path)} (one image id per line)")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            ids = [line.strip() for line in fh if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise _fail(dataset, path, f"a text split file with one image id per line ({e})") from e
+    if not ids:
+        raise _fail(dataset, path, "a split file with at least one image id (found none)")
+    return ids
+
+
+def _check_files(dataset: str, folder: str, ids: Sequence[str], ext: str, split_file: str) -> None:
+    """Every id of the split has `folder/<id><ext>` (one directory listing, not one stat per file)."""
+    _require_dir(dataset, folder, f"a folder of <id>{ext} files for every id in {split_file}")
+    present = set(os.listdir(folder))
+    missing = [i for i in ids if i + ext not in present]
+    if missing:
+        raise _fail(dataset, folder, f"<id>{ext} for every id in {split_file} ({len(missing)} missing, "
+                                     f"e.g. {missing[0]}{ext})")
+
+
+class DenseMTL(Dataset):
+    """One split of a dense-prediction dataset: items read from disk on access and prepared by
+    `dense_transform`. Subclasses define `read(i)`: the raw arrays of item i at file resolution."""
+
+    task_names: tuple[str, ...] = ()
+
+    def __init__(self, dataset: str, root: str, ids: Sequence[str], size: tuple[int, int], augment: bool = False,
+                 jitter: bool = True):
+        self.dataset, self.root, self.ids = dataset, root, list(ids)
+        self.size, self.augment, self.jitter = tuple(size), augment, jitter
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def path(self, folder: str, i: int, ext: str) -> str:
+        return os.path.join(self.root, folder, self.ids[i] + ext)
+
+    def read(self, i: int) -> dict:
+        raise NotImplementedError
+
+    def with_augment(self, augment: bool) -> "DenseMTL":
+        other = copy.copy(self)
+        other.augment = augment
+        return other
+
+    def __getitem__(self, i):
+        return dense_transform(self.read(i), self.task_names, self.size, self.augment, self.jitter)
+
+
+class NYUDFiles(DenseMTL):
+    """NYUD-v2 in the survey's NYUD_MT layout (data/nyud.py) [8]: images/<id>.jpg, segmentation/<id>.png
+    (0 = unlabelled, 1..40 the classes), depth/<id>.npy (metres, 0 = invalid), normals/<id>.npy
+    (H x W x 3, zero = invalid), edge/<id>.npy (>= 0.5 = edge)."""
+
+    task_names = ("semseg", "depth", "normals", "edge")
+    FILES = (("images", ".jpg"), ("segmentation", ".png"), ("depth", ".npy"), ("normals", ".npy"), ("edge", ".npy"))
+
+    def read(self, i: int) -> dict:
+        d = self.dataset
+        image = _read_rgb(d, self.path("images", i, ".jpg"))
+        seg_path = self.path("segmentation", i, ".png")
+        seg = _read_png(d, seg_path, "label map").astype(np.int64)
+        if seg.size and (seg.min() < 0 or seg.max() > 40):
+            raise _fail(d, seg_path, f"labels 0..40 (0 = unlabelled; found {seg.min()}..{seg.max()})")
+        # the survey maps 0 (unlabelled) to its ignore value 255 and class k to k - 1; ours is -1
+        seg -= 1
+        depth = _read_dense_npy(d, self.path("depth", i, ".npy"), "depth", 1)
+        normals = _unit_normals(_read_dense_npy(d, self.path("normals", i, ".npy"), "normal", 3))
+        edge = (_read_dense_npy(d, self.path("edge", i, ".npy"), "edge", 1) >= 0.5).astype(np.float32)
+        return {"image": image, "semseg": seg, "depth": depth, "normals": normals, "edge": edge}
+
+
+class PascalContextFiles(DenseMTL):
+    """PASCAL-Context in the survey's PASCAL_MT layout (data/pascal_context.py) [8].
+
+    - semseg: semseg/VOC12/<id>.png, else semseg/pascal-context/<id>.png; 0 = background, 1..20 the
+      VOC classes, 255 = void (-> -1).
+    - human_parts: human_parts/<id>.mat, PASCAL-Part's struct anno (fields imname, objects; each
+      object class, class_ind, mask, parts; each part part_name, mask), read by position like the
+      survey. Person objects (class_ind 15) paint their parts with HUMAN_PART_IDS; 0 elsewhere. An
+      image without person parts is all ignore (-1), as the survey's AddIgnoreRegions.
+    - normals: normals_distill/<id>.png, RGB -> 2 v / 255 - 1, kept only on PASCAL_NORMAL_CLASSES
+      of the context label map, re-normalised (zero elsewhere = invalid).
+    - sal: sal_distill/<id>.png / 255 > 0.5.
+    - edge: `laplacian_edges` of pascal-context/trainval/<id>.mat 'LabelMap' (459 context classes).
+      The survey's edge metric (SEISM) takes the label map's seg2bmap boundaries at full resolution
+      as ground truth; ours evaluates against this training target at `size`.
+    """
+
+    task_names = ("semseg", "human_parts", "normals", "sal", "edge")
+    FILES = (("JPEGImages", ".jpg"), ("human_parts", ".mat"), ("normals_distill", ".png"), ("sal_distill", ".png"),
+             (os.path.join("pascal-context", "trainval"), ".mat"))
+
+    def semseg_path(self, i: int) -> str:
+        voc = self.path(os.path.join("semseg", "VOC12"), i, ".png")
+        return voc if os.path.isfile(voc) else self.path(os.path.join("semseg", "pascal-context"), i, ".png")
+
+    def _load_mat(self, path: str, what: str) -> dict:
+        try:
+            from scipy.io import loadmat
+
+            return loadmat(path)
+        except Exception as e:
+            raise _fail(self.dataset, path, f"a MATLAB .mat file with {what} ({type(e).__name__}: {e})") from e
+
+    def label_map(self, i: int) -> np.ndarray:
+        path = self.path(os.path.join("pascal-context", "trainval"), i, ".mat")
+        mat = self._load_mat(path, "the variable LabelMap")
+        lm = mat.get("LabelMap")
+        if lm is None or np.asarray(lm).ndim != 2 or not np.issubdtype(np.asarray(lm).dtype, np.number):
+            raise _fail(self.dataset, path, "a .mat file with an H x W numeric 'LabelMap' (the 459-class context labels)")
+        return np.asarray(lm)
+
+    def human_parts(self, i: int, shape: tuple[int, int]) -> np.ndarray:
+        path = self.path("human_parts", i, ".mat")
+        mat = self._load_mat(path, "the PASCAL-Part struct 'anno'")
+        target = None
+        try:
+            for obj in np.asarray(mat["anno"][0][0][1]).ravel():
+                if int(np.asarray(obj[1]).ravel()[0]) != PASCAL_PERSON:
+                    continue
+                for part in np.asarray(obj[3]).ravel():
+                    name = str(np.asarray(part[0]).ravel()[0])
+                    mask = np.asarray(part[1]).astype(bool)
+                    if target is None:
+                        target = np.zeros(mask.shape, dtype=np.int64)
+                    if name not in HUMAN_PART_IDS:
+                        raise ValueError(f"unknown person part {name!r}")
+                    if mask.shape != target.shape:
+                        raise ValueError(f"part masks of shapes {target.shape} and {mask.shape}")
+                    target[mask] = HUMAN_PART_IDS[name]
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise _fail(self.dataset, path, "PASCAL-Part's anno struct (objects with class, class_ind, mask, "
+                                            f"parts of part_name and mask; {type(e).__name__}: {e})") from e
+        return np.zeros(shape, dtype=np.int64) if target is None else target
+
+    def read(self, i: int) -> dict:
+        d = self.dataset
+        image = _read_rgb(d, self.path("JPEGImages", i, ".jpg"))
+        seg_path = self.semseg_path(i)
+        seg = _read_png(d, seg_path, "label map").astype(np.int64)
+        bad = (seg > 20) & (seg != 255)
+        if bad.any() or (seg < 0).any():
+            raise _fail(d, seg_path, f"labels 0..20 or 255 (void; found {int(seg[bad | (seg < 0)][0])})")
+        seg[seg == 255] = -1
+        label_map = self.label_map(i)
+        nrm_path = self.path("normals_distill", i, ".png")
+        normals = 2.0 * _read_png(d, nrm_path, "normal map", channels=3).astype(np.float32) / 255.0 - 1.0
+        if normals.shape[:2] != label_map.shape:
+            raise _fail(d, nrm_path, f"the size of its LabelMap {label_map.shape} (found {normals.shape[:2]})")
+        normals[~np.isin(label_map, list(PASCAL_NORMAL_CLASSES))] = 0.0
+        sal = (_read_png(d, self.path("sal_distill", i, ".png"), "saliency map").astype(np.float32) / 255.0 > 0.5)
+        return {"image": image, "semseg": seg, "human_parts": self.human_parts(i, image.shape[:2]),
+                "normals": _unit_normals(normals), "sal": sal.astype(np.float32), "edge": laplacian_edges(label_map)}
+
+
+def _parse_size(name: str, size) -> tuple[int, int]:
+    """`size` as an int (square), a pair (H, W) or a string "HxW" / "H,W"."""
+    try:
+        if isinstance(size, str):
+            parts = size.lower().replace("x", ",").split(",")
+            out = tuple(int(p) for p in parts)
+        elif isinstance(size, (int, np.integer)):
+            out = (int(size), int(size))
+        else:
+            out = tuple(int(p) for p in size)
+    except (TypeError, ValueError):
+        out = ()
+    if len(out) != 2 or min(out) < 1:
+        raise UsageError(f"{name}: size must be H,W (two positive integers) or one integer, got {size!r}")
+    return out  # type: ignore[return-value]
+
+
+def _dense_loader(name: str, folder_name: str, files_cls, split_dir: str, size_default: tuple[int, int],
+                  reference: dict, edge_max_dist: float):
+    """Build the loader of one dense-prediction dataset [8]."""
+
+    def load(root: str, seed: int, augment: bool = False, data_seed: int = 0, holdout: float = 0.0,
+             size=size_default, jitter: bool = True, edge_thresholds: int = 99, **_) -> MTLData:
+        """1. Check `root/<folder>/`: the split files (train.txt, val.txt), one file per listed id in
+           every folder, and that the first item of each split parses (fail fast, one DataError).
+        2. test = the val split (the survey and its successors have no other; 654 NYUD / 5,105 PASCAL
+           images). val = the same images by default (info["val_is_test"]); with `holdout` in (0, 1) a
+           seeded fraction (`data_seed`) of the training split, never augmented.
+        3. Items are read lazily and prepared by `dense_transform` at `size` (default: the paper's);
+           `augment` applies its training augmentation to the training split, `jitter` the colour
+           jitter within it. `edge_thresholds` (default 99) is the number of odsF thresholds.
+        """
+        if not 0 <= holdout < 1:
+            raise UsageError(f"{name}: holdout must be a fraction in [0, 1), got {holdout!r}")
+        if int(edge_thresholds) < 1:
+            raise UsageError(f"{name}: edge_thresholds must be a positive integer, got {edge_thresholds!r}")
+        hw = _parse_size(name, size)
+        folder = os.path.join(root, folder_name)
+        expected = (f"the {folder_name} folder of the multi-task dense-prediction survey "
+                    f"({', '.join(f for f, _ in files_cls.FILES)}, {split_dir}/train.txt and val.txt)")
+        _require_dir(name, folder, expected)
+        splits = {}
+        for split in ("train", "val"):
+            split_file = os.path.join(folder, split_dir, f"{split}.txt")
+            ids = read_split_ids(name, split_file)
+            for sub, ext in files_cls.FILES:
+                _check_files(name, os.path.join(folder, sub), ids, ext, os.path.join(split_dir, f"{split}.txt"))
+            if files_cls is PascalContextFiles:
+                voc = os.path.join(folder, "semseg", "VOC12")
+                ctx = os.path.join(folder, "semseg", "pascal-context")
+                have = set(os.listdir(voc)) if os.path.isdir(voc) else set()
+                have |= set(os.listdir(ctx)) if os.path.isdir(ctx) else set()
+                missing = [i for i in ids if i + ".png" not in have]
+                if missing:
+                    raise _fail(name, os.path.join(folder, "semseg"),
+                                f"VOC12/<id>.png or pascal-context/<id>.png for every id in {split_dir}/{split}.txt "
+                                f"({len(missing)} missing, e.g. {missing[0]}.png)")
+            splits[split] = files_cls(name, folder, ids, hw, augment=False, jitter=jitter)
+            splits[split].read(0)  # fail fast: every file kind of the first item parses
+        train_plain, test = splits["train"], splits["val"]
+        train = train_plain.with_augment(True) if augment else train_plain
+        if 0 < holdout < 1 and len(train_plain) > 1:
+            g = torch.Generator().manual_seed(int(data_seed))
+            perm = torch.randperm(len(train_plain), generator=g).tolist()
+            n_val = _split_counts(len(train_plain), holdout)
+            val, train = Subset(train_plain, perm[:n_val]), Subset(train, perm[n_val:])
+            note = f"test = {split_dir}/val.txt; val = a seeded {holdout:.0%} of train.txt (data_seed {data_seed})"
+        else:
+            val, note = test, (f"test = {split_dir}/val.txt (the survey's test split); val = the same images "
+                               "unless holdout > 0")
+        tasks = NYUD_TASKS if files_cls is NYUDFiles else PASCAL_TASKS
+        return MTLData(name, list(tasks), train, val, test, (3,) + hw, "resnet18-dilated",
+                       reference=copy.deepcopy(reference),
+                       info={"note": note, "val_is_test": val is test, "augment": bool(augment), "size": list(hw),
+                             "num_train": len(train_plain), "num_test": len(test),
+                             "edge_max_dist": edge_max_dist, "edge_thresholds": int(edge_thresholds)})
+
+    return load
+
+
+# --------------------------------------------------------------------------------------------
 # Registration
 # --------------------------------------------------------------------------------------------
 register("multimnist", _multi_loader("multimnist", ["MNIST"], 2, ["left", "right"]))
@@ -820,3 +1277,6 @@ register("utkface", _utkface)
 register("celeba", _celeba)
 register("cityscapes", _scene_loader("cityscapes", "label_7", 7, False, CITYSCAPES_REFERENCE))
 register("nyuv2", _scene_loader("nyuv2", "label", 13, True, NYUV2_REFERENCE))
+register("nyud", _dense_loader("nyud", "NYUD_MT", NYUDFiles, "gt_sets", NYUD_SIZE, NYUD_REFERENCE, EDGE_MAX_DIST_NYUD))
+register("pascal-context", _dense_loader("pascal-context", "PASCAL_MT", PascalContextFiles, os.path.join("ImageSets", "Context"),
+                                         PASCAL_SIZE, PASCAL_CONTEXT_REFERENCE, EDGE_MAX_DIST))
