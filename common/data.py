@@ -365,6 +365,13 @@ def dataset_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def dataset_accepts(name: str, option: str) -> bool:
+    """Whether dataset `name`'s loader takes the keyword `option` (e.g. holdout, size)."""
+    import inspect
+
+    return name in _REGISTRY and option in inspect.signature(_REGISTRY[name]).parameters
+
+
 def load_dataset(name: str, root: str = "data", seed: int = 0, **options) -> MTLData:
     """Load dataset `name` from `root` (see the module docstring). Options: `c` (toy),
     `augment` (scene datasets: the MTAN random scale-crop + flip on the training split; nyud /

@@ -683,13 +683,14 @@ def _dense_backbone(depth: int, data, pretrained: str | None) -> DilatedResNet:
 
 
 def _build_dilated(depth: int):
-    def build(data, tasks, pretrained: str | None = None, **kw):
+    def build(data, tasks, pretrained: str | None = None, aspp_width: int = 256, **kw):
         """Dilated ResNet (shared) + one ASPP head per task: the survey's "multi_task_baseline"
         (models/models.py MultiTaskModel with `backbone_kwargs: dilated: True`, `head: deeplab`), the
         "ResNet-18" / "ResNet-50" vanilla MTL of the AvgNorm paper. `pretrained`: path of a torchvision
-        ImageNet state_dict for the encoder (the paper's default; nothing is downloaded)."""
+        ImageNet state_dict for the encoder (the paper's default; nothing is downloaded). `aspp_width`:
+        the heads' channel width (256 as the survey; narrower only for smoke runs)."""
         encoder = _dense_backbone(depth, data, pretrained)
-        heads = [ASPPHead(encoder.out_channels, t.out_dim) for t in tasks]
+        heads = [ASPPHead(encoder.out_channels, t.out_dim, width=aspp_width) for t in tasks]
         return DenseMTLModel(encoder, heads, tasks)
     return build
 
@@ -793,13 +794,13 @@ class MTANResNetModel(DenseMTLModel):
 
 
 def _build_mtan_resnet(depth: int):
-    def build(data, tasks, pretrained: str | None = None, **kw):
+    def build(data, tasks, pretrained: str | None = None, aspp_width: int = 256, **kw):
         """MTAN on a dilated ResNet + one ASPP head per task (the survey's `model: mtan` with
         `backbone_kwargs: dilated: True`, `head: deeplab`): the "MTAN" rows of the AvgNorm paper.
         `pretrained` loads the ResNet only; the attention and refinement modules start at random."""
         backbone = _dense_backbone(depth, data, pretrained)
         encoder = MTANResNetEncoder(len(tasks), backbone=backbone)
-        heads = [ASPPHead(encoder.out_channels, t.out_dim) for t in tasks]
+        heads = [ASPPHead(encoder.out_channels, t.out_dim, width=aspp_width) for t in tasks]
         return MTANResNetModel(encoder, heads, tasks)
     return build
 

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from common.data import MTLData, batches, dataset_names, load_dataset
+from common.data import MTLData, batches, dataset_accepts, dataset_names, load_dataset
 from common.device import UsageError, autocast, peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
 from common.metrics import TaskMeter, delta_m, task_losses
 
@@ -100,6 +100,14 @@ def base_parser(method: str, description: str | None = None) -> argparse.Argumen
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto: CUDA when present)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on CPU)")
     g.add_argument("--augment", action="store_true", help="train-time augmentation of the scene datasets (MTAN random scale-crop + flip)")
+    g.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
+                   help="scene datasets (cityscapes, nyuv2, nyud, pascal-context): validate on a seeded FRACTION of the "
+                        "training images instead of the test files (default: none, validation = test, as the benchmark codes; "
+                        "PaLoRA holds out 500/2975 = 0.168 of CityScapes, 95/795 = 0.12 of NYUv2)")
+    g.add_argument("--image-size", default=None, metavar="HxW",
+                   help="nyud / pascal-context: resize the images to H x W (default the paper's: 448x576 nyud, 512x512 pascal-context)")
+    g.add_argument("--edge-thresholds", type=int, default=None, metavar="K",
+                   help="nyud / pascal-context: number of thresholds of the edge odsF (default 99, as SEISM; fewer is faster)")
     g.add_argument("--c", type=float, default=1.0, help="loss-scale constant c of the toy problem, l_1 = c * l~_1 (only --dataset toy; the papers use 1 and 0.1)")
     g.add_argument("--select", choices=["last", "best"], default=None,
                    help="which epoch's model is tested: last, or best mean primary validation metric (default: last; best for celeba, as FAMO/FairGrad)")
@@ -368,7 +376,7 @@ class Run:
         self.data: MTLData | None = None
         if load_data:
             self.data = load_dataset(args.dataset, args.data_root, args.seed, c=args.c, augment=args.augment,
-                                     data_seed=args.data_seed)
+                                     data_seed=args.data_seed, **self.data_options())
         if check is not None:
             check(args, self.data)
         self.out = args.out or os.path.join("results", method, args.dataset, f"seed{args.seed}")
@@ -411,6 +419,32 @@ class Run:
             raise UsageError(f"--pretrained {a.pretrained}: no such file (a torchvision ImageNet state_dict .pth; nothing is downloaded)")
         if a.dataset not in dataset_names():
             raise UsageError(f"unknown --dataset {a.dataset!r}; choose one of: {', '.join(dataset_names())}")
+
+    def data_options(self) -> dict:
+        """The loader options set by --holdout / --image-size / --edge-thresholds (only those given);
+        a dataset whose loader has no such option is refused with one line."""
+        a, opts = self.args, {}
+        given = {"holdout": getattr(a, "holdout", None), "size": getattr(a, "image_size", None),
+                 "edge_thresholds": getattr(a, "edge_thresholds", None)}
+        flag = {"holdout": "--holdout", "size": "--image-size", "edge_thresholds": "--edge-thresholds"}
+        for key, value in given.items():
+            if value is None:
+                continue
+            if not dataset_accepts(a.dataset, key):
+                raise UsageError(f"{flag[key]} does not apply to --dataset {a.dataset}")
+            if key == "size":
+                try:
+                    h, w = (int(v) for v in str(value).lower().split("x"))
+                    assert h > 0 and w > 0
+                except (ValueError, AssertionError):
+                    raise UsageError(f"--image-size {value!r} must look like HxW with positive integers, e.g. 448x576")
+                value = (h, w)
+            if key == "holdout" and not 0 <= value < 1:
+                raise UsageError(f"--holdout must be a fraction in [0, 1) (got {value})")
+            if key == "edge_thresholds" and value < 1:
+                raise UsageError(f"--edge-thresholds must be a positive integer (got {value})")
+            opts[key] = value
+        return opts
 
     # ---- the output folder -------------------------------------------------------------------
     @property

@@ -38,6 +38,10 @@ KINDS = {
 
 
 def task_specs(dataset: str, names: list[str]) -> list[TaskSpec]:
+    if dataset in ("nyud", "pascal-context"):  # the dense suite: one metric per task, its own kinds
+        from common.real_data import NYUD_TASKS, PASCAL_TASKS
+
+        return list(NYUD_TASKS if dataset == "nyud" else PASCAL_TASKS)
     if dataset == "celeba":
         kinds = ["binary"] * len(names)
     else:
@@ -47,10 +51,11 @@ def task_specs(dataset: str, names: list[str]) -> list[TaskSpec]:
 
 def published_reference(dataset: str) -> dict | None:
     try:
-        from common.real_data import CITYSCAPES_REFERENCE, NYUV2_REFERENCE
+        from common.real_data import CITYSCAPES_REFERENCE, NYUD_REFERENCE, NYUV2_REFERENCE, PASCAL_CONTEXT_REFERENCE
     except ImportError:
         return None
-    return {"cityscapes": CITYSCAPES_REFERENCE, "nyuv2": NYUV2_REFERENCE}.get(dataset)
+    return {"cityscapes": CITYSCAPES_REFERENCE, "nyuv2": NYUV2_REFERENCE, "nyud": NYUD_REFERENCE,
+            "pascal-context": PASCAL_CONTEXT_REFERENCE}.get(dataset)
 
 
 def higher_is_better(metric: str, specs: list[TaskSpec]) -> bool:
@@ -58,7 +63,7 @@ def higher_is_better(metric: str, specs: list[TaskSpec]) -> bool:
         d = dict(s.metrics)
         if metric in d:
             return d[metric]
-    return metric not in ("loss", "huber", "mae", "abs_err", "rel_err", "mean", "median")
+    return metric not in ("loss", "huber", "mae", "abs_err", "rel_err", "rmse", "mean", "median")
 
 
 # --------------------------------------------------------------------------------------------

@@ -54,6 +54,9 @@ DATA_NEEDS = {
     "celeba": ("celeba/", "CelebA img_align_celeba/, list_attr_celeba.txt, list_eval_partition.txt"),
     "cityscapes": ("cityscapes/", "MTAN-preprocessed CityScapes {train,val}/{image,label_7,depth}/<i>.npy"),
     "nyuv2": ("nyuv2/", "MTAN-preprocessed NYUv2 {train,val}/{image,label,depth,normal}/<i>.npy"),
+    "nyud": ("NYUD_MT/", "the dense-prediction survey's NYUD_MT: images/, segmentation/, depth/, normals/, edge/, gt_sets/{train,val}.txt"),
+    "pascal-context": ("PASCAL_MT/", "the dense-prediction survey's PASCAL_MT: JPEGImages/, semseg/, human_parts/, "
+                                     "normals_distill/, sal_distill/, pascal-context/, ImageSets/Context/{train,val}.txt"),
 }
 SMOKE_STANDIN = {"multimnist": "multimnist-lite", "multimnist3": "multimnist3-lite", "multifashion": "multimnist-lite",
                  "multifashion-mnist": "multimnist-lite"}
@@ -65,12 +68,15 @@ SMOKE_KEEP_CKPT_MB = 20  # a finished run's checkpoint larger than this is delet
 # Smoke runs build the scene backbones (SegNet, MTAN: 25-44M parameters, ~1 GB checkpoints) at 1/8
 # width through common.models.register_model, so a scene smoke run takes seconds, not minutes
 SMOKE_SCENE_FILTERS = (8, 16, 32, 64, 64)
+SMOKE_ASPP_WIDTH = 16
 SMOKE_TIMEOUT = 420
 # Extra flags a smoke run passes to a script (on a dataset, * = any) when its --help offers them:
 # shorter toy runs and evaluation sweeps
 SMOKE_EXTRA = [("pml", "toy", ("--steps", "40")), ("palora", "*", ("--eval-batches", "2")),
                ("extra_nurbs", "*", ("--grid", "5")), ("extra_nurbs", "*", ("--bn-batches", "2")),
-               ("extra_nurbs", "*", ("--eval-batches", "2"))]
+               ("extra_nurbs", "*", ("--eval-batches", "2"))] + [
+    # the dense suite's tiny files at a tiny size and a 9-threshold odsF, for every script
+    ("*", ds, flags) for ds in ("nyud", "pascal-context") for flags in (("--image-size", "32x32"), ("--edge-thresholds", "9"))]
 # Modules the CPU launcher imports once; each run is then forked from it (saves the ~3-4 s of
 # importing torch per run, which dominates a smoke run)
 PRELOAD = ["numpy", "torch", "torchvision", "matplotlib", "matplotlib.pyplot", "scipy.optimize", "common.data",
@@ -104,6 +110,10 @@ def dataset_present(name: str, root: str) -> bool:
         return os.path.isfile(j("celeba", "list_attr_celeba.txt")) and os.path.isdir(j("celeba", "img_align_celeba"))
     if name in ("cityscapes", "nyuv2"):
         return all(os.path.isdir(j(name, s, "image")) for s in ("train", "val"))
+    if name == "nyud":
+        return os.path.isfile(j("NYUD_MT", "gt_sets", "val.txt"))
+    if name == "pascal-context":
+        return os.path.isfile(j("PASCAL_MT", "ImageSets", "Context", "val.txt"))
     return False
 
 
@@ -443,7 +453,7 @@ def extra_flags(job: Job, opts: Options) -> list[str]:
         extra += ["--epochs", "1"]
         known = script_flags(job.script, opts.python) or set()
         for script, ds, flags in SMOKE_EXTRA:
-            if script == job.script and ds in ("*", job.dataset) and flags[0] in known:
+            if script in ("*", job.script) and ds in ("*", job.dataset) and flags[0] in known:
                 extra += list(flags)
     return extra
 
@@ -458,6 +468,11 @@ def small_scene_backbones(filters=SMOKE_SCENE_FILTERS) -> None:
         build = getattr(models, f"_build_{name}", None)
         if build is not None:
             models.register_model(name)(functools.partial(build, filters=filters))
+    # the dense suite's ASPP heads (4.7M parameters each at width 256) at width 16
+    for name in ("resnet18-dilated", "resnet50-dilated", "mtan-resnet18", "mtan-resnet50"):
+        build = models._BUILDERS.get(name)
+        if build is not None and not isinstance(build, functools.partial):
+            models.register_model(name)(functools.partial(build, aspp_width=SMOKE_ASPP_WIDTH))
 
 
 def _forked_run(argv: list, log: str, env: dict, threads: int, small: bool = False) -> None:
@@ -478,7 +493,8 @@ def _forked_run(argv: list, log: str, env: dict, threads: int, small: bool = Fal
         torch.set_num_threads(threads)
         if small:
             small_scene_backbones()
-            print(f"[run_all] smoke: segnet / mtan built with filters {SMOKE_SCENE_FILTERS}", flush=True)
+            print(f"[run_all] smoke: segnet / mtan built with filters {SMOKE_SCENE_FILTERS}, dense ASPP heads of width "
+                  f"{SMOKE_ASPP_WIDTH}", flush=True)
         os.chdir(REPO)
         sys.argv = list(argv[1:])
         runpy.run_path(argv[1], run_name="__main__")

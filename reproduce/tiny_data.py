@@ -29,10 +29,9 @@ import os
 
 import numpy as np
 
-TINY_DATASETS = ("census", "utkface", "celeba", "cityscapes", "nyuv2")
-# The AvgNorm dense suite: written by make_all when asked for (names=...), kept out of TINY_DATASETS
-# until the smoke registry runs them.
+# The AvgNorm dense suite (nyud, pascal-context) lives in the survey's folders NYUD_MT / PASCAL_MT
 DENSE_TINY_DATASETS = ("nyud", "pascal-context")
+TINY_DATASETS = ("census", "utkface", "celeba", "cityscapes", "nyuv2") + DENSE_TINY_DATASETS
 DENSE_FOLDERS = {"nyud": "NYUD_MT", "pascal-context": "PASCAL_MT"}
 
 _EDUCATION = ["Bachelors", "HS-grad", "Some-college", "Masters", "11th", "Doctorate", "Assoc-voc", "Prof-school"]

@@ -194,3 +194,27 @@ def test_pretrained_flag_missing_file_is_one_line_exit_2(tmp_path):
                         "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--pretrained" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_dataset_option_flags_reach_the_loader_or_are_refused(tmp_path):
+    from reproduce.tiny_data import make_all
+
+    make_all(str(tmp_path / "data"), ("nyud",))
+    out = tmp_path / "r"
+    test = baselines.main(["--dataset", "nyud", "--data-root", str(tmp_path / "data"), "--image-size", "16x24",
+                           "--edge-thresholds", "3", "--holdout", "0.5", "--max-steps", "1", "--batch-size", "2",
+                           "--out", str(out), "--no-progress", "--quiet"])
+    assert set(test) == {"semseg", "depth", "normals", "edge"} and set(test["edge"]) == {"odsF", "loss"}
+    cfg = json.load(open(out / "config.json"))
+    assert cfg["args"]["image_size"] == "16x24" and cfg["args"]["holdout"] == 0.5
+    from common.train import Run
+
+    run = Run(baselines.parse_args(["--dataset", "nyud", "--data-root", str(tmp_path / "data"), "--image-size", "16x24",
+                                    "--holdout", "0.5", "--out", str(tmp_path / "r2")]), "ls")
+    assert run.data.train[0][0].shape == (3, 16, 24) and len(run.data.val) != len(run.data.test)
+    for flags, msg in ((["--image-size", "32x32"], "does not apply"), (["--dataset", "nyud", "--data-root", str(tmp_path / "data"),
+                                                                        "--image-size", "0x4"], "HxW"),
+                       (["--dataset", "nyud", "--data-root", str(tmp_path / "data"), "--holdout", "1.5"], "fraction")):
+        with pytest.raises(UsageError, match=msg):
+            baselines.main(flags + ["--out", str(tmp_path / "bad"), "--no-progress", "--quiet"])
+    assert not (tmp_path / "bad").exists()

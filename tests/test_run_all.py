@@ -32,14 +32,14 @@ def test_registry_covers_every_table_and_figure_of_the_issue():
         "pml": (["1", "2", "3", "4", "5", "6"], ["4", "7", "8", "9", "10", "11", "12", "13", "14", "29"]),
         "palora": (["1", "2"], ["3", "4", "5", "6"]),
         "sam_mtl": (["1", "2", "3", "4", "5", "6", "7"], ["2", "3"]),
-        "avgnorm": (["II", "VI", "VII"], ["7", "8", "9"]),
+        "avgnorm": (["II", "III", "VI", "VII"], ["7", "8", "9"]),
     }
     assert set(have) == set(expected)
     for paper, (tables, figures) in expected.items():
         assert sorted(have[paper][0]) == sorted(tables), paper
         assert sorted(have[paper][1]) == sorted(figures), paper
     assert reg.EXPECTED == expected
-    assert len({e.id for e in reg.ENTRIES}) == len(reg.ENTRIES) == 49
+    assert len({e.id for e in reg.ENTRIES}) == len(reg.ENTRIES) == 50
 
 
 def test_registry_rows_are_well_formed():
@@ -203,9 +203,9 @@ def test_absent_data_standin_and_skip_reasons(tmp_path):
     assert mm.status == "standin" and mm.dataset == "multimnist-lite" and "MNIST" in mm.reason
     assert census.status == "absent" and "census" in census.reason and "adult.data" in census.reason
     assert plans[1].blocks[0].status == "absent" and "cityscapes" in plans[1].blocks[0].reason
-    assert plans[2].blocks[0].status == "unsupported"
+    assert plans[2].blocks[0].status == "absent" and "PASCAL_MT" in plans[2].blocks[0].reason
     text = aggregate.summary(plans, {})
-    assert "pml_table1" in text and "cityscapes" in text and "PASCAL-Context" in text
+    assert "pml_table1" in text and "cityscapes" in text and "PASCAL_MT" in text
     opts.standins = False
     plans, _ = runner.plan([reg.BY_ID["pml_table4"]], opts)
     assert plans[0].blocks[0].status == "absent"
@@ -261,7 +261,7 @@ def test_tiny_datasets_load_through_the_real_loaders(tmp_path):
     from reproduce.tiny_data import TINY_DATASETS, make_all
 
     make_all(str(tmp_path))
-    tasks = {"census": 2, "utkface": 3, "celeba": 40, "cityscapes": 2, "nyuv2": 3}
+    tasks = {"census": 2, "utkface": 3, "celeba": 40, "cityscapes": 2, "nyuv2": 3, "nyud": 4, "pascal-context": 5}
     for name in TINY_DATASETS:
         d = load_dataset(name, str(tmp_path))
         assert d.num_tasks == tasks[name] and len(d.train) > 0 and len(d.test) > 0, name
