@@ -661,6 +661,32 @@ def hv_reference(specs, points, override: Sequence[float] | None = None) -> list
     return ref
 
 
+
+def front_summary(front: list[dict], tasks, hv_ref: Sequence[float] | None = None) -> dict:
+    """Summary of a preference-indexed front (PaLoRA, COSMOS / PHN): `front` is a list of
+    {"preference": [lambda_1..lambda_T], "tasks": {task: {metric: value, "loss": ...}}}.
+
+    hypervolume of the primary metrics (2-3 tasks; reference `hv_reference`), the number of
+    non-dominated points, the mean Spearman correlation between the tasks' losses across the front
+    (PaLoRA's ablation: lower = a more diverse front) and, per task, the Spearman correlation between
+    lambda_t and L_t (negative = Pareto-aligned: more weight, lower loss)."""
+    from itertools import combinations
+
+    names = [t.name for t in tasks]
+    higher = [t.metrics[0][1] for t in tasks]
+    P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front], dtype=float)
+    L = np.array([[f["tasks"][n]["loss"] for n in names] for f in front], dtype=float)
+    lam = np.array([f["preference"] for f in front], dtype=float)
+    T = len(tasks)
+    ref = hv_reference(tasks, P, hv_ref)
+    rho = [spearman(L[:, i], L[:, j]) for i, j in combinations(range(T), 2)]
+    rho = [r for r in rho if np.isfinite(r)]
+    align = {n: spearman(lam[:, i], L[:, i]) for i, n in enumerate(names)}
+    return {"hypervolume": hypervolume(P, ref, maximize=higher) if T in (2, 3) else None, "hypervolume_ref": ref,
+            "hypervolume_metrics": [t.primary for t in tasks], "non_dominated": int(non_dominated(P, maximize=higher).sum()),
+            "front_size": len(front), "spearman": float(np.mean(rho)) if rho else None,
+            "spearman_alignment": {k: (float(v) if np.isfinite(v) else None) for k, v in align.items()}}
+
 def _hv2(P: np.ndarray, r: np.ndarray) -> float:
     P = P[np.argsort(P[:, 0])]
     vol, best_y = 0.0, r[1]

@@ -69,7 +69,6 @@ import copy
 import math
 import os
 import sys
-from itertools import combinations
 from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -80,7 +79,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from common.device import UsageError  # noqa: E402
-from common.metrics import hv_reference, hypervolume, non_dominated, spearman  # noqa: E402
+from common.metrics import front_summary, hypervolume  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import Run, base_parser, clip_shared, flat_metrics, main_guard  # noqa: E402
 
@@ -477,25 +476,6 @@ def centre_metrics(run: Run, model: nn.Module, front: list[dict], num_tasks: int
         if np.allclose(f["preference"], centre, atol=1e-6):
             return f["tasks"]
     return evaluate_at(run, model, [centre], split)[0]["tasks"]
-
-
-def front_summary(front: list[dict], tasks, hv_ref: list[float] | None = None) -> dict:
-    """Hypervolume of the primary metrics, non-dominated count and the Spearman correlations."""
-    names = [t.name for t in tasks]
-    higher = [t.metrics[0][1] for t in tasks]
-    P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front], dtype=float)
-    L = np.array([[f["tasks"][n]["loss"] for n in names] for f in front], dtype=float)
-    lam = np.array([f["preference"] for f in front], dtype=float)
-    T = len(tasks)
-    ref = hv_reference(tasks, P, hv_ref)
-    hv = hypervolume(P, ref, maximize=higher) if T in (2, 3) else None
-    rho = [spearman(L[:, i], L[:, j]) for i, j in combinations(range(T), 2)]
-    rho = [r for r in rho if np.isfinite(r)]
-    align = {n: spearman(lam[:, i], L[:, i]) for i, n in enumerate(names)}
-    return {"hypervolume": hv, "hypervolume_ref": ref, "hypervolume_metrics": [t.primary for t in tasks],
-            "non_dominated": int(non_dominated(P, maximize=higher).sum()), "front_size": len(front),
-            "spearman": float(np.mean(rho)) if rho else None,
-            "spearman_alignment": {k: (float(v) if np.isfinite(v) else None) for k, v in align.items()}}
 
 
 # ----------------------------------------------------------------------------------------------

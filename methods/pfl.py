@@ -79,7 +79,6 @@ import dataclasses
 import math
 import os
 import sys
-from itertools import combinations
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -90,7 +89,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
 from common.device import UsageError  # noqa: E402
-from common.metrics import hv_reference, hypervolume, non_dominated, simplex_grid, spearman  # noqa: E402
+from common.metrics import front_summary, simplex_grid  # noqa: E402
 from common.models import MTLModel, build_model, count_parameters  # noqa: E402
 from common.train import (Run, base_parser, clip_shared, describe_scheduler, jacobian,  # noqa: E402
                           main_guard, set_flat_grad)
@@ -371,23 +370,6 @@ def epo_weights(l, C, r, eps: float = 1e-4, relax: bool = False) -> tuple[np.nda
 # ----------------------------------------------------------------------------------------------
 # Evaluation: grid front, hypervolume, Spearman
 # ----------------------------------------------------------------------------------------------
-def front_summary(front: list[dict], tasks, hv_ref: list[float] | None = None) -> dict:
-    names = [t.name for t in tasks]
-    higher = [t.metrics[0][1] for t in tasks]
-    P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front], dtype=float)
-    L = np.array([[f["tasks"][n]["loss"] for n in names] for f in front], dtype=float)
-    lam = np.array([f["preference"] for f in front], dtype=float)
-    T = len(tasks)
-    ref = hv_reference(tasks, P, hv_ref)
-    rho = [spearman(L[:, i], L[:, j]) for i, j in combinations(range(T), 2)]
-    rho = [v for v in rho if np.isfinite(v)]
-    align = {n: spearman(lam[:, i], L[:, i]) for i, n in enumerate(names)}
-    return {"hypervolume": hypervolume(P, ref, maximize=higher) if T in (2, 3) else None, "hypervolume_ref": ref,
-            "hypervolume_metrics": [t.primary for t in tasks], "non_dominated": int(non_dominated(P, maximize=higher).sum()),
-            "front_size": len(front), "spearman": float(np.mean(rho)) if rho else None,
-            "spearman_alignment": {k: (float(v) if np.isfinite(v) else None) for k, v in align.items()}}
-
-
 # ----------------------------------------------------------------------------------------------
 # Plots
 # ----------------------------------------------------------------------------------------------

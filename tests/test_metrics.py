@@ -386,3 +386,19 @@ def test_hv_reference_natural_bounds_fallback_and_override():
     # accuracy -> 0, depth abs error -> 1, MAE (lower is better, no natural bound) -> 10% beyond the worst (4.0)
     assert hv_reference(specs, P) == pytest.approx([0.0, 1.0, 4.4])
     assert hv_reference(specs, P, override=[0.5, 2, 9]) == [0.5, 2.0, 9.0]
+
+
+def test_front_summary_on_a_hand_made_front():
+    from common.data import task
+    from common.metrics import front_summary
+
+    tasks = [task("a", "class", 10), task("b", "class", 10)]
+    pts = [((1.0, 0.0), (0.9, 0.5), (0.2, 1.5)), ((0.5, 0.5), (0.8, 0.8), (0.5, 0.6)), ((0.0, 1.0), (0.5, 0.9), (1.4, 0.1))]
+    front = [{"preference": list(lam), "tasks": {"a": {"acc": acc[0], "loss": loss[0]}, "b": {"acc": acc[1], "loss": loss[1]}}}
+             for lam, acc, loss in pts]
+    s = front_summary(front, tasks)
+    # accuracies with reference (0, 0): union of [0,.9]x[0,.5], [0,.8]x[0,.8], [0,.5]x[0,.9] = .45 + .8*.3 + .5*.1
+    assert s["hypervolume_ref"] == [0.0, 0.0] and abs(s["hypervolume"] - (0.45 + 0.24 + 0.05)) < 1e-12
+    assert s["non_dominated"] == 3 and s["front_size"] == 3
+    assert s["spearman"] == -1.0  # loss of a rises exactly where loss of b falls
+    assert s["spearman_alignment"] == {"a": -1.0, "b": -1.0}  # more weight, lower loss: aligned
