@@ -44,7 +44,7 @@ Settings (PML appendix K; the COSMOS repository's settings.py for both methods):
   setting II (--setting 2): COSMOS 100 epochs with MultiStepLR(milestones 20/40/80/90, gamma 0.1);
              PHN 150 epochs (the COSMOS repository turns the scheduler off for the hypernetworks).
   COSMOS: Adam 1e-3, batch 256, alpha 1.2, lambda 2 (MultiFashion+MNIST: 8; census, the tabular
-  setting of the COSMOS repo: alpha 0.5, lambda 0.01; celeba: lr 5e-4, alpha 1, lambda 3).
+  setting of the COSMOS repo: alpha 0.5, lambda 0.01; celeba: 30 epochs, batch 32, lr 5e-4, alpha 1, lambda 3).
   PHN: Adam 1e-4, batch 256, alpha 0.2, ray-MLP width 100.
 
 Where the official codes (ruchtem/cosmos, AvivNavon/pareto-hypernetworks) differ, this file:
@@ -105,7 +105,7 @@ _COSMOS = {
     "*": dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None, alpha=1.2, lamda=2.0, eval_every=1),
     "multifashion-mnist": dict(lamda=8.0),
     "census": dict(alpha=0.5, lamda=0.01),
-    "celeba": dict(batch_size=32, lr=5e-4, alpha=1.0, lamda=3.0, eval_every=5),
+    "celeba": dict(epochs=30, batch_size=32, lr=5e-4, scheduler=None, alpha=1.0, lamda=3.0, eval_every=5),  # COSMOS repo celeba
     "toy": dict(epochs=50, batch_size=1, lr=2e-3, eval_every=10),
     # not in the COSMOS paper: PaLoRA Table 1 (results of the PaMaL paper) uses the CityScapes
     # benchmark (SegNet, 100 epochs, Adam 1e-4 halved after 75) for every PFL method
