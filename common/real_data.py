@@ -1067,7 +1067,8 @@ class DenseMTL(Dataset):
         return os.path.join(self.root, folder, self.ids[i] + ext)
 
     def read(self, i: int) -> dict:
-        raise NotImplementedError
+        """Item i from disk as raw arrays; each dataset's subclass (NYUDFiles, PascalContextFiles) defines it."""
+        raise NotImplementedError(f"{type(self).__name__} is a base class: use NYUDFiles or PascalContextFiles")
 
     def with_augment(self, augment: bool) -> "DenseMTL":
         other = copy.copy(self)
