@@ -424,14 +424,12 @@ class Run:
         """The loader options set by --holdout / --image-size / --edge-thresholds (only those given);
         a dataset whose loader has no such option is refused with one line."""
         a, opts = self.args, {}
-        given = {"holdout": getattr(a, "holdout", None), "size": getattr(a, "image_size", None),
-                 "edge_thresholds": getattr(a, "edge_thresholds", None)}
-        flag = {"holdout": "--holdout", "size": "--image-size", "edge_thresholds": "--edge-thresholds"}
-        for key, value in given.items():
+        for key, attr in (("holdout", "holdout"), ("size", "image_size"), ("edge_thresholds", "edge_thresholds")):
+            value = getattr(a, attr, None)
             if value is None:
                 continue
             if not dataset_accepts(a.dataset, key):
-                raise UsageError(f"{flag[key]} does not apply to --dataset {a.dataset}")
+                raise UsageError(f"--{attr.replace('_', '-')} does not apply to --dataset {a.dataset}")
             if key == "size":
                 try:
                     h, w = (int(v) for v in str(value).lower().split("x"))

@@ -53,11 +53,6 @@ def parse_args(argv=None):
     return args
 
 
-def gradient_diagnostics(losses: torch.Tensor, last: list) -> torch.Tensor:
-    """The T x d Jacobian of the task losses on the last shared layer (the graph is kept for the step)."""
-    return jacobian(losses, last, retain_graph=True).detach().float()
-
-
 def cosine_and_norms(G: torch.Tensor, last: list) -> tuple[torch.Tensor, torch.Tensor]:
     """cos(g_t, d) and ||g_t|| for the task gradients G (T x d) and d = the .grad now on `last`."""
     d = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in last]).float()
@@ -104,7 +99,7 @@ def main(argv=None):
             diag = args.log_grads and run.global_step % args.log_grads == 0
             if diag:
                 last = model.last_shared_parameters()
-                G_last = gradient_diagnostics(losses, last)
+                G_last = jacobian(losses, last, retain_graph=True).detach().float()  # graph kept for the step
             t0 = time.perf_counter()
             w = aggregator_backward(agg, model, losses, rep=rep if agg.needs == "representation" else None)
             synchronize(dev)
