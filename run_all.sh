@@ -5,8 +5,9 @@
 #   bash run_all.sh --smoke --jobs 2     # every table's pipeline on tiny offline data, CPU (results/smoke/)
 #   bash run_all.sh --only pml_table4    # one table (or a paper: --only pml; a pattern: --only 'pml_figure*')
 #   bash run_all.sh --jobs 4             # 4 runs at once, spread over the visible GPUs
-#   bash run_all.sh --slurm              # write results/slurm/run_all.sbatch (one array task per unfinished run)
-#   bash run_all.sh --list               # the plan: every run and whether it is finished
+#   bash run_all.sh --slurm              # write results/slurm/: one job array per dependency wave and submit.sh
+#   bash results/slurm/submit.sh         #   submit them in order; then: bash run_all.sh --no-run (the tables)
+#   bash run_all.sh --list               # the plan: every run, its state and its tables; what data would enable the rest
 #
 # Finished runs (metrics.json present) are reused; interrupted ones resume from their checkpoint.
 # Everything is in reproduce/ (registry.py: what the papers report and what we run; run.py: the runner;

@@ -4,7 +4,7 @@ rest N at a time (spread over the visible GPUs), or write a SLURM job-array scri
     python -m reproduce                       # = bash run_all.sh
     python -m reproduce --smoke --jobs 2      # every table's pipeline on tiny offline data, CPU
     python -m reproduce --only pml_table4,pml_figure4 --seeds 0,1,2
-    python -m reproduce --slurm               # writes results/slurm/run_all.sbatch, submits nothing
+    python -m reproduce --slurm               # writes results/slurm/{waveK.sbatch, submit.sh}, submits nothing
     python -m reproduce --list                # the plan, without running anything
 
 A run is `python methods/<script>.py <block flags> <row flags> --dataset D --seed S --out
@@ -19,6 +19,11 @@ output lists which data under --data-root would enable them. --smoke replaces ev
 offline one: the tiny real-format files of reproduce/tiny_data.py (Cityscapes, NYUv2, CelebA,
 UTKFace, Census) or multimnist-lite, with --max-steps and one epoch, on the CPU, one seed, and the
 fewest rows per table that still exercise its pipeline (results under results/smoke/).
+
+SLURM (--slurm): one job-array script per dependency wave, each task one run named by its key, run
+by the interpreter that wrote the scripts exactly as the local runner would run it (smoke settings,
+timeout, checkpoint pruning); submit.sh submits the waves in order and records the job ids, and
+run_all.sh never starts a run that SLURM has queued or running (see write_slurm, slurm_owned).
 """
 from __future__ import annotations
 
@@ -429,6 +434,14 @@ def visible_gpus() -> list[str]:
         return []
 
 
+def cpus_available() -> int:
+    """CPUs this process may use: SLURM's allocation inside a SLURM task, else every CPU."""
+    try:
+        return max(1, int(os.environ["SLURM_CPUS_PER_TASK"]))
+    except (KeyError, ValueError):
+        return os.cpu_count() or 1
+
+
 def job_env(slot: int, gpus: list[str], n_jobs: int, device: str) -> dict:
     """Environment of the run in job slot `slot`: GPU gpus[slot mod len(gpus)] when there are GPUs
     (the run's --device auto / cuda then sees that one GPU as cuda:0), else an even share of the CPU
@@ -437,7 +450,7 @@ def job_env(slot: int, gpus: list[str], n_jobs: int, device: str) -> dict:
     if gpus and device in ("auto", "cuda"):
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
     else:
-        threads = str(max(1, (os.cpu_count() or 1) // max(1, n_jobs)))
+        threads = str(max(1, cpus_available() // max(1, n_jobs)))
         env.setdefault("OMP_NUM_THREADS", threads)
         env.setdefault("MKL_NUM_THREADS", threads)
     return env
@@ -527,10 +540,12 @@ def cpu_launcher():
     return _LAUNCHER
 
 
-def execute(job_waves: list[list[Job]], opts: Options, n_jobs: int, timeout: float | None, say=print) -> None:
+def execute(job_waves: list[list[Job]], opts: Options, n_jobs: int, timeout: float | None, say=print,
+            keep=()) -> None:
     """Run every job, `n_jobs` at a time; job slot k uses GPU k mod (number of visible GPUs).
     CPU runs are forked from a launcher that has imported torch once; GPU runs are plain
-    subprocesses with CUDA_VISIBLE_DEVICES set."""
+    subprocesses with CUDA_VISIBLE_DEVICES set. `keep`: keys whose checkpoint a later run starts
+    from (never pruned), besides the dependencies among `job_waves`."""
     gpus = visible_gpus() if opts.device in ("auto", "cuda") else []
     launcher = cpu_launcher() if opts.device == "cpu" or (opts.device == "auto" and not gpus) else None
     total = sum(len(w) for w in job_waves)
@@ -538,8 +553,8 @@ def execute(job_waves: list[list[Job]], opts: Options, n_jobs: int, timeout: flo
     lock = threading.Lock()
     slots = list(range(max(1, n_jobs)))
     free = list(slots)
-    cpu = os.cpu_count() or 1
-    needed = {d for w in job_waves for j in w for d in j.deps}  # checkpoints other runs start from
+    cpu = cpus_available()
+    needed = {d for w in job_waves for j in w for d in j.deps} | set(keep)  # checkpoints other runs start from
 
     def one(job: Job):
         with lock:
@@ -624,58 +639,302 @@ def last_line(path: str) -> str:
 # --------------------------------------------------------------------------------------------
 # SLURM
 # --------------------------------------------------------------------------------------------
-def write_slurm(job_waves: list[list[Job]], opts: Options, path: str | None = None, time_limit: str = "24:00:00",
-                again: str = "bash run_all.sh") -> str:
-    """A job-array script with one array task per unfinished run (not submitted). Tasks are ordered
-    by dependency wave; a wave's tasks may start once the previous waves have finished."""
+# `--slurm` writes <results>/slurm/: one job-array script per dependency wave (waveK.sbatch, one
+# array task per run, each run named by its key inside the script, which sbatch copies at
+# submission, so a later regeneration cannot shift what a submitted task runs), the task files
+# tasks/<key>.json (what the local runner would run, with its smoke settings, timeout and checkpoint
+# pruning), and submit.sh, which submits the waves in order and records the job ids in
+# submitted.tsv; run_all.sh never starts a run that SLURM has queued or running there.
+SLURM_DEP_EXIT = 3  # a task whose input run did not finish stops at once with this status
+SLURM_DEFAULTS = {"smoke": {"cpus": 1, "mem": "4G"}, "full": {"cpus": 4, "mem": "32G", "time": "24:00:00"}}
+SLURM_TIME_MARGIN = 300  # s added to --timeout for the default --time of a task
+_SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^\d+-\d+$")
+_SLURM_MEM = re.compile(r"^\d+[KMGT]?$")
+_SLURM_WORD = re.compile(r"^[A-Za-z0-9_.,:=+-]+$")
+
+
+@dataclass
+class SlurmResources:
+    cpus: int
+    mem: str
+    time: str
+    partition: str | None
+    gres: str | None
+    extra: list  # #SBATCH lines from --sbatch-args
+    why: dict  # resource -> where its value comes from (written into the header)
+
+
+def safe_key(key: str) -> str:
+    return key.replace("/", "__")
+
+
+def task_spec_path(results: str, key: str) -> str:
+    return os.path.join(results, "slurm", "tasks", safe_key(key) + ".json")
+
+
+def cluster_gpus() -> bool | None:
+    """Whether a node of this SLURM cluster offers a GPU (sinfo's GRES column); None if sinfo cannot tell."""
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return any("gpu" in ln.lower() for ln in out.stdout.split())
+
+
+def sbatch_lines(text: str) -> list[str]:
+    """--sbatch-args '--account=me --qos high' -> ['--account=me', '--qos high'] (one #SBATCH line each)."""
+    lines = []
+    for tok in shlex.split(text):
+        if tok.startswith("-"):
+            lines.append(tok)
+        elif lines:
+            lines[-1] += " " + shlex.quote(tok)
+        else:
+            raise ValueError(f"--sbatch-args must start with an sbatch option (got {tok!r})")
+    return lines
+
+
+def slurm_resources(a) -> SlurmResources:
+    kind = "smoke" if a.smoke else "full"
+    d = SLURM_DEFAULTS[kind]
+    why = {"cpus": "--slurm-cpus" if a.slurm_cpus else f"--slurm-cpus; default {d['cpus']} for {'--smoke' if a.smoke else 'full runs'}",
+           "mem": "--slurm-mem" if a.slurm_mem else f"--slurm-mem; default {d['mem']} for {'--smoke' if a.smoke else 'full runs'}"}
+    if a.slurm_time:
+        time_limit, why["time"] = a.slurm_time, "--slurm-time"
+    elif a.timeout:
+        minutes = -(-int(a.timeout + SLURM_TIME_MARGIN) // 60)
+        time_limit = f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+        why["time"] = f"--slurm-time; default --timeout {a.timeout:g} s + {SLURM_TIME_MARGIN // 60} min"
+    else:
+        time_limit, why["time"] = SLURM_DEFAULTS["full"]["time"], "--slurm-time; default for full runs"
+    if a.slurm_gres:
+        gres = None if a.slurm_gres.lower() == "none" else a.slurm_gres
+        why["gres"] = "--slurm-gres"
+    elif a.device.startswith("cuda"):
+        gres, why["gres"] = "gpu:1", f"--slurm-gres; default gpu:1 as the runs use --device {a.device}"
+    elif a.device != "auto":
+        gres, why["gres"] = None, f"--slurm-gres; default none as the runs use --device {a.device}"
+    else:
+        has = cluster_gpus()
+        if has is None:
+            gres, why["gres"] = "gpu:1", ("--slurm-gres; default gpu:1 for --device auto, as sinfo could not tell whether this "
+                                          "cluster has GPUs (--slurm-gres none on a cluster without)")
+        elif has:
+            gres, why["gres"] = "gpu:1", "--slurm-gres; default gpu:1 for --device auto, as sinfo lists GPUs"
+        else:
+            gres, why["gres"] = None, "--slurm-gres; default none for --device auto, as sinfo lists no GPU (the runs use the CPU)"
+    why["partition"] = "--slurm-partition" if a.slurm_partition else "--slurm-partition; default: the cluster's default partition"
+    return SlurmResources(a.slurm_cpus or d["cpus"], a.slurm_mem or d["mem"], time_limit, a.slurm_partition, gres,
+                          sbatch_lines(a.sbatch_args or ""), why)
+
+
+def _write_atomic(path: str, text: str, mode: int = 0o644) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def write_slurm(job_waves: list[list[Job]], jobs: "OrderedDict[str, Job]", opts: Options, res: SlurmResources,
+                timeout: float | None, command: str, again: str) -> str:
+    """Write <results>/slurm/{waveK.sbatch, waveK.keys, tasks/<key>.json, tasks.txt, submit.sh}
+    (submits nothing) and return the path of submit.sh. `opts.results` must be absolute."""
+    import glob
+    import json
+    from dataclasses import asdict
+
+    q = shlex.quote
     folder = os.path.join(opts.results, "slurm")
-    os.makedirs(folder, exist_ok=True)
-    path = path or os.path.join(folder, "run_all.sbatch")
-    tasks = os.path.join(folder, "tasks.txt")
-    lines, ranges, k = [], [], 0
-    for w in job_waves:
-        start = k
+    logs = os.path.join(folder, "logs")
+    os.makedirs(os.path.join(folder, "tasks"), exist_ok=True)
+    os.makedirs(logs, exist_ok=True)
+    # a previous generation's scripts (submitted jobs run sbatch's own copy of theirs); task files stay,
+    # as a queued task of an older generation still reads its run's file (the same key is the same run)
+    for old in glob.glob(os.path.join(folder, "wave*.sbatch")) + glob.glob(os.path.join(folder, "wave*.keys")) + \
+            [os.path.join(folder, f) for f in ("run_all.sbatch", "tasks.txt", "submit.sh")]:
+        if os.path.exists(old):
+            os.remove(old)
+    gen = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}"
+    py = os.path.abspath(opts.python)
+    task_opts = {**asdict(opts), "python": py}
+    needed = {d for w in job_waves for j in w for d in j.deps}
+    submit = os.path.join(folder, "submit.sh")
+    run_log = lambda key: os.path.join(opts.results, "logs", safe_key(key) + ".log")  # noqa: E731
+    listing, submit_lines = [], []
+    for k, w in enumerate(job_waves):
         for j in w:
-            j.log = os.path.join(opts.results, "logs", j.key.replace("/", "__") + ".log")
-            # the array task gets one GPU from SLURM (--gres), which --device auto picks up
-            lines.append(" ".join(shlex.quote(a) for a in j.argv("python3", extra_flags(j, opts))))
-            k += 1
-        ranges.append((start, k - 1))
-    with open(tasks, "w") as fh:
-        fh.write("\n".join(lines) + ("\n" if lines else ""))
-    n = len(lines)
-    submit = []
-    if ranges:
-        submit.append(f"jid=$(sbatch --parsable --array={ranges[0][0]}-{ranges[0][1]} {path})")
-        for a, b in ranges[1:]:
-            submit.append(f"jid=$(sbatch --parsable --dependency=afterok:$jid --array={a}-{b} {path})")
-    script = f"""#!/bin/bash
-# Written by `bash run_all.sh --slurm` (reproduce/run.py); NOT submitted. One array task per unfinished
-# run of the registry: {n} task(s), listed one command per line in {tasks}.
-# Submit (tasks of a later wave use checkpoints written by an earlier one):
-{chr(10).join('#   ' + s for s in submit) if submit else '#   (nothing to run: every run is finished)'}
-# Afterwards the aggregation is the same command as on one machine, without --slurm:
-#   {again}
-# (every run is finished by then, so it only writes {opts.results}/tables, figures and README.md).
-#SBATCH --job-name=mtl-reproduce
-#SBATCH --array=0-{max(n - 1, 0)}
-#SBATCH --gres=gpu:1
-#SBATCH --cpus-per-task=4
-#SBATCH --mem=32G
-#SBATCH --time={time_limit}
-#SBATCH --output={os.path.join(opts.results, 'slurm', '%A_%a.out')}
-set -euo pipefail
-cd {shlex.quote(REPO)}
-export MPLBACKEND=Agg
-line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(os.path.abspath(tasks))})
-if [ -z "$line" ]; then echo "no task $SLURM_ARRAY_TASK_ID in {tasks}" >&2; exit 1; fi
-echo "$line"
-eval "$line"
+            spec = {"key": j.key, "script": j.script, "flags": j.flags, "dataset": j.dataset, "seed": j.seed, "out": j.out,
+                    "data_root": j.data_root, "deps": [{"key": d, "out": jobs[d].out, "log": run_log(d)} for d in j.deps],
+                    "keep_checkpoint": j.key in needed, "timeout": timeout, "options": task_opts,
+                    "argv": j.argv(py, extra_flags(j, opts)), "generation": gen}
+            _write_atomic(task_spec_path(opts.results, j.key), json.dumps(spec, indent=1) + "\n")
+            listing.append(f"wave{k}\t{j.key}\t" + " ".join(q(x) for x in spec["argv"]))
+        _write_atomic(os.path.join(folder, f"wave{k}.keys"), "".join(j.key + "\n" for j in w))
+        sbatch = os.path.join(folder, f"wave{k}.sbatch")
+        inputs = ("its runs use no checkpoint of another run" if k == 0 else
+                  f"its runs start from checkpoints of earlier waves, so submit.sh submits it with "
+                  f"--dependency=afterany:<wave {k - 1}>")
+        header = [
+            "#!/bin/bash",
+            f"# Wave {k} (of waves 0-{len(job_waves) - 1}), written by `{command}` (reproduce/run.py), generation {gen}:",
+            f"# {len(w)} run(s), one array task each; {inputs}. Submit every wave with",
+            f"#   bash {submit}",
+            f"# and write the tables afterwards with (runs SLURM has queued or running are never started by run_all.sh)",
+            f"#   {again}",
+            "# Resources: set them with the run_all.sh flag named beside each and regenerate, or override them",
+            "# at submission (bash submit.sh --time=2:00:00 --partition=gpu passes its arguments to every sbatch):",
+            f"#   --cpus-per-task={res.cpus}  [{res.why['cpus']}]",
+            f"#   --mem={res.mem}  [{res.why['mem']}]",
+            f"#   --time={res.time}  [{res.why['time']}]",
+            (f"#   --gres={res.gres}" if res.gres else "#   no --gres") + f"  [{res.why['gres']}]",
+            (f"#   --partition={res.partition}" if res.partition else "#   no --partition") + f"  [{res.why['partition']}]",
+            *([f"#   {x}  [--sbatch-args]" for x in res.extra]),
+            f"# A task runs the run its key names (the command: {os.path.join(folder, 'tasks', '<key>.json')}) with",
+            f"# {py} (the interpreter that wrote this script), in {REPO};",
+            f"# its output: {logs}/<key>.out, the run's own log: {os.path.join(opts.results, 'logs', '<key>.log')}",
+            "# (<key> with / written as __). Exit status of a task: 0 the run finished (now or before), 1 it failed,",
+            f"# 2 setup error, {SLURM_DEP_EXIT} not started because a run it starts from did not finish.",
+            f"#SBATCH --job-name=mtl-wave{k}",
+            f"#SBATCH --array=0-{len(w) - 1}",
+            f"#SBATCH --cpus-per-task={res.cpus}",
+            f"#SBATCH --mem={res.mem}",
+            f"#SBATCH --time={res.time}",
+            *([f"#SBATCH --gres={res.gres}"] if res.gres else []),
+            *([f"#SBATCH --partition={res.partition}"] if res.partition else []),
+            *(f"#SBATCH {x}" for x in res.extra),
+            f"#SBATCH --output={os.path.join(logs, f'wave{k}_%A_%a.out')}",
+        ]
+        body = f"""set -euo pipefail
+KEYS=(
+{chr(10).join('  ' + q(j.key) for j in w)}
+)
+i=${{SLURM_ARRAY_TASK_ID:-}}
+if ! [[ "$i" =~ ^[0-9]+$ ]] || [ "$i" -ge ${{#KEYS[@]}} ]; then
+  echo "wave{k}.sbatch: array task '$i' is not one of its ${{#KEYS[@]}} task(s); submit it with: bash {q(submit)}" >&2
+  exit 2
+fi
+KEY=${{KEYS[$i]}}
+OUT={q(logs)}/${{KEY//\\//__}}.out
+PY={q(py)}
+echo "array task ${{SLURM_ARRAY_JOB_ID:-?}}_$i on $(hostname): run $KEY; output in $OUT"
+if [ ! -x "$PY" ]; then
+  echo "$PY (the interpreter that wrote this script) is not on $(hostname); regenerate with PYTHON=<python with torch> {command}" | tee -a "$OUT" >&2
+  exit 2
+fi
+cd {q(REPO)}
+export MPLBACKEND=Agg PYTHONUNBUFFERED=1
+exec "$PY" -m reproduce --slurm-task "$KEY" --results {q(opts.results)} >>"$OUT" 2>&1
 """
-    with open(path, "w") as fh:
-        fh.write(script)
-    os.chmod(path, 0o755)
-    return path
+        _write_atomic(sbatch, "\n".join(header) + "\n" + body, 0o755)
+        dep = "" if k == 0 else ' --dependency=afterany:"$jid"'
+        submit_lines.append(f'jid=$(sbatch --parsable{dep} "$@" "$D/wave{k}.sbatch"); jid=${{jid%%;*}}; record "$jid" {k}; '
+                            f'echo "wave {k}: job $jid, {len(w)} run(s)"')
+    _write_atomic(os.path.join(folder, "tasks.txt"), "".join(ln + "\n" for ln in listing))
+    n = sum(len(w) for w in job_waves)
+    text = f"""#!/bin/bash
+# Submits the {len(job_waves)} wave(s) ({n} run(s)) written by `{command}` (reproduce/run.py), generation {gen}.
+# Its arguments go to every sbatch and override the scripts' #SBATCH lines, e.g. bash submit.sh --partition=gpu --account=me
+# Wave k+1 waits for wave k to end (--dependency=afterany); a run whose input run did not finish then stops at once
+# (exit status {SLURM_DEP_EXIT}, one line naming that input in its output), so no dependant waits forever.
+# The job ids go to {os.path.join(folder, 'submitted.tsv')}: run_all.sh never starts a run SLURM has queued or running.
+# Afterwards: {again}
+set -euo pipefail
+D={q(folder)}
+GEN={gen}
+if [ -f "$D/submitted.tsv" ] && grep -q "^$GEN"$'\\t' "$D/submitted.tsv"; then
+  echo "submit.sh: generation $GEN was submitted already (see $D/submitted.tsv); write new scripts with: {command}" >&2
+  exit 2
+fi
+record() {{ awk -v g="$GEN" -v j="$1" '{{print g "\\t" j "\\t" NR-1 "\\t" $0}}' "$D/wave$2.keys" >>"$D/submitted.tsv"; }}
+{chr(10).join(submit_lines) if submit_lines else 'echo "nothing to submit: every run is finished"'}
+"""
+    _write_atomic(submit, text, 0o755)
+    return submit
+
+
+def slurm_owned(opts: Options, jobs: "OrderedDict[str, Job]") -> tuple[dict, str]:
+    """Unfinished runs that submit.sh submitted and SLURM still has queued or running, as
+    {key: 'job J_i'}, and a note when squeue cannot tell (then every submitted unfinished run
+    counts as SLURM's: a run is never started twice)."""
+    path = os.path.join(opts.results, "slurm", "submitted.tsv")
+    try:
+        with open(path) as fh:
+            rows = [ln.rstrip("\n").split("\t") for ln in fh if ln.strip()]
+    except OSError:
+        return {}, ""
+    subs: dict[str, list] = {}
+    for r in rows:
+        if len(r) == 4 and r[3] in jobs and jobs[r[3]].status == "todo":
+            subs.setdefault(r[3], []).append((r[1], r[2]))
+    if not subs:
+        return {}, ""
+    ids = sorted({j for v in subs.values() for j, _ in v})
+    note = ""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%F %K", "-j", ",".join(ids)], capture_output=True, text=True,
+                             timeout=60)
+        if out.returncode == 0:
+            live = {tuple(ln.split()[:2]) for ln in out.stdout.splitlines() if len(ln.split()) >= 2}
+        elif "invalid job id" in out.stderr.lower():  # every one of them has left the queue
+            live = set()
+        else:
+            err = (out.stderr.strip().splitlines() or ["no output"])[-1]
+            note = f"squeue failed ({err})"
+    except (OSError, subprocess.SubprocessError) as e:
+        note = f"squeue is not available here ({e.__class__.__name__}: {e})"
+    if note:
+        return ({k: f"job {v[-1][0]}_{v[-1][1]}, state unknown" for k, v in subs.items()},
+                f"{note}, so the {len(subs)} unfinished run(s) submitted to SLURM (listed in {path}) count as queued "
+                f"or running and are not started here; delete that file once those jobs are gone")
+    return {k: f"job {j}_{i}" for k, v in subs.items() for j, i in v if (j, i) in live}, ""
+
+
+def claim_slurm_owned(opts: Options, jobs: "OrderedDict[str, Job]") -> tuple[int, str]:
+    """Mark the runs SLURM has queued or running (and the runs that start from them) 'slurm', so
+    that nothing here starts them; returns their number and slurm_owned's note."""
+    owned, note = slurm_owned(opts, jobs)
+    for key, where in owned.items():
+        jobs[key].status, jobs[key].reason = "slurm", f"queued or running under SLURM ({where})"
+    for j in jobs.values():  # dependencies come before their dependants
+        if j.status == "todo" and any(jobs[d].status == "slurm" for d in j.deps if d in jobs):
+            j.status = "slurm"
+            j.reason = "starts from " + ", ".join(d for d in j.deps if jobs[d].status == "slurm") + \
+                       ", which SLURM has queued or running"
+    return sum(1 for j in jobs.values() if j.status == "slurm"), note
+
+
+def run_slurm_task(key: str, results: str) -> int:
+    """One SLURM array task: run `key` exactly as the local runner would (its task file holds the
+    command, smoke settings, timeout and whether its checkpoint is kept)."""
+    import json
+
+    path = task_spec_path(results, key)
+    try:
+        with open(path) as fh:
+            spec = json.load(fh)
+    except (OSError, ValueError) as e:
+        print(f"run_all.sh: error: cannot read the task file of {key}: {path} ({e.__class__.__name__}); "
+              f"regenerate with bash run_all.sh --slurm", file=sys.stderr)
+        return 2
+    opts = Options(**spec["options"])
+    job = Job(spec["key"], spec["script"], spec["flags"], spec["dataset"], spec["seed"], spec["out"], spec["data_root"],
+              [d["key"] for d in spec["deps"]])
+    host = os.uname().nodename
+    print(f"[run_all] SLURM job {os.environ.get('SLURM_ARRAY_JOB_ID', '?')}_{os.environ.get('SLURM_ARRAY_TASK_ID', '?')} "
+          f"on {host} at {time.strftime('%Y-%m-%d %H:%M:%S')}: {key}", flush=True)
+    if os.path.isfile(os.path.join(job.out, "metrics.json")):
+        print(f"[run_all] {key} is finished already ({job.out}/metrics.json); nothing to do", flush=True)
+        return 0
+    for d in spec["deps"]:
+        if not os.path.isfile(os.path.join(d["out"], "metrics.json")):
+            print(f"[run_all] {key}: not started: it starts from {d['key']}, which did not finish (its log: {d['log']}); "
+                  f"fix that run, then regenerate and resubmit both with bash run_all.sh --slurm", flush=True)
+            return SLURM_DEP_EXIT
+    execute([[job]], opts, 1, spec["timeout"], keep={job.key} if spec["keep_checkpoint"] else ())
+    return 0 if job.status == "done" else 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -702,7 +961,24 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=1,
                    help="runs at once (default 1); with GPUs, job slot k uses GPU k mod (visible GPUs) via CUDA_VISIBLE_DEVICES")
     p.add_argument("--slurm", action="store_true",
-                   help="write <results>/slurm/run_all.sbatch (one array task per unfinished run) and tasks.txt; submit nothing")
+                   help="write <results>/slurm/: one job-array script per dependency wave (waveK.sbatch, one task per "
+                        "unfinished run) and submit.sh, which submits them in order; submits nothing. The tasks run what "
+                        "the local runner would (smoke settings included) with this interpreter")
+    p.add_argument("--slurm-cpus", type=int, default=None, metavar="N",
+                   help=f"--cpus-per-task of a SLURM task (default {SLURM_DEFAULTS['full']['cpus']}; "
+                        f"{SLURM_DEFAULTS['smoke']['cpus']} with --smoke)")
+    p.add_argument("--slurm-mem", default=None, metavar="MEM",
+                   help=f"--mem of a SLURM task (default {SLURM_DEFAULTS['full']['mem']}; {SLURM_DEFAULTS['smoke']['mem']} with --smoke)")
+    p.add_argument("--slurm-time", default=None, metavar="TIME",
+                   help=f"--time of a SLURM task (default {SLURM_DEFAULTS['full']['time']}, or --timeout + "
+                        f"{SLURM_TIME_MARGIN // 60} min when --timeout is set, as with --smoke)")
+    p.add_argument("--slurm-partition", default=None, metavar="NAME", help="--partition of the SLURM tasks (default: the cluster's)")
+    p.add_argument("--slurm-gres", default=None, metavar="GRES",
+                   help="--gres of a SLURM task, or none (default gpu:1 when the runs use a GPU: --device cuda, or --device "
+                        "auto where sinfo lists GPUs; none otherwise, e.g. with --smoke)")
+    p.add_argument("--sbatch-args", default=None, metavar="ARGS",
+                   help="more #SBATCH options for every task, e.g. '--account=me --qos=high'")
+    p.add_argument("--slurm-task", default=None, help=argparse.SUPPRESS)  # what a SLURM array task runs: one run, by key
     p.add_argument("--results", default=None, help="results folder (default results/, or results/smoke/ with --smoke)")
     p.add_argument("--data-root", default="data", help="where the datasets live (default data/)")
     p.add_argument("--max-steps", type=int, default=None,
@@ -715,7 +991,9 @@ def parse_args(argv=None):
     p.add_argument("--prune-checkpoints", action="store_true",
                    help=f"delete a finished run's checkpoint.pt when larger than {SMOKE_KEEP_CKPT_MB} MB and no other run "
                         "starts from it (scene checkpoints are ~0.5-1 GB each; always on with --smoke)")
-    p.add_argument("--list", action="store_true", help="print the plan (every run and its state) and exit")
+    p.add_argument("--list", action="store_true",
+                   help="print the plan and exit: every run, its state and the tables / figures that use it, then the "
+                        "tables that cannot run here with the data that would enable them")
     p.add_argument("--verbose-runs", action="store_true", help="let runs print their per-epoch lines into their logs")
     a = p.parse_args(argv)
     a.argv = list(sys.argv[1:] if argv is None else argv)
@@ -736,17 +1014,43 @@ def parse_args(argv=None):
         p.error(str(e))
     if a.device is None:
         a.device = "cpu" if a.smoke else "auto"
-    from common.device import UsageError, resolve_device
+    _check_slurm_flags(p, a)
+    if not (a.slurm or a.slurm_task):  # a cluster's GPUs need not be on the machine that writes its scripts
+        from common.device import UsageError, resolve_device
 
-    try:  # a device that is not there fails here once, not in every run
-        resolve_device(a.device)
-    except UsageError as e:
-        p.error(str(e))
+        try:  # a device that is not there fails here once, not in every run
+            resolve_device(a.device)
+        except UsageError as e:
+            p.error(str(e))
     if a.results is None:
         a.results = os.path.join("results", "smoke") if a.smoke else "results"
     if a.timeout is None and a.smoke:
         a.timeout = SMOKE_TIMEOUT
     return a
+
+
+def _check_slurm_flags(p, a) -> None:
+    given = [f for f, v in (("--slurm-cpus", a.slurm_cpus), ("--slurm-mem", a.slurm_mem), ("--slurm-time", a.slurm_time),
+                            ("--slurm-partition", a.slurm_partition), ("--slurm-gres", a.slurm_gres),
+                            ("--sbatch-args", a.sbatch_args)) if v is not None]
+    if given and not a.slurm:
+        p.error(f"{given[0]} needs --slurm")
+    if a.slurm and (a.list or a.no_run):
+        p.error(f"--slurm cannot be combined with {'--list' if a.list else '--no-run'}")
+    if a.slurm_cpus is not None and a.slurm_cpus < 1:
+        p.error(f"--slurm-cpus must be >= 1 (got {a.slurm_cpus})")
+    if a.slurm_mem is not None and not _SLURM_MEM.match(a.slurm_mem):
+        p.error(f"--slurm-mem must be a size such as 8G or 16000M (got {a.slurm_mem!r})")
+    if a.slurm_time is not None and not _SLURM_TIME.match(a.slurm_time):
+        p.error(f"--slurm-time must be a SLURM time such as 90, 4:00:00 or 1-12:00:00 (got {a.slurm_time!r})")
+    for flag, v in (("--slurm-partition", a.slurm_partition), ("--slurm-gres", a.slurm_gres)):
+        if v is not None and not _SLURM_WORD.match(v):
+            p.error(f"{flag} must be one word such as gpu or gpu:a100:1 (got {v!r})")
+    if a.sbatch_args is not None:
+        try:
+            sbatch_lines(a.sbatch_args)
+        except ValueError as e:
+            p.error(str(e))
 
 
 def options_from(a) -> Options:
@@ -765,31 +1069,93 @@ def main(argv=None) -> int:
         os.chdir(cwd)
 
 
+SLURM_ONLY_FLAGS = ("--slurm-cpus", "--slurm-mem", "--slurm-time", "--slurm-partition", "--slurm-gres", "--sbatch-args")
+
+
+def without_slurm_flags(argv: list) -> list:
+    """run_all.sh's arguments less --slurm and the --slurm-* flags (the aggregation command)."""
+    out, i = [], 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--slurm" or tok.split("=", 1)[0] in SLURM_ONLY_FLAGS:
+            i += 1 if (tok == "--slurm" or "=" in tok) else 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
+def print_plan(plans: list[EntryPlan], jobs: "OrderedDict[str, Job]") -> None:
+    """--list: every run with its state and the tables / figures that use it, then the blocks that
+    cannot run here and the data that would enable them."""
+    users: dict[str, list] = {}
+
+    def use(key, eid):
+        if eid not in users.setdefault(key, []):
+            users[key].append(eid)
+            for d in jobs[key].deps:
+                use(d, eid)
+
+    absent, standin = [], []
+    for ep in plans:
+        for bp in ep.blocks:
+            for rp in bp.rows:
+                for j in rp.jobs.values():
+                    use(j.key, ep.entry.id)
+            name = f"{ep.entry.id} ({bp.block.dataset})"
+            if bp.status in ("absent", "unsupported"):
+                absent.append(f"  {name}: {bp.reason}")
+            elif bp.status == "standin":
+                standin.append(f"  {name}: {bp.reason}")
+    for j in jobs.values():
+        print(f"  {j.status:9s} {j.key}  [{', '.join(users.get(j.key, []))}]" + (f"  -- {j.reason}" if j.reason else ""))
+    if absent:
+        print(f"[run_all] {len(absent)} table block(s) cannot run here (no runs planned); what would enable them:")
+        print("\n".join(absent))
+    if standin:
+        print(f"[run_all] {len(standin)} table block(s) run on an offline stand-in dataset:")
+        print("\n".join(standin))
+
+
 def _main(a) -> int:
+    if a.slurm_task:
+        return run_slurm_task(a.slurm_task, os.path.abspath(a.results))
     opts = options_from(a)
+    if a.slurm:  # the tasks run elsewhere: absolute paths, and one GPU per task is cuda:0 there
+        opts.results, opts.data_root = os.path.abspath(opts.results), os.path.abspath(opts.data_root)
+        opts.python = os.path.abspath(opts.python)
+        if opts.device.startswith("cuda"):
+            opts.device = "cuda"
     t0 = time.time()
     if opts.smoke:
         from reproduce.tiny_data import make_all
 
         make_all(opts.smoke_data)
     plans, jobs = plan(a.entries, opts)
+    n_slurm, slurm_note = claim_slurm_owned(opts, jobs)
     job_waves = waves(jobs)
     todo = sum(len(w) for w in job_waves)
     finished = sum(1 for j in jobs.values() if j.status == "finished")
     skipped = [j for j in jobs.values() if j.status == "skipped"]
     print(f"[run_all] {len(a.entries)} table(s)/figure(s) selected; {len(jobs)} distinct run(s): {finished} finished, "
-          f"{todo} to run, {len(skipped)} cannot run" + (" [smoke]" if opts.smoke else ""), flush=True)
+          f"{todo} to run, {len(skipped)} cannot run" + (f", {n_slurm} queued or running under SLURM" if n_slurm else "")
+          + (" [smoke]" if opts.smoke else ""), flush=True)
+    if slurm_note:
+        print(f"[run_all] {slurm_note}", flush=True)
     if a.list:
         try:
-            for j in jobs.values():
-                print(f"  {j.status:9s} {j.key}" + (f"  -- {j.reason}" if j.reason else ""))
+            print_plan(plans, jobs)
         except BrokenPipeError:  # `--list | head`
             sys.stderr.close()
         return 0
     if a.slurm:
-        again = " ".join(["bash run_all.sh"] + [shlex.quote(x) for x in a.argv if x != "--slurm"])
-        path = write_slurm(job_waves, opts, again=again)
-        print(f"[run_all] wrote {path} with {todo} array task(s) (not submitted); see its header for the sbatch commands")
+        rest = without_slurm_flags(a.argv)
+        command = " ".join(["bash run_all.sh"] + [shlex.quote(x) for x in a.argv])
+        again = " ".join(["bash run_all.sh"] + [shlex.quote(x) for x in rest] + ["--no-run"])
+        res = slurm_resources(a)
+        path = write_slurm(job_waves, jobs, opts, res, a.timeout, command, again)
+        print(f"[run_all] wrote {len(job_waves)} wave script(s) with {todo} array task(s) in {os.path.dirname(path)} "
+              f"(not submitted); submit them with: bash {path}", flush=True)
         return 0
     if todo and not a.no_run:
         execute(job_waves, opts, a.jobs, a.timeout)
@@ -800,6 +1166,11 @@ def _main(a) -> int:
     written = aggregate.write_all(all_plans, opts)
     summary = aggregate.summary(plans, jobs)
     print(summary, flush=True)
+    if n_slurm:
+        print(f"[run_all] {n_slurm} run(s) left to SLURM (queued or running; not started here):", flush=True)
+        for j in jobs.values():
+            if j.status == "slurm":
+                print(f"  {j.key}: {j.reason}")
     print(f"[run_all] wrote {written['tables']} table file(s), {written['figures']} figure(s) and "
           f"{os.path.join(opts.results, 'README.md')} in {time.time() - t0:.0f}s", flush=True)
     failed = [j for j in jobs.values() if j.status == "failed"]

@@ -235,22 +235,178 @@ def test_unknown_flag_or_missing_script_is_reported_not_run(tmp_path):
     assert all(j.status == "skipped" for j in jobs.values())
 
 
-def test_slurm_writes_one_array_task_per_unfinished_run(tmp_path):
+def _slurm_args(res, *extra):
+    return ["--only", "pml_table5", "--results", res, "--seeds", "0,1", "--slurm", *extra]
+
+
+def test_slurm_writes_one_array_task_per_unfinished_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "cluster_gpus", lambda: None)
     res = str(tmp_path / "res")
-    args = ["--only", "pml_table5", "--results", res, "--seeds", "0,1"]
-    opts = runner.options_from(runner.parse_args(args))
+    opts = runner.options_from(runner.parse_args(["--only", "pml_table5", "--results", res, "--seeds", "0,1"]))
     _, jobs = runner.plan([reg.BY_ID["pml_table5"]], opts)
     keys = list(jobs)
     assert len(keys) == 20  # 10 rows x 2 seeds
     for k in keys[:3]:  # three runs already finished
         _write_metrics(jobs[k], {"a": {"acc": 1.0}})
-    assert runner.main(args + ["--slurm"]) == 0
-    script = open(os.path.join(res, "slurm", "run_all.sbatch")).read()
-    tasks = [ln for ln in open(os.path.join(res, "slurm", "tasks.txt")).read().splitlines() if ln]
-    assert len(tasks) == 17 and "#SBATCH --array=0-16" in script
-    assert all(f"--out {jobs[k].out} " not in " ".join(tasks) + " " for k in keys[:3])
-    assert all("--resume" in t and "methods/" in t for t in tasks)
-    assert "sbatch" in script and "SLURM_ARRAY_TASK_ID" in script
+    assert runner.main(_slurm_args(res)) == 0
+    folder = os.path.join(res, "slurm")
+    script = open(os.path.join(folder, "wave0.sbatch")).read()
+    assert not os.path.exists(os.path.join(folder, "wave1.sbatch"))  # no dependencies: one wave
+    assert "#SBATCH --array=0-16" in script
+    # the runs are named by key inside the script (sbatch keeps its own copy), not by a line of a file
+    embedded = script.split("KEYS=(\n")[1].split("\n)")[0].split()
+    assert embedded == keys[3:]
+    assert "SLURM_ARRAY_TASK_ID" in script and "--slurm-task" in script
+    # the generating interpreter, absolute paths, one output per run named after it
+    assert f"PY={sys.executable}\n" in script and os.path.isabs(sys.executable)
+    assert f"#SBATCH --output={folder}/logs/wave0_%A_%a.out" in script
+    assert f"OUT={folder}/logs/${{KEY//\\//__}}.out" in script
+    assert f"cd {REPO}" in script
+    # --device auto where sinfo cannot tell: one GPU, said so in the header with how to drop it
+    assert "#SBATCH --gres=gpu:1" in script and "--slurm-gres none on a cluster without" in script
+    assert "#SBATCH --cpus-per-task=4" in script and "#SBATCH --mem=32G" in script and "#SBATCH --time=24:00:00" in script
+    tasks = open(os.path.join(folder, "tasks.txt")).read().splitlines()
+    assert [t.split("\t")[1] for t in tasks] == keys[3:]
+    for k in keys[3:]:
+        spec = json.load(open(runner.task_spec_path(res, k)))
+        assert spec["argv"][0] == sys.executable and "--resume" in spec["argv"] and spec["out"] == jobs[k].out
+    submit = open(os.path.join(folder, "submit.sh")).read()
+    assert 'sbatch --parsable "$@" "$D/wave0.sbatch"' in submit and "--dependency=afterany:" not in submit
+    # the aggregation command of the header never starts runs
+    assert f"bash run_all.sh --only pml_table5 --results {res} --seeds 0,1 --no-run" in script
+
+
+def test_slurm_resources_follow_the_device_and_the_flags(tmp_path, monkeypatch):
+    res = str(tmp_path / "res")
+    wave0 = lambda: open(os.path.join(res, "slurm", "wave0.sbatch")).read()  # noqa: E731
+    monkeypatch.setattr(runner, "cluster_gpus", lambda: False)  # sinfo lists no GPU: auto runs on the CPU
+    assert runner.main(_slurm_args(res)) == 0
+    assert "#SBATCH --gres" not in wave0() and "sinfo lists no GPU" in wave0()
+    assert runner.main(_slurm_args(res, "--device", "cpu")) == 0
+    assert "#SBATCH --gres" not in wave0()
+    # a GPU device needs no GPU on the machine that writes the scripts; cuda:N is cuda:0 of the task's GPU
+    assert runner.main(_slurm_args(res, "--device", "cuda:1")) == 0
+    assert "#SBATCH --gres=gpu:1" in wave0()
+    spec = json.load(open(runner.task_spec_path(res, open(os.path.join(res, "slurm", "wave0.keys")).readline().strip())))
+    assert spec["argv"][spec["argv"].index("--device") + 1] == "cuda"
+    assert runner.main(_slurm_args(res, "--device", "cuda", "--slurm-gres", "none", "--slurm-cpus", "2", "--slurm-mem", "3G",
+                                   "--slurm-time", "1-00:00:00", "--slurm-partition", "gpu",
+                                   "--sbatch-args", "--account=me --qos high")) == 0
+    s = wave0()
+    assert "#SBATCH --gres" not in s
+    for line in ("--cpus-per-task=2", "--mem=3G", "--time=1-00:00:00", "--partition=gpu", "--account=me", "--qos high"):
+        assert f"#SBATCH {line}\n" in s, line
+    # --timeout sets the default --time
+    assert runner.main(_slurm_args(res, "--timeout", "3600")) == 0
+    assert "#SBATCH --time=01:05:00" in wave0()
+
+
+def _smoke_slurm(res):
+    assert runner.main(["--smoke", "--only", "palora_figure4", "--results", res, "--slurm"]) == 0
+    folder = os.path.join(res, "slurm")
+    return [open(os.path.join(folder, f"wave{k}.keys")).read().split() for k in (0, 1)]
+
+
+def test_slurm_waves_chain_and_a_task_checks_its_inputs(tmp_path, capsys):
+    res = str(tmp_path / "res")
+    w0, w1 = _smoke_slurm(res)
+    folder = os.path.join(res, "slurm")
+    assert len(w0) == 2 and len(w1) == 2
+    submit = open(os.path.join(folder, "submit.sh")).read()
+    assert '--dependency=afterany:"$jid" "$@" "$D/wave1.sbatch"' in submit
+    assert "#SBATCH --array=0-1" in open(os.path.join(folder, "wave1.sbatch")).read()
+    # a wave-1 task whose input run did not finish stops at once with its own status and a line naming it
+    capsys.readouterr()
+    assert runner.main(["--slurm-task", w1[0], "--results", res]) == runner.SLURM_DEP_EXIT
+    assert f"not started: it starts from {w0[0]}, which did not finish" in capsys.readouterr().out
+    # a finished run is not run again (a resubmitted or stale task)
+    _, jobs = runner.plan([reg.BY_ID["palora_figure4"]], runner.options_from(runner.parse_args(
+        ["--smoke", "--only", "palora_figure4", "--results", res])))
+    _write_metrics(jobs[w1[0]], {"a": {"acc": 1.0}})
+    assert runner.main(["--slurm-task", w1[0], "--results", res]) == 0
+    assert "is finished already" in capsys.readouterr().out
+    assert runner.main(["--slurm-task", "no/such/key", "--results", res]) == 2
+    # regeneration drops the old wave scripts but keeps the task files queued tasks still read
+    assert runner.main(["--only", "pml_table5", "--seeds", "0", "--results", res, "--slurm", "--device", "cpu"]) == 0
+    assert not os.path.exists(os.path.join(folder, "wave1.sbatch"))
+    assert os.path.isfile(runner.task_spec_path(res, w1[1]))
+
+
+def test_slurm_smoke_task_runs_what_the_local_smoke_runner_runs(tmp_path, monkeypatch):
+    """--slurm --smoke: the task runs the local runner's smoke run (same command, smoke model
+    widths through the same launcher, the smoke timeout, checkpoint pruning except for inputs)."""
+    res = str(tmp_path / "res")
+    w0, w1 = _smoke_slurm(res)
+    local = runner.options_from(runner.parse_args(["--smoke", "--only", "palora_figure4", "--results", res,
+                                                   "--data-root", os.path.join(REPO, "data")]))  # --slurm: absolute paths
+    _, jobs = runner.plan([reg.BY_ID["palora_figure4"]], local)
+    seen = []
+    monkeypatch.setattr(runner, "execute", lambda waves, opts, n, timeout, keep=(): seen.append((waves, opts, n, timeout, keep)))
+    for key in w0 + w1:
+        spec = json.load(open(runner.task_spec_path(res, key)))
+        assert spec["argv"] == jobs[key].argv(sys.executable, runner.extra_flags(jobs[key], local))
+        for d in jobs[key].deps:  # its inputs have finished
+            _write_metrics(jobs[d], {"a": {"acc": 1.0}})
+        runner.main(["--slurm-task", key, "--results", res])
+        (job,), = seen[-1][0]
+        opts, timeout, keep = seen[-1][1], seen[-1][3], seen[-1][4]
+        assert opts.smoke and opts.device == "cpu" and timeout == runner.SMOKE_TIMEOUT
+        assert job.argv(opts.python, runner.extra_flags(job, opts)) == spec["argv"]
+        assert (key in keep) == (key in w0)  # an input of wave 1 keeps its checkpoint
+
+
+def test_aggregation_never_starts_runs_that_slurm_has(tmp_path, monkeypatch, capsys):
+    res = str(tmp_path / "res")
+    w0, w1 = _smoke_slurm(res)
+    with open(os.path.join(res, "slurm", "submitted.tsv"), "w") as fh:
+        fh.write(f"g1\t77\t0\t{w0[0]}\ng1\t77\t1\t{w0[1]}\n")
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    squeue = bin_ / "squeue"
+    monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
+    started = []
+    monkeypatch.setattr(runner, "execute", lambda waves, *a, **k: started.extend(j.key for w in waves for j in w))
+    monkeypatch.setattr(aggregate, "write_all", lambda plans, opts: {"tables": 0, "figures": 0})
+    args = ["--smoke", "--only", "palora_figure4", "--results", res]
+
+    squeue.write_text("#!/bin/sh\necho '77 0'\n")  # task 0 queued, task 1 gone
+    squeue.chmod(0o755)
+    capsys.readouterr()
+    runner.main(args + ["--list"])
+    out = capsys.readouterr().out
+    assert f"slurm     {w0[0]}" in out and "queued or running under SLURM (job 77_0)" in out
+    assert f"slurm     {w1[0]}" in out  # and the run that starts from it
+    assert f"todo      {w0[1]}" in out
+    runner.main(args)
+    assert w0[0] not in started and w1[0] not in started and w0[1] in started
+    assert "2 run(s) left to SLURM" in capsys.readouterr().out
+
+    squeue.write_text("#!/bin/sh\necho 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1\n")
+    started.clear()
+    runner.main(args)
+    assert set(started) == set(w0 + w1)  # every job has left the queue
+
+    squeue.write_text("#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1\n")
+    started.clear()
+    runner.main(args)
+    assert started == []  # squeue cannot tell: every submitted unfinished run (and its dependant) stays SLURM's
+    out = capsys.readouterr().out
+    assert "Unable to contact slurm controller" in out and "delete that file once those jobs are gone" in out
+
+
+def test_list_shows_table_ids_and_the_tables_that_cannot_run(tmp_path, capsys):
+    empty = str(tmp_path / "empty")
+    assert runner.main(["--list", "--only", "extra_table3,pml_table4", "--results", str(tmp_path / "r"), "--data-root", empty]) == 0
+    out = capsys.readouterr().out
+    assert "extra_table3 (cityscapes): needs cityscapes under" in out and "MTAN-preprocessed" in out
+    assert "pml_table4 (census): needs census under" in out and "adult.data" in out
+    assert "pml_table4 (multimnist): multimnist is absent" in out
+    assert "todo      baselines_method-ls/multimnist-lite/seed0  [pml_table4]" in out
+
+
+def test_without_slurm_flags():
+    argv = ["--smoke", "--slurm", "--slurm-cpus", "2", "--slurm-mem=3G", "--only", "x", "--sbatch-args", "--qos a"]
+    assert runner.without_slurm_flags(argv) == ["--smoke", "--only", "x"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,8 +426,12 @@ def test_tiny_datasets_load_through_the_real_loaders(tmp_path):
 
 def test_bad_flags_exit_2_with_one_line():
     bad_device = ["--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"]
-    for args in (["--jobs", "0"], ["--only", "nonsense"], ["--seeds", "a,b"], bad_device):
-        p = subprocess.run(["bash", os.path.join(REPO, "run_all.sh"), *args], capture_output=True, text=True, timeout=120)
+    for args in (["--jobs", "0"], ["--only", "nonsense"], ["--seeds", "a,b"], bad_device, ["--slurm-cpus", "2"],
+                 ["--slurm", "--slurm-mem", "lots"], ["--slurm", "--slurm-time", "soon"], ["--slurm", "--sbatch-args", "qos=x"],
+                 ["--slurm", "--slurm-cpus", "0"], ["--slurm", "--list"]):
+        # the running interpreter, not python3 from PATH (a virtual environment need not be activated)
+        p = subprocess.run(["bash", os.path.join(REPO, "run_all.sh"), *args], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, PYTHON=sys.executable))
         assert p.returncode == 2, args
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("run_all.sh: error:"), p.stderr
