@@ -8,3 +8,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slurm: starts a real single-node SLURM (munged, slurmctld, slurmd on localhost; "
+                                       "tests/test_slurm.py); skips where slurm-wlm and munge cannot run")
