@@ -23,15 +23,14 @@ class Diverged(Exception):
 class FiniteWatch:
     """The first step whose watched losses were not finite, and the first such task, on device."""
 
-    def __init__(self, task_names: Sequence[str]):
-        self.task_names = list(task_names)
+    def __init__(self):
         self.first: torch.Tensor | None = None  # [step, task index or -1], -1 while all is finite
         self._ids: dict = {}
 
     def observe(self, losses: torch.Tensor, step: int, task_ids: Sequence[int] | None = None) -> None:
         v = losses.detach().reshape(-1)
         dev = v.device
-        ids = tuple(range(len(self.task_names))) if task_ids is None else tuple(int(i) for i in task_ids)
+        ids = tuple(range(v.numel())) if task_ids is None else tuple(int(i) for i in task_ids)
         if len(ids) != v.numel():
             ids = (-1,) * v.numel()
         key = (ids, dev)
@@ -44,14 +43,12 @@ class FiniteWatch:
         cand = torch.stack((torch.full((), step, dtype=torch.long, device=dev), task))
         self.first = torch.where(bad.any() & (self.first[0] < 0), cand, self.first)
 
-    def poll(self) -> tuple[int, str | None] | None:
-        """(step, task name or None) of the first non-finite loss, or None; one host sync."""
+    def poll(self) -> tuple[int, int] | None:
+        """(step, task index or -1) of the first non-finite loss, or None; one host sync."""
         if self.first is None:
             return None
         step, task = self.first.tolist()
-        if step < 0:
-            return None
-        return step, (self.task_names[task] if 0 <= task < len(self.task_names) else None)
+        return (step, task) if step >= 0 else None
 
 
 def nonfinite_tensor(state, path: str = "") -> str | None:

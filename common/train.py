@@ -425,7 +425,7 @@ class Run:
         self.finished_before = False
         self.seconds_before = 0.0  # training seconds of the sessions before a --resume (from the checkpoint)
         self.last_checkpoint: tuple[int, int] | None = None  # (epoch, step) of checkpoint.pt
-        self.watch = FiniteWatch(self.data.task_names if self.data is not None else [])
+        self.watch = FiniteWatch()
         # the harness-resolved arguments, compared with config.json on --resume
         self.run_args = json.loads(json.dumps(vars(args), default=_json_default))
         self._config_extra: dict = {}
@@ -624,14 +624,16 @@ class Run:
         return L
 
     # ---- divergence ----------------------------------------------------------------------------
-    def diverged(self, what: str) -> Diverged:
-        """The one-line Diverged error: what went wrong, where the last finite state is, what to try."""
+    def diverged(self, what: str, hint: str = "") -> Diverged:
+        """The one-line Diverged error: what went wrong, where the last finite state is, what to try
+        (a lower --lr, clipping, and the method's own `hint`, e.g. "smaller radii (--rho-sh / --rho-ns)")."""
         if self.last_checkpoint is not None:
             kept = (f"{self.ckpt_path} keeps epoch {self.last_checkpoint[0] + 1} (step {self.last_checkpoint[1]}), "
                     "the last finite state")
         else:
             kept = "no checkpoint was written"
         clip = "" if self.args.clip_grad else " or clip gradients (--clip-grad 1)"
+        clip += f" or {hint}" if hint else ""
         return Diverged(f"training diverged: {what}; {kept}; try a lower --lr (now {self.args.lr:g}){clip}, "
                         "then start afresh with --overwrite")
 
@@ -640,8 +642,10 @@ class Run:
         tensor of `state` (weights, optimiser moments) is NaN or infinite."""
         bad = self.watch.poll()
         if bad is not None:
-            step, task = bad
-            raise self.diverged(f"the loss{f' of task {task}' if task else ''} is not finite at step {step}")
+            step, t = bad
+            names = self.data.task_names if self.data is not None else []
+            task = f" of task {names[t]}" if 0 <= t < len(names) else ""
+            raise self.diverged(f"the loss{task} is not finite at step {step}")
         if state is not None:
             where = nonfinite_tensor(state)
             if where is not None:
