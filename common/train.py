@@ -97,7 +97,7 @@ def base_parser(method: str, description: str | None = None) -> argparse.Argumen
     g.add_argument("--pretrained", default=None, metavar="PATH",
                    help="ImageNet weights for the ResNet encoders (resnet18, resnet18-dilated, resnet50-dilated, mtan-resnet18/50): "
                         "a torchvision state_dict file (.pth); nothing is downloaded (default: random init)")
-    g.add_argument("--epochs", type=int, default=None, help="training epochs (default: per dataset, as the papers)")
+    g.add_argument("--epochs", type=int, default=None, help="training epochs (default: per dataset, as the papers; see the table below)")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimisation steps in total (smoke runs, benchmarks)")
     g.add_argument("--batch-size", type=int, default=None, help="training batch size (default: per dataset)")
     g.add_argument("--eval-batch-size", type=int, default=None, help="evaluation batch size (default: 2x the training batch, at most 1024)")
@@ -206,6 +206,18 @@ def describe_scheduler(spec) -> str:
     if spec[0] == "poly":
         return f"poly(power {spec[1]})"
     return f"StepLR(step {spec[0]}, gamma {spec[1]})"
+
+
+def defaults_table(method_defaults: Mapping[str, Mapping] | None = None) -> str:
+    """The per-dataset training defaults (DATASET_DEFAULTS under a method's own table), for --help."""
+    md = method_defaults or {}
+    lines = ["per-dataset defaults (what --epochs, --batch-size, --lr, --weight-decay, --scheduler, --select resolve to):"]
+    for name in DATASET_DEFAULTS:
+        d = {**GLOBAL_DEFAULTS, **DATASET_DEFAULTS[name], **md.get("*", {}), **md.get(name, {})}
+        wd = f", weight decay {d['weight_decay']:g}" if d.get("weight_decay") else ""
+        lines.append(f"  {name:20s} epochs {d['epochs']}, batch {d['batch_size']}, Adam lr {d['lr']:g}{wd}, "
+                     f"{describe_scheduler(d.get('scheduler'))}, select {d.get('select', 'last')}")
+    return "\n".join(lines)
 
 
 def main_guard(main: Callable[[Sequence[str] | None], object]) -> None:

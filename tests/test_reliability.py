@@ -306,3 +306,19 @@ def test_many_task_console_line_is_a_summary(tmp_path):
     assert len(text) < 300, text
     assert "train_loss mean" in text and "worst 0.49 (attr_39)" in text
     assert "val_acc mean" in text and "worst 0.51 (attr_39)" in text and "seconds=1.5" in text
+
+
+# ---- --help of the scripts without a method table lists the per-dataset values ---------------------------
+@pytest.mark.parametrize("script", ["baselines", "stl"])
+def test_help_lists_the_per_dataset_defaults(script):
+    mod = __import__(script)
+    with pytest.raises(SystemExit):
+        import contextlib
+        import io
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            mod.parse_args(["--help"])
+    text = buf.getvalue()
+    assert "celeba               epochs 15, batch 256, Adam lr 0.0003, no schedule, select best" in text
+    assert "cityscapes           epochs 200, batch 8, Adam lr 0.0001, StepLR(step 100, gamma 0.5)" in text
