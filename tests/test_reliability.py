@@ -190,6 +190,13 @@ def test_resume_with_changed_flags_is_refused_and_config_kept(tmp_path):
     assert _snapshot(out) == before
 
 
+def test_resume_may_extend_epochs_except_under_a_poly_schedule(tmp_path):
+    out = tmp_path / "o"
+    baselines.main(SMALL + ["--scheduler", "poly", "--epochs", "1", "--out", str(out)])
+    with pytest.raises(UsageError, match=r"--epochs 1 \(now 2\)"):  # poly's lr depends on the epoch count
+        baselines.main(SMALL + ["--scheduler", "poly", "--epochs", "2", "--out", str(out), "--resume"])
+
+
 def test_resume_cli_is_one_line_exit_2(tmp_path):
     out = tmp_path / "o"
     assert _cli(["--max-steps", "2", "--out", str(out)] + SMALL).returncode == 0
