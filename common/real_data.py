@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from common.data import (MNIST_MEAN, MNIST_STD, DataError, MTLData, Subset, TensorMTL, compose_multi,
+from common.data import (DATA_README, MNIST_MEAN, MNIST_STD, DataError, MTLData, Subset, TensorMTL, compose_multi,
                          data_error, register, task)
 from common.device import UsageError
 from common.metrics import EDGE_MAX_DIST, EDGE_MAX_DIST_NYUD, thin
@@ -672,10 +672,16 @@ def random_scene_augment(image: torch.Tensor, label: torch.Tensor, depth: torch.
 
 
 def _load_npy(dataset: str, path: str, what: str) -> np.ndarray:
+    """One .npy array; a file that is not one (a damaged header reads to numpy as "pickled data",
+    whose message advises allow_pickle) is reported as not a valid array, with its path."""
     try:
         return np.load(path, allow_pickle=False)
+    except OSError as e:
+        raise _fail(dataset, path, f"a readable NumPy .npy {what} array ({e.strerror or type(e).__name__})") from e
     except Exception as e:
-        raise _fail(dataset, path, f"a NumPy .npy {what} array ({type(e).__name__}: {e})") from e
+        why = "it is truncated" if "EOF" in str(e) or "cannot reshape" in str(e) else "its header is damaged or it was not written by numpy.save"
+        raise DataError(f"dataset '{dataset}': {path} is not a valid NumPy .npy {what} array ({why}); "
+                        f"re-create it (see {DATA_README})") from e
 
 
 class SceneMTL(Dataset):

@@ -35,7 +35,9 @@ import torch
 
 from common.data import MTLData, batches, dataset_accepts, dataset_names, load_dataset
 from common.device import UsageError, autocast, peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
+from common.diverge import CHECK_EVERY, EXIT_DIVERGED, Diverged, FiniteWatch, nonfinite_tensor
 from common.metrics import TaskMeter, delta_m, task_losses
+from common import rundir
 
 DEFAULT_DATASET = "multimnist-lite"
 
@@ -63,11 +65,23 @@ DATASET_DEFAULTS: dict[str, dict] = {
 GLOBAL_DEFAULTS = dict(epochs=10, batch_size=256, lr=1e-3, weight_decay=0.0, scheduler=None, select="last")
 
 
+EXIT_STATUS_HELP = f"""exit status:
+  0    the run finished (metrics.json written)
+  2    bad input: a flag, missing or malformed data, an --out that holds another run, is in use
+       by another process (lock --out/.lock) or cannot be written, a --resume with other settings
+  {EXIT_DIVERGED}    training diverged: a loss or weight became NaN / infinite; the one-line message names
+       the step and the task; checkpoint.pt keeps the last finite state (nothing later is written)
+  130  interrupted (Ctrl-C): continue with --resume"""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and exit status 2."""
+    """argparse with one-line errors and exit status 2; --help ends with the exit statuses."""
 
     def error(self, message):  # noqa: D401
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def format_help(self):
+        return super().format_help().rstrip("\n") + "\n\n" + EXIT_STATUS_HELP + "\n"
 
 
 def base_parser(method: str, description: str | None = None) -> argparse.ArgumentParser:
@@ -83,7 +97,7 @@ def base_parser(method: str, description: str | None = None) -> argparse.Argumen
     g.add_argument("--pretrained", default=None, metavar="PATH",
                    help="ImageNet weights for the ResNet encoders (resnet18, resnet18-dilated, resnet50-dilated, mtan-resnet18/50): "
                         "a torchvision state_dict file (.pth); nothing is downloaded (default: random init)")
-    g.add_argument("--epochs", type=int, default=None, help="training epochs (default: per dataset, as the papers)")
+    g.add_argument("--epochs", type=int, default=None, help="training epochs (default: per dataset, as the papers; see the table below)")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimisation steps in total (smoke runs, benchmarks)")
     g.add_argument("--batch-size", type=int, default=None, help="training batch size (default: per dataset)")
     g.add_argument("--eval-batch-size", type=int, default=None, help="evaluation batch size (default: 2x the training batch, at most 1024)")
@@ -194,17 +208,37 @@ def describe_scheduler(spec) -> str:
     return f"StepLR(step {spec[0]}, gamma {spec[1]})"
 
 
+def defaults_table(method_defaults: Mapping[str, Mapping] | None = None) -> str:
+    """The per-dataset training defaults (DATASET_DEFAULTS under a method's own table), for --help."""
+    md = method_defaults or {}
+    lines = ["per-dataset defaults (what --epochs, --batch-size, --lr, --weight-decay, --scheduler, --select resolve to):"]
+    for name in DATASET_DEFAULTS:
+        d = {**GLOBAL_DEFAULTS, **DATASET_DEFAULTS[name], **md.get("*", {}), **md.get(name, {})}
+        wd = f", weight decay {d['weight_decay']:g}" if d.get("weight_decay") else ""
+        lines.append(f"  {name:20s} epochs {d['epochs']}, batch {d['batch_size']}, Adam lr {d['lr']:g}{wd}, "
+                     f"{describe_scheduler(d.get('scheduler'))}, select {d.get('select', 'last')}")
+    return "\n".join(lines)
+
+
 def main_guard(main: Callable[[Sequence[str] | None], object]) -> None:
-    """Run `main(sys.argv[1:])`; a UsageError becomes one line on stderr and exit status 2."""
+    """Run `main(sys.argv[1:])`; a UsageError becomes one line on stderr and exit status 2, a
+    divergence one line and exit status EXIT_DIVERGED. On any failure a run set aside by
+    --overwrite is put back (the new run has no checkpoint yet) and the --out lock is released."""
+    prog = os.path.basename(sys.argv[0])
     try:
         main(None)
-    except UsageError as e:
-        prog = os.path.basename(sys.argv[0])
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is in --out; rerun with --resume to continue", file=sys.stderr)
-        sys.exit(130)
+    except BaseException as e:
+        rundir.abort_all()
+        if isinstance(e, UsageError):
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        if isinstance(e, Diverged):
+            print(f"{prog}: {e}", file=sys.stderr)
+            sys.exit(EXIT_DIVERGED)
+        if isinstance(e, KeyboardInterrupt):
+            print("interrupted: the last checkpoint is in --out; rerun with --resume to continue", file=sys.stderr)
+            sys.exit(130)
+        raise
 
 
 def _atomic_write_bytes(path: str, write: Callable[[str], None]) -> None:
@@ -360,6 +394,24 @@ def recompute_bn_stats(forward: Callable[[torch.Tensor], object], module: torch.
     module.train(was_training)
 
 
+SUMMARY_TASKS = 8  # more tasks than this: the per-epoch console line summarises the per-task columns
+
+
+class _Adam(torch.optim.Adam):
+    """Adam whose update, when too large for the parameters' float type, raises Diverged (not
+    "value cannot be converted to type float without overflow")."""
+
+    run = None
+
+    def step(self, closure=None):
+        try:
+            return super().step(closure)
+        except RuntimeError as e:
+            if "overflow" not in str(e) or self.run is None:
+                raise
+            raise self.run.diverged(f"the update of step {self.run.global_step + 1} overflows the parameters' float type") from None
+
+
 class Run:
     """One training run: resolved arguments, device, data, the --out folder and its files."""
 
@@ -380,10 +432,17 @@ class Run:
         if check is not None:
             check(args, self.data)
         self.out = args.out or os.path.join("results", method, args.dataset, f"seed{args.seed}")
-        self._prepare_out()
         self.global_step = 0
         self.start_epoch = 0
         self.finished_before = False
+        self.seconds_before = 0.0  # training seconds of the sessions before a --resume (from the checkpoint)
+        self.last_checkpoint: tuple[int, int] | None = None  # (epoch, step) of checkpoint.pt
+        self.watch = FiniteWatch()
+        # the harness-resolved arguments, compared with config.json on --resume
+        self.run_args = json.loads(json.dumps(vars(args), default=_json_default))
+        self._config_extra: dict = {}
+        self._config_pending = False  # --resume: config.json is written once the checkpoint is accepted
+        self._prepare_out()
         reset_peak_memory(self.device)
         self.write_config()
 
@@ -453,18 +512,49 @@ class Run:
         return os.path.join(self.out, name)
 
     def _prepare_out(self):
+        """Create and lock --out for the whole run (common/rundir.py); put back a run that an
+        interrupted --overwrite set aside; refuse an existing run without --resume / --overwrite;
+        set the old run aside on --overwrite; compare a --resume with config.json."""
         a = self.args
-        if os.path.exists(self.out) and not os.path.isdir(self.out):
-            raise UsageError(f"--out {self.out} exists and is not a folder")
-        has_run = os.path.isdir(self.out) and any(
-            os.path.exists(os.path.join(self.out, f)) for f in ("checkpoint.pt", "metrics.json", "log.csv"))
+        rundir.make_out_dir(self.out)
+        lock = rundir.OutLock(self.out).acquire()
+        if lock.took_over is not None:
+            print(f"[{self.method}] note: took over the stale lock of process {lock.took_over[0]} on "
+                  f"{lock.took_over[1] or 'an unknown host'} (that process has ended)", file=sys.stderr, flush=True)
+        if rundir.restore_aside(self.out):
+            print(f"[{self.method}] note: {self.out} holds the run an interrupted --overwrite had set aside; it is restored",
+                  file=sys.stderr, flush=True)
+        has_run = any(os.path.exists(os.path.join(self.out, f)) for f in ("checkpoint.pt", "metrics.json", "log.csv"))
         if has_run and not (a.resume or a.overwrite):
             raise UsageError(f"--out {self.out} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out")
-        os.makedirs(self.out, exist_ok=True)
-        if a.overwrite and not a.resume:
-            for f in os.listdir(self.out):
-                if f in ("checkpoint.pt", "metrics.json", "log.csv", "config.json") or f.endswith(".png"):
-                    os.remove(os.path.join(self.out, f))
+        if a.resume:
+            self._check_resume()
+        elif a.overwrite:
+            rundir.set_aside(self.out)  # dropped at the first checkpoint, put back if the new run fails before
+
+    def _check_resume(self):
+        """Refuse a --resume whose settings differ from those config.json recorded at the start of
+        the run (only where, how verbosely and how long it runs may change; not --epochs under a poly
+        schedule, which depends on the epoch count). config.json is rewritten once the checkpoint loads."""
+        if not os.path.isfile(self.ckpt_path):
+            return  # nothing to continue: the run starts afresh
+        self._config_pending = True
+        cfg = rundir.saved_config(self.out)
+        if cfg is None:
+            return
+        diffs = [f"method {cfg['method']} (now {self.method})"] if cfg.get("method") not in (None, self.method) else []
+        free = rundir.RESUME_FREE
+        if self.scheduler_spec and self.scheduler_spec[0] == "poly":
+            free = free - {"epochs"}
+        if "run_args" in cfg:
+            diffs += rundir.resume_differences(cfg["run_args"], self.run_args, free)
+        else:  # written before run_args existed: the common keys of its (possibly later completed) args
+            old = cfg.get("args") or {}
+            diffs += rundir.resume_differences({k: v for k, v in old.items() if self.run_args.get(k) is not None},
+                                               {k: v for k, v in self.run_args.items() if k in old and v is not None}, free)
+        if diffs:
+            raise UsageError(f"--resume: {self.out} was started with other settings: {'; '.join(diffs)}; "
+                             "rerun with its settings (config.json), or start afresh with --overwrite or another --out")
 
     def write_config(self, extra: Mapping | None = None):
         from importlib.metadata import PackageNotFoundError, version
@@ -478,11 +568,15 @@ class Run:
                "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
                "versions": {"python": platform.python_version(), "torch": torch.__version__,
                             "torchvision": tv_version, "numpy": np.__version__},
-               "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:])}
+               "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+               "run_args": self.run_args}
         if self.data is not None:
             cfg["tasks"] = self.data.task_names
         if extra:
-            cfg.update(extra)
+            self._config_extra.update(extra)
+        if self._config_pending:  # --resume not accepted yet: config.json stays as it is
+            return
+        cfg.update(self._config_extra)
         write_json(self.path("config.json"), cfg)
 
     # ---- data and progress ---------------------------------------------------------------------
@@ -516,22 +610,58 @@ class Run:
             yield e
 
     def step(self) -> bool:
-        """Count one optimisation step; True when the --max-steps budget is spent."""
+        """Count one optimisation step; True when the --max-steps budget is spent. Every CHECK_EVERY
+        steps the on-device divergence flag is read (raises Diverged)."""
         self.global_step += 1
+        if self.global_step % CHECK_EVERY == 0:
+            self.check_finite()
         return self.done
 
     @property
     def done(self) -> bool:
         return self.args.max_steps is not None and self.global_step >= self.args.max_steps
 
-    def make_optimizer(self, params, lr: float | None = None):
-        """Adam and the resolved schedule (None when there is none); call sched.step() once per epoch."""
-        opt = torch.optim.Adam(params, lr=lr or self.args.lr, weight_decay=self.args.weight_decay)
+    def make_optimizer(self, params, lr: float | None = None, **adam):
+        """Adam and the resolved schedule (None when there is none); call sched.step() once per epoch.
+        An update too large for the parameters' float type (e.g. --lr 1e300) raises Diverged."""
+        opt = _Adam(params, lr=lr or self.args.lr, weight_decay=self.args.weight_decay, **adam)
+        opt.run = self
         return opt, make_scheduler(opt, self.scheduler_spec, self.args.epochs)
 
     # ---- losses and evaluation ---------------------------------------------------------------
     def losses(self, outputs, targets, task_ids=None) -> torch.Tensor:
-        return task_losses(self.data, outputs, targets, task_ids)
+        """The per-task losses; each is watched for NaN / infinity on its device (common/diverge.py)."""
+        L = task_losses(self.data, outputs, targets, task_ids)
+        self.watch.observe(L, self.global_step + 1, task_ids)
+        return L
+
+    # ---- divergence ----------------------------------------------------------------------------
+    def diverged(self, what: str, hint: str = "") -> Diverged:
+        """The one-line Diverged error: what went wrong, where the last finite state is, what to try
+        (a lower --lr, clipping, and the method's own `hint`, e.g. "smaller radii (--rho-sh / --rho-ns)")."""
+        if self.last_checkpoint is not None:
+            kept = (f"{self.ckpt_path} keeps epoch {self.last_checkpoint[0] + 1} (step {self.last_checkpoint[1]}), "
+                    "the last finite state")
+        else:
+            kept = "no checkpoint was written"
+        clip = "" if self.args.clip_grad else " or clip gradients (--clip-grad 1)"
+        clip += f" or {hint}" if hint else ""
+        return Diverged(f"training diverged: {what}; {kept}; try a lower --lr (now {self.args.lr:g}){clip}, "
+                        "then start afresh with --overwrite")
+
+    def check_finite(self, state: Mapping | None = None) -> None:
+        """Raise Diverged if a watched loss went non-finite (one host sync), or if a floating-point
+        tensor of `state` (weights, optimiser moments) is NaN or infinite."""
+        bad = self.watch.poll()
+        if bad is not None:
+            step, t = bad
+            names = self.data.task_names if self.data is not None else []
+            task = f" of task {names[t]}" if 0 <= t < len(names) else ""
+            raise self.diverged(f"the loss{task} is not finite at step {step}")
+        if state is not None:
+            where = nonfinite_tensor(state)
+            if where is not None:
+                raise self.diverged(f"{where} is not finite after step {self.global_step}")
 
     @torch.no_grad()
     def evaluate(self, forward: Callable[[torch.Tensor], Sequence[torch.Tensor]], split: str = "test",
@@ -590,8 +720,13 @@ class Run:
         return delta_m(metrics, ref, self.data.tasks) if ref else None
 
     # ---- log.csv, checkpoints, metrics.json ---------------------------------------------------
+    def elapsed(self) -> float:
+        """Seconds of this run over all its sessions (--resume adds the time saved in the checkpoint)."""
+        return self.seconds_before + time.time() - self.t0
+
     def log_epoch(self, epoch: int, row: Mapping[str, object]) -> None:
-        row = {"epoch": epoch, "step": self.global_step, "seconds": round(time.time() - self.t0, 3), **row}
+        self.check_finite()  # a diverged epoch gets no row
+        row = {"epoch": epoch, "step": self.global_step, "seconds": round(self.elapsed(), 3), **row}
         path = self.path("log.csv")
         rows, header = [], list(row)
         if os.path.exists(path):
@@ -612,20 +747,28 @@ class Run:
                     writer.writerow({k: _fmt(row.get(k)) for k in header})
             _atomic_write_bytes(path, w)
         if not self.args.quiet:
-            shown = ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in ("epoch", "step"))
+            shown = self._console_row(row)
             print(f"[{self.method}] epoch {epoch + 1}/{self.args.epochs} step {self.global_step}: {shown}", flush=True)
 
     def save_checkpoint(self, epoch: int, state: Mapping[str, object], finished: bool = False) -> None:
-        blob = {"epoch": epoch, "global_step": self.global_step, "finished": finished,
+        """Write checkpoint.pt atomically; a non-finite loss since the last check or a non-finite
+        tensor in `state` raises Diverged instead, so the file on disk stays the last finite state."""
+        self.check_finite(state)
+        blob = {"epoch": epoch, "global_step": self.global_step, "finished": finished, "seconds": self.elapsed(),
                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
                 "state": dict(state)}
         _atomic_write_bytes(self.ckpt_path, lambda tmp: torch.save(blob, tmp))
+        self.last_checkpoint = (epoch, self.global_step)
+        self._accept()
 
     def load_checkpoint(self) -> dict | None:
         """With --resume and a checkpoint in --out: its `state` dict (and the resume point set);
         else None."""
         if not (self.args.resume and os.path.isfile(self.ckpt_path)):
+            if self._config_pending:
+                self._config_pending = False
+                self.write_config()
             return None
         try:
             blob = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
@@ -634,6 +777,11 @@ class Run:
         self.start_epoch = blob["epoch"] + 1
         self.global_step = blob["global_step"]
         self.finished_before = bool(blob.get("finished"))
+        self.seconds_before = float(blob.get("seconds", 0.0))
+        self.last_checkpoint = (blob["epoch"], blob["global_step"])
+        self._config_pending = False  # the resume is accepted: config.json records this session
+        self.write_config()
+        self._trim_log(self.start_epoch)
         torch.set_rng_state(blob["rng"]["torch"].cpu() if isinstance(blob["rng"]["torch"], torch.Tensor) else blob["rng"]["torch"])
         np.random.set_state(blob["rng"]["numpy"])
         if blob["rng"].get("cuda") is not None and torch.cuda.is_available():
@@ -645,18 +793,86 @@ class Run:
             print(f"[{self.method}] resumed from {self.ckpt_path} at epoch {self.start_epoch}, step {self.global_step}", flush=True)
         return blob["state"]
 
+    def _accept(self) -> None:
+        """The run has its first checkpoint (or its metrics): a run set aside by --overwrite goes."""
+        rundir.drop_aside(self.out)
+
+    def _trim_log(self, start_epoch: int) -> None:
+        """--resume: drop log.csv rows of epochs the checkpoint does not hold (written by a session
+        that stopped between its log row and its checkpoint); they are trained and logged again."""
+        path = self.path("log.csv")
+        if not os.path.isfile(path):
+            return
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            header, rows = reader.fieldnames or [], list(reader)
+        keep = [r for r in rows if str(r.get("epoch", "")).lstrip("-").isdigit() and int(r["epoch"]) < start_epoch]
+        if len(keep) == len(rows):
+            return
+
+        def w(tmp):
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=header, restval="")
+                writer.writeheader()
+                writer.writerows(keep)
+        _atomic_write_bytes(path, w)
+
+    def _console_row(self, row: Mapping[str, object]) -> str:
+        """The per-epoch console text of a log row: every column with up to SUMMARY_TASKS tasks; with
+        more (40-task CelebA) one summary per kind of per-task column (mean and the worst task where
+        the direction is known, else the range); log.csv keeps the full row."""
+        items = [(k, v) for k, v in row.items() if k not in ("epoch", "step")]
+        names = self.data.task_names if self.data is not None else []
+        if len(names) <= SUMMARY_TASKS:
+            return ", ".join(f"{k}={_fmt(v)}" for k, v in items)
+        higher = {m: h for t in self.data.tasks for m, h in t.metrics}
+        by_len = sorted(names, key=len, reverse=True)
+        plain, groups = [], {}
+        for k, v in items:
+            for t in by_len:
+                if k.endswith("_" + t) or f"_{t}_" in k:
+                    pattern = k[:-len(t) - 1] + "_*" if k.endswith("_" + t) else k.replace(f"_{t}_", "_*_", 1)
+                    try:
+                        groups.setdefault(pattern, []).append((t, float(v)))
+                    except (TypeError, ValueError):
+                        pass
+                    break
+            else:
+                plain.append(f"{k}={_fmt(v)}")
+        parts = plain
+        for pattern, vals in groups.items():
+            xs = np.array([x for _, x in vals], dtype=float)
+            metric = pattern.rsplit("*_", 1)[1] if "*_" in pattern else ""
+            up = False if "loss" in pattern else higher.get(metric)
+            text = f"{pattern.replace('_*', '')} mean {np.nanmean(xs):.4g}"
+            if up is None:
+                text += f" [{np.nanmin(xs):.4g}, {np.nanmax(xs):.4g}]"
+            else:
+                i = int(np.nanargmax(xs) if not up else np.nanargmin(xs))
+                text += f" worst {xs[i]:.4g} ({vals[i][0]})"
+            parts.append(text)
+        return ", ".join(parts) + f" ({len(names)} tasks; every column in {self.path('log.csv')})"
+
     def finish(self, result: Mapping[str, object]) -> dict:
         """Write metrics.json: the contract fields (method, dataset, seed, tasks, delta_m,
         hypervolume, front, seconds, peak_memory_mb) plus whatever else `result` holds."""
+        self.check_finite()
         out = {"method": self.method, "dataset": self.args.dataset, "seed": self.args.seed,
                "tasks": None, "delta_m": None, "hypervolume": None, "front": None}
         out.update(result)
         if out.get("delta_m") is None and out.get("tasks"):
             out["delta_m"] = self.delta_m(out["tasks"])
-        out["seconds"] = round(time.time() - self.t0, 3)
+        out["seconds"] = round(self.elapsed(), 3)  # all sessions of the run
+        if self.seconds_before:
+            out["seconds_since_resume"] = round(time.time() - self.t0, 3)
         out["steps"] = self.global_step
         out["peak_memory_mb"] = peak_memory_mb(self.device)
+        if self._config_pending:
+            self._config_pending = False
+            self.write_config()
         write_json(self.path("metrics.json"), out)
+        self._accept()
+        rundir.release(self.out)  # metrics.json is the run's last file
         if not self.args.quiet:
             summary = "; ".join(f"{t}: " + ", ".join(f"{m}={_fmt(v)}" for m, v in ms.items() if m != "loss" or len(ms) <= 2)
                                 for t, ms in (out.get("tasks") or {}).items())

@@ -34,12 +34,13 @@ import torch  # noqa: E402
 from common.aggregators import AGGREGATORS, Aggregator, describe, make_aggregator  # noqa: E402
 from common.device import UsageError, synchronize  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
-from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, flat_metrics, jacobian,  # noqa: E402
+from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, defaults_table, flat_metrics, jacobian,  # noqa: E402
                           main_guard, parse_hyper)
 
 
 def parse_args(argv=None):
     p = base_parser("baselines", __doc__ + "\nRules and their defaults:\n" + describe())
+    p.epilog = defaults_table()
     p.add_argument("--method", default="ls", choices=sorted(AGGREGATORS), help="the MTL rule (default ls)")
     p.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
                    help="override one of the rule's hyperparameters, e.g. --hyper c=0.4 (repeatable; numbers are parsed)")

@@ -501,9 +501,9 @@ def plot_along_t(path, front, groups, data, selected_t, curve: Curve) -> None:
             ax[1].plot(ts, [np.mean([f["tasks"][data.tasks[t].name][data.tasks[t].primary] for t in g]) for f in front],
                        "o-", ms=3, label=label)
         ax[1].set(ylabel="primary test metric", title="metrics along the curve (no STL reference)")
-        ax[1].legend(fontsize=8)
     ax[1].axvline(selected_t, color="k", ls="--", lw=1, label=f"reported t = {selected_t:.2f}")
     ax[1].set_xlabel("t")
+    ax[1].legend(fontsize=8)  # after the dashed line, so that it has its entry
     dense = torch.linspace(0, 1, 201)
     with torch.no_grad():
         C = curve.coefficients(dense).cpu().numpy()
@@ -514,6 +514,18 @@ def plot_along_t(path, front, groups, data, selected_t, curve: Curve) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def front_axis_label(data, group, name: str, key: str | None) -> str:
+    """An axis of front.png: the task (or the group's mean), the quantity, and which way is better."""
+    who = data.tasks[group[0]].name if len(group) == 1 else f"{name} (mean of {len(group)} tasks)"
+    if key == "loss":
+        return f"{who}: test loss (lower is better)"
+    prims = {data.tasks[t].primary for t in group}
+    ups = {data.tasks[t].metrics[0][1] for t in group}
+    what = prims.pop() if len(prims) == 1 else "primary metric"
+    better = "" if len(ups) != 1 else (" (higher is better)" if ups.pop() else " (lower is better)")
+    return f"{who}: test {what}{better}"
 
 
 def plot_front(path, front, groups, data, selected_t) -> None:
@@ -532,9 +544,7 @@ def plot_front(path, front, groups, data, selected_t) -> None:
         a.scatter(x[[0, -1]], y[[0, -1]], marker="s", s=60, facecolors="none", edgecolors="k", zorder=3, label="endpoints")
         k = int(np.argmin(np.abs(ts - selected_t)))
         a.scatter([x[k]], [y[k]], marker="*", s=150, color="C3", zorder=4, label=f"reported t = {selected_t:.2f}")
-        n1 = data.tasks[e1[0]].name if len(e1) == 1 else "E1 (mean)"
-        n2 = data.tasks[e2[0]].name if len(e2) == 1 else "E2 (mean)"
-        a.set(xlabel=n1, ylabel=n2, title=title)
+        a.set(xlabel=front_axis_label(data, e1, "E1", key), ylabel=front_axis_label(data, e2, "E2", key), title=title)
         a.legend(fontsize=8)
     fig.colorbar(sc, ax=ax, label="t")
     fig.savefig(path, dpi=120)

@@ -839,7 +839,7 @@ def train_toy(args, run: Run):
     record_every = max(1, total // 200)
     torch.set_num_threads(1)  # 25 x 2 x 2 parameters: threads only add overhead
     Theta = nn.Parameter(Theta0.clone())
-    opt = torch.optim.Adam([Theta], lr=args.lr, weight_decay=args.weight_decay, foreach=False)
+    opt, _ = run.make_optimizer([Theta], foreach=False)  # Adam(--lr, --weight-decay); the toy has no schedule
     balancer = LossBalancer(args.balance_window) if args.balancing == "loss" else None
     traj_steps, traj = [0], [toy_losses(Theta0, c).numpy()]  # members at their vertices: (P, 2, 2)
     history = []

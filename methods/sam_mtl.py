@@ -546,8 +546,8 @@ def main(argv=None):
                         if rule.needs == "losses" and list(rule.parameters()):
                             rule.loss(L).backward()
                 if not torch.isfinite(d).all():
-                    raise UsageError(f"the {args.aggregator} update became non-finite at step {run.global_step + 1}; "
-                                     f"lower --lr or the radii (--rho-sh / --rho-ns), then --resume from the last checkpoint")
+                    raise run.diverged(f"the {args.aggregator} update is not finite at step {run.global_step + 1}",
+                                       "smaller radii (--rho-sh / --rho-ns)")
                 batch_stats.append(step_statistics(g, d, parts))
                 apply_gradients(m, d, g)
                 clip_shared(m, clip)

@@ -19,11 +19,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from common.models import build_model, count_parameters  # noqa: E402
-from common.train import Run, base_parser, flat_metrics, main_guard  # noqa: E402
+from common.train import Run, base_parser, defaults_table, flat_metrics, main_guard  # noqa: E402
 
 
 def parse_args(argv=None):
     p = base_parser("stl", __doc__)
+    p.epilog = defaults_table()
     p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
     return p.parse_args(argv)
 

@@ -441,8 +441,15 @@ def _plt():
     return plt
 
 
-def _placeholder(ax, msg: str):
-    ax.text(0.5, 0.5, msg, ha="center", va="center", wrap=True, fontsize=8, transform=ax.transAxes)
+def _placeholder(ax, msg: str, fontsize: float = 8):
+    """The text of a panel without runs, wrapped to the panel's width (matplotlib's wrap=True measures
+    against the figure and lets centred lines run over the left edge)."""
+    import textwrap
+
+    width_in = ax.get_position().width * ax.figure.get_figwidth()
+    chars = max(20, int(width_in * 72 / (0.6 * fontsize)) - 2)  # average glyph about 0.6 em wide
+    text = "\n".join(textwrap.fill(line, chars) if line else "" for line in msg.splitlines())
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=fontsize, transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -557,16 +564,28 @@ def plot_toy(ep, datas, path, smoke):
                     ax.scatter(traj[0, q, k, 0], traj[0, q, k, 1], color=col, s=12, marker="o", zorder=4)
                     ax.scatter(traj[-1, q, k, 0], traj[-1, q, k, 1], color=col, s=18, marker="x", zorder=4)
             i, j = pair["init"]
-            ax.set_title(f"{tuple(i)} / {tuple(j)}  cov {pair.get('coverage', float('nan')):.2f}", fontsize=6)
-            ax.tick_params(labelsize=5)
+            ax.set_title(f"init {tuple(i)} / {tuple(j)}, coverage {pair.get('coverage', float('nan')):.2f}", fontsize=7)
+            ax.tick_params(labelsize=7)
             lo = front.min(0) - 0.3 * (front.max(0) - front.min(0))
             hi = front.max(0) + 0.8 * (front.max(0) - front.min(0))
             ax.set_xlim(lo[0], hi[0])
             ax.set_ylim(lo[1], hi[1])
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color="#9ecae1", lw=4, label="analytic Pareto front"),
+                   Line2D([], [], color="k", ls="--", lw=1, label="final subspace (segment between the 2 members)")]
+        if traj is not None:
+            handles += [Line2D([], [], color="tab:blue", lw=1, label="member 1 path"),
+                        Line2D([], [], color="tab:red", lw=1, label="member 2 path"),
+                        Line2D([], [], color="0.3", marker="o", ls="", label="start"),
+                        Line2D([], [], color="0.3", marker="x", ls="", label="end")]
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
+        fig.supxlabel("loss of task 1, $l_1$ (lower is better)", fontsize=10, y=0.035)
+        fig.supylabel("loss of task 2, $l_2$ (lower is better)", fontsize=10)
         if view == "trajectories" and traj is None:
-            fig.text(0.5, 0.005, "trajectories unavailable (no checkpoint.pt with 'traj'); final subspaces only", ha="center", fontsize=8)
-    fig.suptitle(_title(ep, smoke) + f"\nc = {c}; light blue: analytic Pareto front; dashed: final subspace", fontsize=10)
-    fig.tight_layout()
+            fig.text(0.5, 0.06, "trajectories unavailable (no checkpoint.pt with 'traj'); final subspaces only", ha="center", fontsize=8)
+    fig.suptitle(_title(ep, smoke) + f"\nc = {c}; one panel per pair of initial points (App. C)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -654,8 +673,8 @@ def plot_bars(ep, datas, path, smoke):
         ax.set_ylabel(col.header if col else key)
         ax.set_title(bp.block.title or bp.dataset or bp.block.dataset, fontsize=9)
         if all(np.isnan(means)):
-            ax.text(0.5, 0.5, "no finished runs" + (f"\n{bp.reason}" if bp.reason else ""), ha="center", va="center",
-                    transform=ax.transAxes, fontsize=8)
+            _placeholder(ax, "no finished runs" + (f"\n{bp.reason}" if bp.reason else ""))
+            continue
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(_title(ep, smoke), fontsize=10)

@@ -678,7 +678,7 @@ def harness_tax(args, device: torch.device) -> dict:
         # the fastest of --tax-repeats runs per K: the least disturbed by other load on the machine
         t1 = min(timed_main(k1) for _ in range(args.tax_repeats))
         t2 = min(timed_main(k2) for _ in range(args.tax_repeats))
-        harness_ms = (t2 - t1) / (k2 - k1) * 1e3
+        harness_ms = _per_step_ms(t1, t2, k1, k2)
         # the bare loop: same model, same batches (Run.batches of the same seed), same Adam
         run_args = base_parser("baselines").parse_args(["--out", os.path.join(tmp, "bare"), "--device", str(device),
                                                           "--data-root", args.data_root, "--seed", str(args.seed)])
@@ -702,12 +702,23 @@ def harness_tax(args, device: torch.device) -> dict:
         bare(k1)
         b1 = min(bare(k1) for _ in range(args.tax_repeats))
         b2 = min(bare(k2) for _ in range(args.tax_repeats))
-        bare_ms = (b2 - b1) / (k2 - k1) * 1e3
+        bare_ms = _per_step_ms(b1, b2, k1, k2)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"dataset": "multimnist-lite", "steps": [k1, k2], "baselines_ls_ms_per_step": harness_ms,
-            "bare_ms_per_step": bare_ms, "ratio": harness_ms / bare_ms if bare_ms > 0 else None,
-            "baselines_seconds": [t1, t2], "bare_seconds": [b1, b2]}
+    out = {"dataset": "multimnist-lite", "steps": [k1, k2], "baselines_ls_ms_per_step": harness_ms,
+           "bare_ms_per_step": bare_ms, "ratio": harness_ms / bare_ms if harness_ms is not None and bare_ms is not None else None,
+           "baselines_seconds": [t1, t2], "bare_seconds": [b1, b2]}
+    unmeasured = [name for name, v in (("methods/baselines.py", harness_ms), ("the bare loop", bare_ms)) if v is None]
+    if unmeasured:
+        out["not_measured"] = (f"{' and '.join(unmeasured)}: the {k2}-step runs were not slower than the {k1}-step runs "
+                               "(other load on the machine); rerun with more --tax-repeats or a wider --tax-steps")
+    return out
+
+
+def _per_step_ms(t1: float, t2: float, k1: int, k2: int) -> float | None:
+    """Milliseconds per step from the times of a K1- and a K2-step run; None when the longer run was
+    not slower (the difference drowned in load), which is no measurement."""
+    return (t2 - t1) / (k2 - k1) * 1e3 if t2 > t1 else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -749,9 +760,11 @@ def markdown(report: dict) -> str:
                              f"{_f(r['peak_memory_mb'], '{:.0f}')} |")
     if report.get("harness_tax"):
         h = report["harness_tax"]
+        na = "not measured"
         lines += ["", f"Harness tax (multimnist-lite, LeNet, batch 256, steps {h['steps'][0]}..{h['steps'][1]}): "
-                      f"methods/baselines.py --method ls {h['baselines_ls_ms_per_step']:.1f} ms/step, bare PyTorch loop "
-                      f"{h['bare_ms_per_step']:.1f} ms/step, ratio {h['ratio']:.2f}"]
+                      f"methods/baselines.py --method ls {_f(h['baselines_ls_ms_per_step'], '{:.1f} ms/step', na)}, "
+                      f"bare PyTorch loop {_f(h['bare_ms_per_step'], '{:.1f} ms/step', na)}, ratio {_f(h['ratio'], '{:.2f}', na)}"
+                      + (f" (not measured: {h['not_measured']})" if h.get("not_measured") else "")]
     return "\n".join(lines) + "\n"
 
 

@@ -395,9 +395,11 @@ def test_multimnist_lite_end_to_end_11_point_front_then_resume(tmp_path):
 
     with pytest.raises(pml.UsageError, match="already holds a run"):  # never overwritten silently
         pml.main(["--epochs", "1"] + common)
-    m2 = pml.main(["--epochs", "2", "--window", "1", "--grid-n", "2", "--resume"] + common)
+    with pytest.raises(pml.UsageError, match=r"--window 2 \(now 1\)"):  # a resume continues the same run
+        pml.main(["--epochs", "2", "--window", "1", "--lam", "1", "--resume"] + common)
+    m2 = pml.main(["--epochs", "2", "--window", "2", "--lam", "1", "--resume"] + common)
     ck2 = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert ck2["epoch"] == 1 and ck2["global_step"] == 4 and m2["steps"] == 4 and len(m2["front"]) == 2
+    assert ck2["epoch"] == 1 and ck2["global_step"] == 4 and m2["steps"] == 4 and len(m2["front"]) == 11
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + one row per epoch
     assert not torch.equal(ck1["state"]["members"]["members.0.encoder.fc.weight"],
                            ck2["state"]["members"]["members.0.encoder.fc.weight"])
