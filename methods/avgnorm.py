@@ -364,7 +364,7 @@ def fit(args, run: Run, weights: list[float] | None = None) -> dict:
             model.eval()
             val = last_val = run.evaluate(model, "val")
             row.update(flat_metrics("val", val))
-            score = run.primary_score(val)
+            score = run.selection_score(val)
             if args.select == "best" and score > best[0]:
                 best = (score, copy.deepcopy(model.state_dict()))
         run.log_epoch(epoch, row)
@@ -395,7 +395,7 @@ def fit(args, run: Run, weights: list[float] | None = None) -> dict:
               "weights_per_epoch": curves["weights"],
               "S_per_epoch": [h.get("S") for h in history],
               "guard_hits": guard_hits, "weight_seconds": round(weight_seconds, 4),
-              "val_tasks": val, "val_score": run.primary_score(val),
+              "val_tasks": val, "val_score": run.selection_score(val),
               "parameters": count_parameters(model.parameters())}
     return result
 

@@ -465,7 +465,7 @@ def _row(run, phase, sums, n, extra=None, val=None):
     row.update({f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)})
     row.update({"objective": None, "R_o": None, "R_align": None})
     row.update(extra or {})
-    row["val_score"] = run.primary_score(val) if val else None
+    row["val_score"] = run.selection_score(val) if val else None
     row.update({f"val_{t.name}_{t.primary}": (val[t.name][t.primary] if val else None) for t in data.tasks})
     return row
 
@@ -751,7 +751,7 @@ def main(argv=None):
             if (epoch + 1) % args.eval_every == 0 or phase_over(args.endpoint_epochs):
                 model.eval()
                 val = run.evaluate(model, "val", max_batches=args.eval_batches)
-                score = run.primary_score({data.tasks[t].name: val[data.tasks[t].name] for t in tasks})
+                score = run.selection_score({data.tasks[t].name: val[data.tasks[t].name] for t in tasks})
                 if args.select == "best" and (S["best"] is None or score > S["best"][0]):
                     S["best"] = (score, copy.deepcopy(model.state_dict()))
             S["work"] = {"model": model.state_dict(), "opt": opt.state_dict(), "agg": agg,
@@ -840,7 +840,7 @@ def main(argv=None):
         res = evaluate_point(run, template, curve, t, ["test"] if val_is_test else ["val", "test"])
         val = res["test"] if val_is_test else res["val"]
         front.append({"t": round(t, 6), "tasks": res["test"], "delta_m": run.delta_m(res["test"]),
-                      "val_score": run.primary_score(val)})
+                      "val_score": run.selection_score(val)})
     if eval_t == "val":
         scores = np.array([f["val_score"] for f in front])
         best = np.flatnonzero(scores >= scores.max() - 1e-12)

@@ -803,7 +803,7 @@ def main(argv=None):
                         "val_non_dominated": summ["non_dominated"]})
             row.update(flat_metrics("val_centre", centre_metrics(run, model, val_front, T, "val")))
             score = summ["hypervolume"] if summ["hypervolume"] is not None else \
-                float(np.mean([run.primary_score(f["tasks"]) for f in val_front]))
+                float(np.mean([run.selection_score(f["tasks"]) for f in val_front]))
             if args.select == "best" and score > best[0]:
                 best = (score, epoch, copy.deepcopy(model.state_dict()))
         run.log_epoch(epoch, row)

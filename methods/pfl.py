@@ -585,7 +585,7 @@ def main(argv=None):
             row.update({"val_hypervolume": summ["hypervolume"], "val_spearman": summ["spearman"],
                         "val_non_dominated": summ["non_dominated"]})
             score = summ["hypervolume"] if summ["hypervolume"] is not None else \
-                float(np.mean([run.primary_score(f["tasks"]) for f in val_front]))
+                float(np.mean([run.selection_score(f["tasks"]) for f in val_front]))
             if args.select == "best" and score > best[0]:
                 best = (score, epoch, copy.deepcopy(module.state_dict()))
         run.log_epoch(epoch, row)

@@ -590,7 +590,7 @@ def main(argv=None):
             row.update(flat_metrics("val", val))
             for k, m in enumerate(models):
                 ids = [k] if stl else None
-                score = run.primary_score({data.tasks[i].name: val[data.tasks[i].name] for i in (ids or range(T))})
+                score = run.selection_score({data.tasks[i].name: val[data.tasks[i].name] for i in (ids or range(T))})
                 if args.select == "best" and score > best[k][0]:
                     best[k] = (score, copy.deepcopy(m.state_dict()))
         run.log_epoch(epoch, row)

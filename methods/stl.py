@@ -72,7 +72,7 @@ def main(argv=None):
             for t, m in enumerate(models):
                 m.eval()
                 val.update(run.evaluate(m, "val", task_ids=[t]))
-                score = run.primary_score({data.tasks[t].name: val[data.tasks[t].name]})
+                score = run.selection_score({data.tasks[t].name: val[data.tasks[t].name]})
                 if args.select == "best" and score > best[t][0]:
                     best[t] = (score, copy.deepcopy(m.state_dict()))
             row.update(flat_metrics("val", val))
