@@ -697,35 +697,47 @@ def _hv_slice(P: np.ndarray, r: np.ndarray, budget: list) -> float:
     return vol
 
 
-# Hypervolume reference per task kind on the primary metric: 0 for accuracy-like metrics (PaLoRA's
-# official compute_hv), 1 for depth absolute error and 90 degrees for normals (its Pareto plots).
-HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0, "depth": 1.0, "normal": 90.0, "normal_l1": 90.0,
-                "saliency": 0.0, "edge": 0.0}
+# The hypervolume reference point: ONE rule for every front method of the suite (PML, EXTRA, PaLoRA,
+# the PFL baselines, AvgNorm's grid), one fixed value per task kind on its primary metric, never a
+# value taken from the points (that would change with the run and make hypervolumes incomparable):
+#   accuracy-like (accuracy, F1, mIoU, maxF, odsF): 0 -- PML Table 4 (acc_1 x acc_2 for one point) and
+#       PaLoRA's official compute_hv;
+#   losses and errors (toy losses, the Huber / MAE of normalised UTKFace age, depth absolute error): 1 --
+#       PML Fig. 19 and PaLoRA's hypervolume of losses use (1, 1); PaLoRA's depth plots use 1;
+#   normal mean angle: 90 degrees -- PaLoRA's Pareto plots.
+# Every front method reports "hypervolume" on the test split with this reference (PML also reports
+# its validation hypervolume, which selects its epoch as the paper, as "hypervolume_val").
+HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0, "saliency": 0.0, "edge": 0.0,
+                "depth": 1.0, "huber": 1.0, "toy": 1.0, "normal": 90.0, "normal_l1": 90.0}
+HV_SPLIT = "test"
 
 
-def hv_reference(specs, points, override: Sequence[float] | None = None) -> list[float]:
-    """The reference point for the hypervolume of `points` (n, T) of the tasks' primary metrics:
-    `override` if given, else HV_REFERENCE by task kind, else 10% beyond the worst point."""
+def hv_reference(specs, override: Sequence[float] | None = None) -> list[float]:
+    """The hypervolume reference point of the tasks' primary metrics: `override` (a method's --hv-ref)
+    if given, else HV_REFERENCE of each task's kind (the suite's one rule, see above)."""
     if override is not None:
         return [float(r) for r in override]
-    P = np.asarray(points, dtype=float)
-    ref = []
-    for i, spec in enumerate(specs):
-        r = HV_REFERENCE.get(spec.kind)
-        if r is None:
-            higher = spec.metrics[0][1]
-            worst = P[:, i].min() if higher else P[:, i].max()
-            r = float(worst - 0.1 * abs(worst)) if higher else float(worst + 0.1 * abs(worst))
-        ref.append(float(r))
-    return ref
+    missing = [s.kind for s in specs if s.kind not in HV_REFERENCE]
+    if missing:
+        raise ValueError(f"no hypervolume reference for task kind(s) {missing}; add them to HV_REFERENCE")
+    return [float(HV_REFERENCE[s.kind]) for s in specs]
 
+
+def evaluation_grid(num_tasks: int, points: int = 11) -> np.ndarray:
+    """The preferences / alphas at which every front method is evaluated (PML, PaLoRA, the PFL
+    baselines): for 2-3 tasks the simplex lattice with spacing 1/(points - 1) (simplex_grid: 11 points
+    for 2 tasks, 66 for 3, first coordinate decreasing: [1, 0], [0.9, 0.1], ...); for more tasks the
+    T vertices and the centre (a lattice would have C(points + T - 2, T - 1) points)."""
+    if num_tasks <= 3:
+        return simplex_grid(num_tasks, points)
+    return np.vstack([np.eye(num_tasks), np.full((1, num_tasks), 1.0 / num_tasks)])
 
 
 def front_summary(front: list[dict], tasks, hv_ref: Sequence[float] | None = None) -> dict:
     """Summary of a preference-indexed front (PaLoRA, COSMOS / PHN): `front` is a list of
     {"preference": [lambda_1..lambda_T], "tasks": {task: {metric: value, "loss": ...}}}.
 
-    hypervolume of the primary metrics (2-3 tasks; reference `hv_reference`), the number of
+    hypervolume of the primary metrics (reference `hv_reference`; None past its work budget), the number of
     non-dominated points, the mean Spearman correlation between the tasks' losses across the front
     (PaLoRA's ablation: lower = a more diverse front) and, per task, the Spearman correlation between
     lambda_t and L_t (negative = Pareto-aligned: more weight, lower loss)."""
@@ -737,7 +749,7 @@ def front_summary(front: list[dict], tasks, hv_ref: Sequence[float] | None = Non
     L = np.array([[f["tasks"][n]["loss"] for n in names] for f in front], dtype=float)
     lam = np.array([f["preference"] for f in front], dtype=float)
     T = len(tasks)
-    ref = hv_reference(tasks, P, hv_ref)
+    ref = hv_reference(tasks, hv_ref)
     rho = [spearman(L[:, i], L[:, j]) for i, j in combinations(range(T), 2)]
     rho = [r for r in rho if np.isfinite(r)]
     align = {n: spearman(lam[:, i], L[:, i]) for i, n in enumerate(names)}

@@ -532,14 +532,12 @@ def write_grid_csv(path: str, results: list[dict], names: list[str]) -> None:
 
 
 def front_hypervolume(front: list[dict], tasks) -> tuple[float | None, list[float] | None]:
-    """Hypervolume of the grid points' test primary metrics (2-3 tasks), reference point from
-    common.metrics.hv_reference (0 for accuracy, F1 and mIoU; 1 for depth error, 90 degrees for
-    normals; else 10% beyond the worst point)."""
-    if len(tasks) not in (2, 3):
-        return None, None
+    """Hypervolume of the grid points' test primary metrics, reference point from
+    common.metrics.hv_reference (the suite's one rule for every front method: 0 for accuracy, F1,
+    mIoU, maxF and odsF; 1 for depth error, 90 degrees for normals)."""
     P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front], dtype=float)
     higher = [t.metrics[0][1] for t in tasks]
-    ref = hv_reference(tasks, P)
+    ref = hv_reference(tasks)
     return hypervolume(P, ref, maximize=higher), ref
 
 

@@ -178,3 +178,21 @@ def test_hypervolume_too_costly_is_none_not_a_crash():
     # 41 random points on the simplex in 40 objectives: past the work budget, None (in seconds)
     P = np.random.default_rng(0).random((41, 40))
     assert hypervolume(P / P.sum(1, keepdims=True), [0.0] * 40, maximize=True) is None
+
+
+def test_one_evaluation_grid_and_one_hv_rule_for_every_front_method():
+    import palora
+    import pfl
+    import pml
+    from common import metrics
+
+    for mod in (pml, palora, pfl):
+        assert mod.evaluation_grid is metrics.evaluation_grid
+    g = metrics.evaluation_grid(2)
+    assert np.allclose(g[:, 0], np.linspace(1, 0, 11))  # one ordering: [1, 0], [0.9, 0.1], ...
+    assert metrics.evaluation_grid(5).shape == (6, 5)
+    for f in ("pml.py", "palora.py", "pfl.py", "extra_nurbs.py", "avgnorm.py"):
+        with open(os.path.join(ROOT, "methods", f)) as fh:
+            src = fh.read()
+        assert "hv_reference(" in src or "front_summary(" in src, f  # the common rule, no private one
+        assert "def hv_reference" not in src and "def evaluation_grid" not in src, f

@@ -164,6 +164,23 @@ def test_aggregation_mean_std_delta_m_mean_rank_hypervolume(tmp_path):
     assert "our STL runs (2 seed(s))" in md
 
 
+def test_pooled_seed_hypervolume_on_hand_made_points(tmp_path):
+    """PML Table 4's baseline HV pools the seeds' points into one front: larger than acc_1 x acc_2 of
+    the seed mean."""
+    entry = _toy_entry()
+    entry.blocks[0].columns.append(reg.HV_POOLED_COL.__class__("hvp", "HV pooled", "hv_pooled", None, 1, True, 4))
+    (ep,), _ = runner.plan([entry], runner.Options(results=str(tmp_path)))
+    ls = ep.blocks[0].rows[1].jobs
+    _write_metrics(ls[0], _acc(0.91, 0.81))
+    _write_metrics(ls[1], _acc(0.93, 0.79))
+    d = aggregate.BlockData(ep.blocks[0])
+    pooled = 0.91 * 0.81 + 0.93 * 0.79 - 0.91 * 0.79  # union of the two seeds' boxes from (0, 0)
+    assert aggregate.stat(d.values[1]["hvp"], "mean")[0] == pytest.approx(pooled)
+    assert pooled > 0.92 * 0.80  # the product of the seed-mean accuracies
+    t4 = reg.select(["pml_table4"])[0]
+    assert all(any(c.metric == "hv_pooled" for c in b.columns) for b in t4.blocks)
+
+
 def test_front_best_and_front_hypervolume(tmp_path):
     opts = runner.Options(results=str(tmp_path))
     entry = _toy_entry()
