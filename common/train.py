@@ -414,6 +414,7 @@ class Run:
             check(args, self.data)
         self._reference: Reference | None = None
         self._warned_val_is_test = False
+        self._finish_errors: list[str] = []
         # the backbone actually built: --model, the method's / dataset's default, else the data's own
         self.model_name = args.model or (self.data.default_model if self.data is not None else None)
         if self.data is not None:
@@ -596,6 +597,11 @@ class Run:
             res[self.data.tasks[i].name] = r
         return res
 
+    def use_data(self, data: MTLData, parent: "Run") -> None:
+        """For a Run made with load_data=False inside another run (a grid point): its data, model name
+        and Delta-m% reference, so that both select by the same rule."""
+        self.data, self._reference, self.model_name = data, parent._reference, parent.model_name
+
     @property
     def val_is_test(self) -> bool:
         """True when the validation split is the test split (scene datasets without --holdout, toy)."""
@@ -681,6 +687,18 @@ class Run:
             print(f"[{self.method}] resumed from {self.ckpt_path} at epoch {self.start_epoch}, step {self.global_step}", flush=True)
         return blob["state"]
 
+    def guarded(self, what: str, fn: Callable, *args, default=None, **kwargs):
+        """`fn(*args, **kwargs)` for the reporting after training (plots, summaries, hypervolumes): a
+        failure prints one line, is recorded in metrics.json "finish_errors" and gives `default`, so a
+        finished training never loses its result to its report."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 -- any failure of a report, by design
+            msg = f"{what}: {type(e).__name__}: {e}"
+            self._finish_errors.append(msg)
+            print(f"[{self.method}] warning: {msg} (the run's result is written without it)", file=sys.stderr, flush=True)
+            return default
+
     def finish(self, result: Mapping[str, object]) -> dict:
         """Write metrics.json: the contract fields (method, dataset, seed, tasks, delta_m,
         hypervolume, front, seconds, peak_memory_mb) plus whatever else `result` holds, the Delta-m%
@@ -690,7 +708,7 @@ class Run:
         out = {"method": self.method, "dataset": self.args.dataset, "model": getattr(self.args, "model", None) or self.model_name,
                "seed": self.args.seed, "tasks": None, "delta_m": None, "hypervolume": None, "front": None}
         out.update(result)
-        errors = []
+        errors = list(self._finish_errors)
         if out.get("delta_m") is None and out.get("tasks"):
             try:
                 out["delta_m"] = self.delta_m(out["tasks"])

@@ -858,10 +858,10 @@ def main(argv=None):
     hv = hypervolume(P, ref, maximize=higher)
     nd = int(non_dominated(P, maximize=higher).sum())
 
-    plot_along_t(run.path("along_t.png"), front, groups, data, chosen["t"], curve)
-    plot_front(run.path("front.png"), front, groups, data, chosen["t"])
+    run.guarded("along_t.png", plot_along_t, run.path("along_t.png"), front, groups, data, chosen["t"], curve)
+    run.guarded("front.png", plot_front, run.path("front.png"), front, groups, data, chosen["t"])
     if S["affinity"] is not None:
-        plot_affinity(run.path("affinity.png"), S["affinity"], groups, data)
+        run.guarded("affinity.png", plot_affinity, run.path("affinity.png"), S["affinity"], groups, data)
     save(finished=True)
     w = curve.weights()
     result = run.finish({

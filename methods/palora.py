@@ -824,9 +824,9 @@ def main(argv=None):
                         "hypervolume": hypervolume(P0, summ["hypervolume_ref"], maximize=[t.metrics[0][1] for t in data.tasks])}
     title = f"PaLoRA {args.dataset} seed {args.seed} (test)\nHV {_fmt(summ['hypervolume'])}, Spearman {_fmt(summ['spearman'])}, " \
             f"non-dominated {summ['non_dominated']}/{len(front)}"
-    plot_front(run.path("front.png"), front, data.tasks, centre=centre, init=init_metrics, title=title)
-    plot_pseudo(run.path("pseudo_preferences.png"), pseudo, data.tasks)
-    plot_val_fronts(run.path("val_fronts.png"), history, data.tasks)
+    run.guarded("front.png", plot_front, run.path("front.png"), front, data.tasks, centre=centre, init=init_metrics, title=title)
+    run.guarded("pseudo_preferences.png", plot_pseudo, run.path("pseudo_preferences.png"), pseudo, data.tasks)
+    run.guarded("val_fronts.png", plot_val_fronts, run.path("val_fronts.png"), history, data.tasks)
     result = {"tasks": centre, "centre_preference": centre_pref, "front": front, **summ, "hypervolume_split": HV_SPLIT,
               "best_per_task": best_per_task, "pseudo_preferences": pseudo,
               "parameters": overhead, "delta_p_percent": overhead["delta_p_percent"],

@@ -602,7 +602,7 @@ def main(argv=None):
     best_per_task = {t.name: (max if t.metrics[0][1] else min)(f["tasks"][t.name][t.primary] for f in front) for t in data.tasks}
     title = (f"{args.method} {args.dataset} seed {args.seed} (test)\nHV {_fmt(summ['hypervolume'])}, "
              f"Spearman {_fmt(summ['spearman'])}, non-dominated {summ['non_dominated']}/{len(front)}")
-    plot_front(run.path("front.png"), front, data.tasks, title, analytic=data.info.get("front"), history=history)
+    run.guarded("front.png", plot_front, run.path("front.png"), front, data.tasks, title, analytic=data.info.get("front"), history=history)
     result = {"tasks": centre, "centre_preference": centre_pref, "front": front, **summ, "hypervolume_split": HV_SPLIT,
               "best_per_task": best_per_task,
               "parameters": params, "delta_p_percent": params["delta_p_percent"], "selected_epoch": selected_epoch, "pfl_method": args.method, "setting": args.setting,

@@ -648,12 +648,12 @@ def train_dataset(args, run: Run):
              for a, tr, vr in zip(grid, test_res, val_res)]
     plots = []
     if T == 2:
-        plot_front_2d(run.path("front.png"), data, grid, val_pts, test_pts)
+        run.guarded("front.png", plot_front_2d, run.path("front.png"), data, grid, val_pts, test_pts)
         plots.append("front.png")
     elif T == 3 and len(grid) >= 3 and args.grid_n >= 3:
-        plot_simplex(run.path("simplex.png"), data, grid, test_pts, args.grid_n, "test")
+        run.guarded("simplex.png", plot_simplex, run.path("simplex.png"), data, grid, test_pts, args.grid_n, "test")
         plots.append("simplex.png")
-    plot_curves(run.path("curves.png"), history, data)
+    run.guarded("curves.png", plot_curves, run.path("curves.png"), history, data)
     if history:
         plots.append("curves.png")
     result = {

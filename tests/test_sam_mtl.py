@@ -346,3 +346,29 @@ def test_tiny_census_real_format_with_nashmtl(tmp_path):
     assert set(res["tasks"]) == {"age", "education"} and res["clip_grad"] == 1.0 and res["steps"] == 6
     assert res["model"] == "mlp" and np.isfinite(res["hypervolume"])
     check_outputs(out)
+
+
+def test_celeba_tiny_files_write_metrics_json_with_40_objective_hypervolume(tmp_path, monkeypatch):
+    """40 binary attributes: the single-point hypervolume is the product of the 40 F1 scores (it used
+    to raise after the whole training and lose the run); a report step that fails is recorded, not fatal."""
+    from common.metrics import hypervolume
+    from reproduce.tiny_data import make_celeba
+
+    make_celeba(str(tmp_path / "data"))
+
+    def broken_plot(*a, **k):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(sam_mtl, "plot_training", broken_plot)
+    out = tmp_path / "celeba"
+    res = sam_mtl.main(["--dataset", "celeba", "--data-root", str(tmp_path / "data"), "--model", "celeba_cnn",
+                        "--aggregator", "ls", "--batch-size", "8", "--max-steps", "1", "--out", str(out),
+                        "--no-progress", "--quiet"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["tasks"]) == 40 and m["tasks"] == res["tasks"]
+    f1 = [m["tasks"][t]["f1"] for t in m["tasks"]]
+    assert m["hypervolume"] == pytest.approx(float(np.prod(f1)))
+    if min(f1) == 0:
+        assert m["hypervolume"] == 0 and "at the reference point" in m["hypervolume_note"]
+    assert hypervolume([[0.5] * 40], [0.0] * 40, maximize=True) == pytest.approx(0.5 ** 40)
+    assert m["finish_errors"] == ["plots: RuntimeError: no display"] and m["plots"] == []
