@@ -797,6 +797,8 @@ def main(argv=None):
             row.update(flat_metrics("val_centre", centre_metrics(run, model, val_front, T, "val")))
             score = summ["hypervolume"] if summ["hypervolume"] is not None else \
                 float(np.mean([run.selection_score(f["tasks"]) for f in val_front]))
+            if args.select == "best":
+                run.warn_if_val_is_test()  # the epoch is chosen on validation
             if args.select == "best" and score > best[0]:
                 best = (score, epoch, copy.deepcopy(model.state_dict()))
         run.log_epoch(epoch, row)

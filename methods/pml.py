@@ -620,6 +620,8 @@ def train_dataset(args, run: Run):
             hv = front_hypervolume(pts, hv_ref, flags)
             row["val_hypervolume"] = hv
             row.update(flat_metrics("val_centre", val_res[len(grid) // 2]))
+            if args.select == "best":
+                run.warn_if_val_is_test()  # the epoch is chosen on validation
             if args.select == "best" and hv is not None and hv > best["hv"]:
                 best = {"hv": hv, "members": copy.deepcopy(ens.state_dict()), "epoch": epoch}
         cos = ens.cosine_similarities()

@@ -196,3 +196,19 @@ def test_one_evaluation_grid_and_one_hv_rule_for_every_front_method():
             src = fh.read()
         assert "hv_reference(" in src or "front_summary(" in src, f  # the common rule, no private one
         assert "def hv_reference" not in src and "def evaluation_grid" not in src, f
+
+
+def test_selection_on_validation_that_is_test_warns_once_and_is_recorded(tmp_path, capsys):
+    import baselines
+    from reproduce.tiny_data import make_scene
+
+    make_scene(str(tmp_path / "data"), "cityscapes", n_train=8, n_val=4)
+    flags = ["--method", "ls", "--dataset", "cityscapes", "--data-root", str(tmp_path / "data"), "--batch-size", "4",
+             "--epochs", "2", "--select", "best", "--no-progress"]
+    baselines.main(flags + ["--out", str(tmp_path / "a")])
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "validation is the test split" in ln]
+    assert len(lines) == 1  # two epochs selected on validation, one line
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["validation_is_test"] is True
+    baselines.main(flags + ["--out", str(tmp_path / "b"), "--holdout", "0.25"])
+    assert "validation is the test split" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["validation_is_test"] is False
