@@ -888,6 +888,14 @@ def main(argv=None):
         "parameters": {"model": count_parameters(template.parameters()),
                        "curve_trainable": count_parameters(curve.parameters())},
     })
+    if not args.quiet:  # the headline: the reported point against both endpoints
+        def dm(v):
+            return "n/a" if v is None else f"{v:.2f}"
+
+        ref = result.get("reference") or {}
+        print(f"[extra_nurbs] Delta-m% (lower is better; reference: {ref.get('source', 'none')}): "
+              f"t = {chosen['t']:g} ({result['t_selection']}) {dm(chosen['delta_m'])}; "
+              f"endpoints t = 0 {dm(front[0]['delta_m'])}, t = 1 {dm(front[-1]['delta_m'])}", flush=True)
     return result
 
 

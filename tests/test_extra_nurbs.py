@@ -405,3 +405,14 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, flags, needle):
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not out.exists()  # nothing written before the flags were checked
+
+
+def test_headline_line_prints_delta_m_of_the_point_and_both_endpoints(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    fake_stl(tmp_path, "tiny2", {"left": {"acc": 0.9}, "right": {"acc": 0.85}})
+    flags = [f for f in FAST if f != "--quiet"]
+    m = ex.main(["--dataset", "tiny2", "--out", str(tmp_path / "h"), "--epochs", "1", "--grid", "3"] + flags)
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[extra_nurbs] Delta-m%")]
+    assert len(line) == 1 and "our single-task runs" in line[0]
+    f = {p["t"]: p["delta_m"] for p in m["front"]}
+    assert f"t = {m['t']:g} (validation) {m['delta_m']:.2f}; endpoints t = 0 {f[0.0]:.2f}, t = 1 {f[1.0]:.2f}" in line[0]
