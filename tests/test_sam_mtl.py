@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(ROOT, "methods"))
 import sam_mtl  # noqa: E402
 from common.aggregators import make_aggregator  # noqa: E402
 from common.models import LeNetEncoder, MTLModel, lenet_head  # noqa: E402
+from common.metrics import hypervolume  # noqa: E402
 from common.train import aggregator_backward  # noqa: E402
 from sam_mtl import SAMGrads, combine, conflict, make_aggregators, perturbation, sam_gradients  # noqa: E402
 
@@ -308,7 +309,9 @@ def test_end_to_end_f_stl_and_each_aggre_on_toy(tmp_path):
     assert res["aggregator"] is None and res["parameters"] == 2 * 2  # one theta in R^2 per task
     out, res = run_main(tmp_path, "each", "--dataset", "toy", "--aggregator", "uw", "--mode", "each-aggre", "--max-steps", "3")
     check_outputs(out, metric="loss")
-    assert res["mode"] == "each-aggre" and res["hypervolume"] is None  # losses: no accuracy hypervolume
+    # losses: the suite's one hypervolume rule, reference 1 per loss (common.metrics.HV_REFERENCE["toy"])
+    losses = [[res["tasks"][t]["loss"] for t in ("l1", "l2")]]
+    assert res["mode"] == "each-aggre" and res["hypervolume"] == pytest.approx(hypervolume(losses, [1.0, 1.0]))
     ck = torch.load(out / "checkpoint.pt", weights_only=False)["state"]
     assert all((a.log_vars.detach() != 0).any() for a in [ck["aggs"].loss] + ck["aggs"].each)  # UW's s is trained
     out, res = run_main(tmp_path, "famo", "--dataset", "toy", "--aggregator", "famo", "--max-steps", "3")
