@@ -117,8 +117,9 @@ class MTLData:
     test: Dataset
     input_shape: tuple[int, ...]
     default_model: str
-    # Single-task reference metrics {task: {metric: value}} used by Delta-m% when no STL run of
-    # ours exists (the published vectors for cityscapes / nyuv2); None elsewhere.
+    # The published single-task metrics {task: {metric: value}} of the dataset's default model, for
+    # readers of the data; Delta-m% takes its reference from common/reference.py (--reference,
+    # matched on dataset and model). None where nothing is published.
     reference: dict | None = None
     info: dict = field(default_factory=dict)
 

@@ -32,6 +32,7 @@ per-batch values, even the median normal error; pooling over every pixel is the 
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -554,6 +555,34 @@ def delta_m(metrics: Mapping[str, Mapping[str, float]], reference: Mapping[str, 
     return float(np.mean(terms)) if terms else None
 
 
+def selection_score(metrics: Mapping[str, Mapping[str, float]], specs, reference: Mapping | None = None) -> float:
+    """The one model-selection score of the suite (best epoch, a point or t chosen on validation, a
+    grid point); higher is better, and it never mixes units:
+
+    - with a reference that covers the tasks: -Delta-m% against it (`delta_m`);
+    - otherwise the scale-free log-ratio form of Delta-m%,
+          score = 100/K sum_k s_k log M_k,   s_k = +1 if higher is better, else -1,
+      over the same K metrics (`delta_metrics`). Comparing two candidates compares
+      100/K sum_k s_k log(M_k / M'_k): the log-ratio Delta-m% of one against the other, unchanged when
+      a metric's unit changes (degrees vs radians, % vs fraction). Every metric of common/metrics.py is
+      >= 0; a value <= 0 counts as 1e-12 (the worst for higher-is-better, the best otherwise).
+    Only the tasks present in `metrics` count (per-task selection passes one task)."""
+    specs = [s for s in specs if s.name in metrics]
+    if reference:
+        dm = delta_m(metrics, reference, specs)
+        if dm is not None and all(s.name in reference for s in specs):
+            return -dm
+    terms = []
+    for spec in specs:
+        higher = dict(spec.metrics)
+        for m in delta_metrics(spec):
+            v = metrics[spec.name].get(m)
+            if v is None or not math.isfinite(v):
+                continue
+            terms.append((1.0 if higher[m] else -1.0) * math.log(max(float(v), 1e-12)) * 100.0)
+    return float(np.mean(terms)) if terms else float("-inf")
+
+
 def mean_rank(results: Mapping[str, Mapping[str, Mapping[str, float]]], specs) -> dict[str, float]:
     """Mean Rank: for each metric (the tasks' `delta_metrics`) rank the methods (1 = best, ties get
     the average rank), then average each method's ranks over the metrics."""
@@ -608,65 +637,107 @@ def non_dominated(points, maximize: bool | Sequence[bool] = False) -> np.ndarray
     return keep
 
 
-def hypervolume(points, ref, maximize: bool | Sequence[bool] = False) -> float:
-    """Exact hypervolume dominated by `points` (n, m), m in {2, 3}, bounded by `ref`.
+HV_MAX_WORK = 50_000  # slice evaluations an exact hypervolume may spend (a few seconds) before it returns None
 
-    With maximize=True (accuracies) the volume is that of the box between ref and each point, e.g.
-    ref = (0, 0) for two accuracies. Points that do not strictly improve on ref in every objective
-    add nothing.
+
+def hypervolume(points, ref, maximize: bool | Sequence[bool] = False) -> float | None:
+    """Exact hypervolume dominated by `points` (n, m) and bounded by `ref`, any m >= 1.
+
+    With maximize=True (accuracies) the volume is that of the union of the boxes between ref and
+    each point, e.g. ref = (0, 0) for two accuracies. Points that do not strictly improve on ref in
+    every objective add nothing (an F1 of 0 against a reference of 0 gives a box of volume 0).
+
+    m = 1: the best improvement; m = 2: a sweep; m >= 3: slicing along the last objective (HSO,
+    While et al. 2006): between consecutive values of the last objective the slab's volume is the
+    (m-1)-dimensional hypervolume of the points already swept, times its depth. One point is the
+    product of its improvements, whatever m. The slicing costs up to O(n^(m-1)); past HV_MAX_WORK
+    slice evaluations (e.g. 41 points in 40 objectives) it gives up and returns None rather than a
+    wrong or never-ending value.
     """
-    P = np.asarray(points, dtype=float).reshape(-1, len(ref))
-    r = np.asarray(ref, dtype=float)
+    r = np.asarray(ref, dtype=float).reshape(-1)
+    P = np.asarray(points, dtype=float).reshape(-1, len(r))
     sign = np.where(np.broadcast_to(np.asarray(maximize), (P.shape[1],)), -1.0, 1.0)
     P, r = P * sign, r * sign  # now minimise, ref is the upper corner
-    P = P[np.all(P < r, axis=1)]
+    P = P[np.all(P < r, axis=1)]  # NaN rows fail the test and drop out
     if len(P) == 0:
         return 0.0
+    if len(P) == 1:
+        return float(np.prod(r - P[0]))
     P = P[non_dominated(P)]
-    if P.shape[1] == 2:
+    budget = [HV_MAX_WORK]
+    try:
+        return float(_hv_slice(P, r, budget))
+    except _HVBudget:
+        return None
+
+
+class _HVBudget(Exception):
+    pass
+
+
+def _hv_slice(P: np.ndarray, r: np.ndarray, budget: list) -> float:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _HVBudget
+    m = P.shape[1]
+    if len(P) == 1:
+        return float(np.prod(r - P[0]))
+    if m == 1:
+        return float(r[0] - P[:, 0].min())
+    if m == 2:
         return _hv2(P, r)
-    if P.shape[1] == 3:
-        # sweep over the third objective: slabs between consecutive z values
-        P = P[np.argsort(P[:, 2])]
-        zs = np.append(P[:, 2], r[2])
-        vol = 0.0
-        for i in range(len(P)):
-            depth = zs[i + 1] - zs[i]
-            if depth > 0:
-                vol += _hv2(P[: i + 1, :2], r[:2]) * depth
-        return float(vol)
-    raise ValueError("hypervolume is implemented exactly for 2 and 3 objectives")
+    P = P[np.argsort(P[:, -1], kind="stable")]
+    zs = np.append(P[:, -1], r[-1])
+    vol = 0.0
+    for i in range(len(P)):
+        depth = zs[i + 1] - zs[i]
+        if depth > 0:
+            S = P[: i + 1, :-1]
+            vol += _hv_slice(S[non_dominated(S)], r[:-1], budget) * depth
+    return vol
 
 
-# Hypervolume reference per task kind on the primary metric: 0 for accuracy-like metrics (PaLoRA's
-# official compute_hv), 1 for depth absolute error and 90 degrees for normals (its Pareto plots).
-HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0, "depth": 1.0, "normal": 90.0, "normal_l1": 90.0,
-                "saliency": 0.0, "edge": 0.0}
+# The hypervolume reference point: ONE rule for every front method of the suite (PML, EXTRA, PaLoRA,
+# the PFL baselines, AvgNorm's grid), one fixed value per task kind on its primary metric, never a
+# value taken from the points (that would change with the run and make hypervolumes incomparable):
+#   accuracy-like (accuracy, F1, mIoU, maxF, odsF): 0 -- PML Table 4 (acc_1 x acc_2 for one point) and
+#       PaLoRA's official compute_hv;
+#   losses and errors (toy losses, the Huber / MAE of normalised UTKFace age, depth absolute error): 1 --
+#       PML Fig. 19 and PaLoRA's hypervolume of losses use (1, 1); PaLoRA's depth plots use 1;
+#   normal mean angle: 90 degrees -- PaLoRA's Pareto plots.
+# Every front method reports "hypervolume" on the test split with this reference (PML also reports
+# its validation hypervolume, which selects its epoch as the paper, as "hypervolume_val").
+HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0, "saliency": 0.0, "edge": 0.0,
+                "depth": 1.0, "huber": 1.0, "toy": 1.0, "normal": 90.0, "normal_l1": 90.0}
+HV_SPLIT = "test"
 
 
-def hv_reference(specs, points, override: Sequence[float] | None = None) -> list[float]:
-    """The reference point for the hypervolume of `points` (n, T) of the tasks' primary metrics:
-    `override` if given, else HV_REFERENCE by task kind, else 10% beyond the worst point."""
+def hv_reference(specs, override: Sequence[float] | None = None) -> list[float]:
+    """The hypervolume reference point of the tasks' primary metrics: `override` (a method's --hv-ref)
+    if given, else HV_REFERENCE of each task's kind (the suite's one rule, see above)."""
     if override is not None:
         return [float(r) for r in override]
-    P = np.asarray(points, dtype=float)
-    ref = []
-    for i, spec in enumerate(specs):
-        r = HV_REFERENCE.get(spec.kind)
-        if r is None:
-            higher = spec.metrics[0][1]
-            worst = P[:, i].min() if higher else P[:, i].max()
-            r = float(worst - 0.1 * abs(worst)) if higher else float(worst + 0.1 * abs(worst))
-        ref.append(float(r))
-    return ref
+    missing = [s.kind for s in specs if s.kind not in HV_REFERENCE]
+    if missing:
+        raise ValueError(f"no hypervolume reference for task kind(s) {missing}; add them to HV_REFERENCE")
+    return [float(HV_REFERENCE[s.kind]) for s in specs]
 
+
+def evaluation_grid(num_tasks: int, points: int = 11) -> np.ndarray:
+    """The preferences / alphas at which every front method is evaluated (PML, PaLoRA, the PFL
+    baselines): for 2-3 tasks the simplex lattice with spacing 1/(points - 1) (simplex_grid: 11 points
+    for 2 tasks, 66 for 3, first coordinate decreasing: [1, 0], [0.9, 0.1], ...); for more tasks the
+    T vertices and the centre (a lattice would have C(points + T - 2, T - 1) points)."""
+    if num_tasks <= 3:
+        return simplex_grid(num_tasks, points)
+    return np.vstack([np.eye(num_tasks), np.full((1, num_tasks), 1.0 / num_tasks)])
 
 
 def front_summary(front: list[dict], tasks, hv_ref: Sequence[float] | None = None) -> dict:
     """Summary of a preference-indexed front (PaLoRA, COSMOS / PHN): `front` is a list of
     {"preference": [lambda_1..lambda_T], "tasks": {task: {metric: value, "loss": ...}}}.
 
-    hypervolume of the primary metrics (2-3 tasks; reference `hv_reference`), the number of
+    hypervolume of the primary metrics (reference `hv_reference`; None past its work budget), the number of
     non-dominated points, the mean Spearman correlation between the tasks' losses across the front
     (PaLoRA's ablation: lower = a more diverse front) and, per task, the Spearman correlation between
     lambda_t and L_t (negative = Pareto-aligned: more weight, lower loss)."""
@@ -678,11 +749,11 @@ def front_summary(front: list[dict], tasks, hv_ref: Sequence[float] | None = Non
     L = np.array([[f["tasks"][n]["loss"] for n in names] for f in front], dtype=float)
     lam = np.array([f["preference"] for f in front], dtype=float)
     T = len(tasks)
-    ref = hv_reference(tasks, P, hv_ref)
+    ref = hv_reference(tasks, hv_ref)
     rho = [spearman(L[:, i], L[:, j]) for i, j in combinations(range(T), 2)]
     rho = [r for r in rho if np.isfinite(r)]
     align = {n: spearman(lam[:, i], L[:, i]) for i, n in enumerate(names)}
-    return {"hypervolume": hypervolume(P, ref, maximize=higher) if T in (2, 3) else None, "hypervolume_ref": ref,
+    return {"hypervolume": hypervolume(P, ref, maximize=higher), "hypervolume_ref": ref,
             "hypervolume_metrics": [t.primary for t in tasks], "non_dominated": int(non_dominated(P, maximize=higher).sum()),
             "front_size": len(front), "spearman": float(np.mean(rho)) if rho else None,
             "spearman_alignment": {k: (float(v) if np.isfinite(v) else None) for k, v in align.items()}}

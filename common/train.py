@@ -36,7 +36,8 @@ import torch
 from common.data import MTLData, batches, dataset_accepts, dataset_names, load_dataset
 from common.device import UsageError, autocast, peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
 from common.diverge import CHECK_EVERY, EXIT_DIVERGED, Diverged, FiniteWatch, nonfinite_tensor
-from common.metrics import TaskMeter, delta_m, task_losses
+from common.metrics import TaskMeter, delta_m, selection_score, task_losses
+from common.reference import Reference, resolve_reference
 from common import rundir
 
 DEFAULT_DATASET = "multimnist-lite"
@@ -124,7 +125,13 @@ def base_parser(method: str, description: str | None = None) -> argparse.Argumen
                    help="nyud / pascal-context: number of thresholds of the edge odsF (default 99, as SEISM; fewer is faster)")
     g.add_argument("--c", type=float, default=1.0, help="loss-scale constant c of the toy problem, l_1 = c * l~_1 (only --dataset toy; the papers use 1 and 0.1)")
     g.add_argument("--select", choices=["last", "best"], default=None,
-                   help="which epoch's model is tested: last, or best mean primary validation metric (default: last; best for celeba, as FAMO/FairGrad)")
+                   help="which epoch's model is tested: last, or best on validation by the one selection score of "
+                        "common.metrics.selection_score (-Delta-m%% against the reference, else its scale-free log form) "
+                        "(default: last; best for celeba, as FAMO/FairGrad)")
+    g.add_argument("--reference", default="auto", metavar="auto|published|PATH",
+                   help="single-task reference of Delta-m%%, matched on dataset and model: auto = our STL runs under "
+                        "results/stl/<dataset>/ of the same model, else the published vector; published; or PATH = a "
+                        "metrics.json, a folder of runs or a {task: {metric: value}} JSON (default auto; see common/reference.py)")
     g.add_argument("--out", default=None, help="output folder (default results/<method>/<dataset>/seed<seed>/)")
     g.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt (a finished run is reported again, not retrained)")
     g.add_argument("--overwrite", action="store_true", help="start afresh even if --out holds an earlier run (its files are replaced)")
@@ -248,11 +255,37 @@ def _atomic_write_bytes(path: str, write: Callable[[str], None]) -> None:
 
 
 def write_json(path: str, obj) -> None:
+    """Write strict JSON atomically: NaN and +-Inf (which json.dump would write as the invalid
+    tokens NaN / Infinity) become null, and a dict gets "nonfinite_as_null": the key paths of those
+    values (e.g. ["tasks.left.acc"]), so a reader can tell a missing value from a diverged one."""
+    replaced: list[str] = []
+    clean = _finite_or_null(obj, "", replaced)
+    if replaced and isinstance(clean, dict):
+        clean["nonfinite_as_null"] = replaced
+
     def w(tmp):
         with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, default=_json_default)
+            json.dump(clean, fh, indent=2, default=_json_default, allow_nan=False)
             fh.write("\n")
     _atomic_write_bytes(path, w)
+
+
+def _finite_or_null(o, where: str, replaced: list):
+    """A JSON-ready copy of `o` with every non-finite float (also inside numpy / torch values) -> None."""
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        o = o.tolist()
+    elif isinstance(o, (np.floating, np.integer)):
+        o = o.item()
+    if isinstance(o, float):
+        if math.isfinite(o):
+            return o
+        replaced.append(where or ".")
+        return None
+    if isinstance(o, Mapping):
+        return {k: _finite_or_null(v, f"{where}.{k}" if where else str(k), replaced) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite_or_null(v, f"{where}[{i}]", replaced) for i, v in enumerate(o)]
+    return o
 
 
 def _json_default(o):
@@ -431,6 +464,16 @@ class Run:
                                      data_seed=args.data_seed, **self.data_options())
         if check is not None:
             check(args, self.data)
+        self._reference: Reference | None = None
+        self._warned_val_is_test = False
+        self._finish_errors: list[str] = []
+        # the backbone actually built: --model, the method's / dataset's default, else the data's own
+        self.model_name = args.model or (self.data.default_model if self.data is not None else None)
+        if self.data is not None:
+            self._reference = resolve_reference(getattr(args, "reference", "auto"), args.dataset, self.model_name,
+                                                getattr(args, "data_seed", 0), method)
+            if self._reference.values is None and not args.quiet:
+                print(f"[{method}] {self._reference.source}", flush=True)
         self.out = args.out or os.path.join("results", method, args.dataset, f"seed{args.seed}")
         self.global_step = 0
         self.start_epoch = 0
@@ -684,36 +727,35 @@ class Run:
             res[self.data.tasks[i].name] = r
         return res
 
-    def primary_score(self, metrics: Mapping[str, Mapping[str, float]]) -> float:
-        """Mean over tasks of the primary metric, signed so that higher is better (model selection)."""
-        vals = []
-        for t in self.data.tasks:
-            if t.name in metrics:
-                m, higher = t.metrics[0]
-                vals.append(metrics[t.name][m] if higher else -metrics[t.name][m])
-        return float(np.mean(vals)) if vals else float("nan")
+    def use_data(self, data: MTLData, parent: "Run") -> None:
+        """For a Run made with load_data=False inside another run (a grid point): its data, model name
+        and Delta-m% reference, so that both select by the same rule."""
+        self.data, self._reference, self.model_name = data, parent._reference, parent.model_name
+
+    @property
+    def val_is_test(self) -> bool:
+        """True when the validation split is the test split (scene datasets without --holdout, toy)."""
+        return self.data is not None and (self.data.val is self.data.test or bool(self.data.info.get("val_is_test")))
+
+    def selection_score(self, metrics: Mapping[str, Mapping[str, float]]) -> float:
+        """The model-selection score (higher is better) of validation `metrics`, the one rule of
+        every selection in the suite: -Delta-m% against the run's reference when there is one, else
+        the scale-free log-ratio form (common.metrics.selection_score). When validation is the test
+        split, the first call prints one warning line (metrics.json says "validation_is_test")."""
+        self.warn_if_val_is_test()
+        return selection_score(metrics, self.data.tasks, self.reference())
+
+    def warn_if_val_is_test(self) -> None:
+        """One line, once per run, when a selection on validation is a selection on test."""
+        if self.val_is_test and not self._warned_val_is_test:
+            self._warned_val_is_test = True
+            print(f"[{self.method}] warning: validation is the test split of {self.args.dataset} (pass --holdout FRACTION "
+                  "for a held-out validation split): what is selected on validation is selected on test", flush=True)
 
     def reference(self) -> dict | None:
-        """Single-task reference metrics for Delta-m%: our own STL runs on this dataset
-        (results/stl/<dataset>/seed*/metrics.json, averaged over seeds) when they exist, else the
-        published vector of the dataset (cityscapes, nyuv2), else None."""
-        root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(self.out)))), "stl", self.args.dataset)
-        if self.method != "stl" and os.path.isdir(root):
-            found = []
-            for d in sorted(os.listdir(root)):
-                p = os.path.join(root, d, "metrics.json")
-                if os.path.isfile(p):
-                    try:
-                        with open(p) as fh:
-                            found.append(json.load(fh)["tasks"])
-                    except (OSError, ValueError, KeyError):
-                        pass
-            if found:
-                ref = {}
-                for t in found[0]:
-                    ref[t] = {m: float(np.mean([f[t][m] for f in found if t in f and m in f[t]])) for m in found[0][t]}
-                return ref
-        return self.data.reference
+        """Single-task reference metrics {task: {metric: value}} of Delta-m% for this dataset and
+        model, resolved from --reference (common/reference.py), or None."""
+        return self._reference.values if self._reference is not None else None
 
     def delta_m(self, metrics) -> float | None:
         ref = self.reference()
@@ -817,7 +859,7 @@ class Run:
                 writer.writerows(keep)
         _atomic_write_bytes(path, w)
 
-    def _console_row(self, row: Mapping[str, object]) -> str:
+    def _console_row(self, row: Mapping[str, object], where: str = "log.csv") -> str:
         """The per-epoch console text of a log row: every column with up to SUMMARY_TASKS tasks; with
         more (40-task CelebA) one summary per kind of per-task column (mean and the worst task where
         the direction is known, else the range); log.csv keeps the full row."""
@@ -851,33 +893,66 @@ class Run:
                 i = int(np.nanargmax(xs) if not up else np.nanargmin(xs))
                 text += f" worst {xs[i]:.4g} ({vals[i][0]})"
             parts.append(text)
-        return ", ".join(parts) + f" ({len(names)} tasks; every column in {self.path('log.csv')})"
+        return ", ".join(parts) + f" ({len(names)} tasks; every column in {self.path(where)})"
+
+    def guarded(self, what: str, fn: Callable, *args, default=None, **kwargs):
+        """`fn(*args, **kwargs)` for the reporting after training (plots, summaries, hypervolumes): a
+        failure prints one line, is recorded in metrics.json "finish_errors" and gives `default`, so a
+        finished training never loses its result to its report."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 -- any failure of a report, by design
+            msg = f"{what}: {type(e).__name__}: {e}"
+            self._finish_errors.append(msg)
+            print(f"[{self.method}] warning: {msg} (the run's result is written without it)", file=sys.stderr, flush=True)
+            return default
 
     def finish(self, result: Mapping[str, object]) -> dict:
         """Write metrics.json: the contract fields (method, dataset, seed, tasks, delta_m,
-        hypervolume, front, seconds, peak_memory_mb) plus whatever else `result` holds."""
+        hypervolume, front, seconds, peak_memory_mb) plus whatever else `result` holds, the Delta-m%
+        reference used ("reference": kind, source, values) and "validation_is_test". The reporting
+        steps after training are guarded: one that fails is recorded under "finish_errors" and the
+        file is written all the same; NaN / Inf are written as null (see write_json)."""
         self.check_finite()
-        out = {"method": self.method, "dataset": self.args.dataset, "seed": self.args.seed,
-               "tasks": None, "delta_m": None, "hypervolume": None, "front": None}
+        out = {"method": self.method, "dataset": self.args.dataset, "model": getattr(self.args, "model", None) or self.model_name,
+               "seed": self.args.seed, "tasks": None, "delta_m": None, "hypervolume": None, "front": None}
         out.update(result)
+        errors = list(self._finish_errors)
         if out.get("delta_m") is None and out.get("tasks"):
-            out["delta_m"] = self.delta_m(out["tasks"])
+            try:
+                out["delta_m"] = self.delta_m(out["tasks"])
+            except Exception as e:  # never lose the run's result to its summary
+                errors.append(f"delta_m: {type(e).__name__}: {e}")
+        out["reference"] = self._reference.as_json() if self._reference is not None else None
+        out["validation_is_test"] = self.val_is_test
         out["seconds"] = round(self.elapsed(), 3)  # all sessions of the run
         if self.seconds_before:
             out["seconds_since_resume"] = round(time.time() - self.t0, 3)
         out["steps"] = self.global_step
-        out["peak_memory_mb"] = peak_memory_mb(self.device)
+        try:
+            out["peak_memory_mb"] = peak_memory_mb(self.device)
+        except Exception as e:
+            errors.append(f"peak_memory_mb: {type(e).__name__}: {e}")
         if self._config_pending:
             self._config_pending = False
             self.write_config()
+        if errors:
+            out["finish_errors"] = errors
         write_json(self.path("metrics.json"), out)
         self._accept()
         rundir.release(self.out)  # metrics.json is the run's last file
         if not self.args.quiet:
-            summary = "; ".join(f"{t}: " + ", ".join(f"{m}={_fmt(v)}" for m, v in ms.items() if m != "loss" or len(ms) <= 2)
-                                for t, ms in (out.get("tasks") or {}).items())
-            dm = out.get("delta_m")
-            print(f"[{self.method}] test: {summary}" + (f"; delta_m={dm:.2f}%" if dm is not None else ""), flush=True)
+            try:
+                tasks = out.get("tasks") or {}
+                if len(tasks) > SUMMARY_TASKS:  # 40-task CelebA: mean and worst task; metrics.json has every task
+                    summary = self._console_row(flat_metrics("test", tasks), "metrics.json")
+                else:
+                    summary = "; ".join(f"{t}: " + ", ".join(f"{m}={_fmt(v)}" for m, v in ms.items() if m != "loss" or len(ms) <= 2)
+                                        for t, ms in tasks.items())
+                dm = out.get("delta_m")
+                print(f"[{self.method}] test: {summary}" + (f"; delta_m={dm:.2f}%" if isinstance(dm, float) and math.isfinite(dm) else ""), flush=True)
+            except Exception as e:
+                print(f"[{self.method}] (summary line failed: {type(e).__name__}: {e})", flush=True)
             print(f"[{self.method}] wrote {self.path('metrics.json')}", flush=True)
         return out
 

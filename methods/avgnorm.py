@@ -364,7 +364,7 @@ def fit(args, run: Run, weights: list[float] | None = None) -> dict:
             model.eval()
             val = last_val = run.evaluate(model, "val")
             row.update(flat_metrics("val", val))
-            score = run.primary_score(val)
+            score = run.selection_score(val)
             if args.select == "best" and score > best[0]:
                 best = (score, copy.deepcopy(model.state_dict()))
         run.log_epoch(epoch, row)
@@ -381,7 +381,7 @@ def fit(args, run: Run, weights: list[float] | None = None) -> dict:
     val = last_val if last_val is not None else run.evaluate(model, "val")
     test = run.evaluate(model, "test")
     mean_w = (weight_sum / max(weight_n, 1)).tolist()
-    plot_dynamics(run.out, history, names, f"{run.method} ({args.variant}, grad on {args.grad_on})")
+    run.guarded("plots", plot_dynamics, run.out, history, names, f"{run.method} ({args.variant}, grad on {args.grad_on})")
     curves = {k: {t: [h[k][i] if k in h else None for h in history] for i, t in enumerate(names)}
               for k in ("weights", "grad_norm", "wgrad_norm", "cos")}
     result = {"tasks": test, "variant": args.variant, "grad_on": args.grad_on, "every": args.every,
@@ -395,7 +395,7 @@ def fit(args, run: Run, weights: list[float] | None = None) -> dict:
               "weights_per_epoch": curves["weights"],
               "S_per_epoch": [h.get("S") for h in history],
               "guard_hits": guard_hits, "weight_seconds": round(weight_seconds, 4),
-              "val_tasks": val, "val_score": run.primary_score(val),
+              "val_tasks": val, "val_score": run.selection_score(val),
               "parameters": count_parameters(model.parameters())}
     return result
 
@@ -480,7 +480,8 @@ def grid_search(args, run: Run) -> dict:
     dedupe = not args.clip_grad and args.weight_decay == 0
     points = grid_points(args.grid, T, dedupe_scale=dedupe)
     reference = run.reference()
-    criterion = "val Delta-m% (lower is better)" if reference else "mean primary val metric (higher is better)"
+    criterion = ("val Delta-m% (lower is better)" if reference else
+                 "scale-free val selection score, the log-ratio form of Delta-m% (common.metrics.selection_score)")
     results = []
     for k, pt in enumerate(points):
         label = "w" + "_".join(f"{v:g}" for v in pt)
@@ -491,20 +492,20 @@ def grid_search(args, run: Run) -> dict:
         if not args.quiet:
             print(f"[{run.method}] grid point {k + 1}/{len(points)}: weights {sub.weights}", flush=True)
         prun = Run(sub, "avgnorm-static", METHOD_DEFAULTS, load_data=False)
-        prun.data = data
+        prun.use_data(data, run)  # the grid's data and Delta-m% reference: one selection rule for every point
         prun.write_config({"grid_point": pt})
         res = fit(sub, prun, pt)
-        res["delta_m"] = run.delta_m(res["tasks"])   # the grid's reference (results/stl/<dataset>/)
+        res["delta_m"] = run.delta_m(res["tasks"])   # the grid's reference (--reference, common/reference.py)
         prun.finish(res)
         val_dm = run.delta_m(res["val_tasks"]) if reference else None
         results.append({"weights": pt, "out": prun.out, "tasks": res["tasks"], "delta_m": res["delta_m"],
                         "val_tasks": res["val_tasks"], "val_score": res["val_score"],
-                        "val_criterion": -val_dm if val_dm is not None else res["val_score"],
+                        "val_criterion": run.selection_score(res["val_tasks"]),
                         "val_delta_m": val_dm, "primary": {t.name: t.primary for t in data.tasks},
                         "gradient_cosine_last": {t: v[-1] for t, v in res["gradient_cosine"].items() if v},
                         "weighted_grad_norms_last": {t: v[-1] for t, v in res["weighted_grad_norms"].items() if v}})
     best = int(np.argmax([r["val_criterion"] for r in results]))
-    plot_grid(run.path("grid.png"), results, names, best, criterion)
+    run.guarded("grid.png", plot_grid, run.path("grid.png"), results, names, best, criterion)
     write_grid_csv(run.path("grid.csv"), results, names)
     front = [{"preference": (np.array(r["weights"]) / sum(r["weights"])).tolist(), "weights": r["weights"], "tasks": r["tasks"]}
              for r in results]
@@ -532,14 +533,12 @@ def write_grid_csv(path: str, results: list[dict], names: list[str]) -> None:
 
 
 def front_hypervolume(front: list[dict], tasks) -> tuple[float | None, list[float] | None]:
-    """Hypervolume of the grid points' test primary metrics (2-3 tasks), reference point from
-    common.metrics.hv_reference (0 for accuracy, F1 and mIoU; 1 for depth error, 90 degrees for
-    normals; else 10% beyond the worst point)."""
-    if len(tasks) not in (2, 3):
-        return None, None
+    """Hypervolume of the grid points' test primary metrics, reference point from
+    common.metrics.hv_reference (the suite's one rule for every front method: 0 for accuracy, F1,
+    mIoU, maxF and odsF; 1 for depth error, 90 degrees for normals)."""
     P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front], dtype=float)
     higher = [t.metrics[0][1] for t in tasks]
-    ref = hv_reference(tasks, P)
+    ref = hv_reference(tasks)
     return hypervolume(P, ref, maximize=higher), ref
 
 

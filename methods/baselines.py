@@ -133,7 +133,7 @@ def main(argv=None):
             model.eval()
             val = run.evaluate(model, "val")
             row.update(flat_metrics("val", val))
-            score = run.primary_score(val)
+            score = run.selection_score(val)
             if args.select == "best" and score > best[0]:
                 best = (score, copy.deepcopy(model.state_dict()))
         run.log_epoch(epoch, row)

@@ -84,7 +84,7 @@ from torch.func import functional_call  # noqa: E402
 
 from common.aggregators import AGGREGATORS, Aggregator, make_aggregator  # noqa: E402
 from common.device import UsageError, peak_memory_mb, reset_peak_memory, seed_everything  # noqa: E402
-from common.metrics import hv_reference, hypervolume, non_dominated  # noqa: E402
+from common.metrics import HV_SPLIT, hv_reference, hypervolume, non_dominated  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, jacobian,  # noqa: E402
                           main_guard, parse_hyper, recompute_bn_stats)
@@ -465,7 +465,7 @@ def _row(run, phase, sums, n, extra=None, val=None):
     row.update({f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)})
     row.update({"objective": None, "R_o": None, "R_align": None})
     row.update(extra or {})
-    row["val_score"] = run.primary_score(val) if val else None
+    row["val_score"] = run.selection_score(val) if val else None
     row.update({f"val_{t.name}_{t.primary}": (val[t.name][t.primary] if val else None) for t in data.tasks})
     return row
 
@@ -761,7 +761,7 @@ def main(argv=None):
             if (epoch + 1) % args.eval_every == 0 or phase_over(args.endpoint_epochs):
                 model.eval()
                 val = run.evaluate(model, "val", max_batches=args.eval_batches)
-                score = run.primary_score({data.tasks[t].name: val[data.tasks[t].name] for t in tasks})
+                score = run.selection_score({data.tasks[t].name: val[data.tasks[t].name] for t in tasks})
                 if args.select == "best" and (S["best"] is None or score > S["best"][0]):
                     S["best"] = (score, copy.deepcopy(model.state_dict()))
             S["work"] = {"model": model.state_dict(), "opt": opt.state_dict(), "agg": agg,
@@ -850,7 +850,7 @@ def main(argv=None):
         res = evaluate_point(run, template, curve, t, ["test"] if val_is_test else ["val", "test"])
         val = res["test"] if val_is_test else res["val"]
         front.append({"t": round(t, 6), "tasks": res["test"], "delta_m": run.delta_m(res["test"]),
-                      "val_score": run.primary_score(val)})
+                      "val_score": run.selection_score(val) if eval_t == "val" else None})
     if eval_t == "val":
         scores = np.array([f["val_score"] for f in front])
         best = np.flatnonzero(scores >= scores.max() - 1e-12)
@@ -862,26 +862,22 @@ def main(argv=None):
     oracle = int(np.nanargmin([np.inf if v is None else v for v in dms])) if any(v is not None for v in dms) else None
 
     tasks = data.tasks
-    hv, ref = None, None
-    if T in (2, 3):
-        P = np.array([[f["tasks"][s.name][s.primary] for s in tasks] for f in front], dtype=float)
-        higher = [s.metrics[0][1] for s in tasks]
-        ref = hv_reference(tasks, P)
-        hv = hypervolume(P, ref, maximize=higher)
-        nd = int(non_dominated(P, maximize=higher).sum())
-    else:
-        nd = None
+    P = np.array([[f["tasks"][s.name][s.primary] for s in tasks] for f in front], dtype=float)
+    higher = [s.metrics[0][1] for s in tasks]
+    ref = hv_reference(tasks)  # the suite's one rule for every front method, on the test split
+    hv = hypervolume(P, ref, maximize=higher)
+    nd = int(non_dominated(P, maximize=higher).sum())
 
-    plot_along_t(run.path("along_t.png"), front, groups, data, chosen["t"], curve)
-    plot_front(run.path("front.png"), front, groups, data, chosen["t"])
+    run.guarded("along_t.png", plot_along_t, run.path("along_t.png"), front, groups, data, chosen["t"], curve)
+    run.guarded("front.png", plot_front, run.path("front.png"), front, groups, data, chosen["t"])
     if S["affinity"] is not None:
-        plot_affinity(run.path("affinity.png"), S["affinity"], groups, data)
+        run.guarded("affinity.png", plot_affinity, run.path("affinity.png"), S["affinity"], groups, data)
     save(finished=True)
     w = curve.weights()
     result = run.finish({
         "tasks": chosen["tasks"], "delta_m": chosen["delta_m"], "t": chosen["t"],
         "t_selection": "validation" if eval_t == "val" else "fixed",
-        "hypervolume": hv, "hypervolume_ref": ref, "hypervolume_metrics": [s.primary for s in tasks],
+        "hypervolume": hv, "hypervolume_split": HV_SPLIT, "hypervolume_ref": ref, "hypervolume_metrics": [s.primary for s in tasks],
         "non_dominated": nd, "front": front,
         "endpoints": {"t=0": {"tasks": front[0]["tasks"], "delta_m": front[0]["delta_m"]},
                       "t=1": {"tasks": front[-1]["tasks"], "delta_m": front[-1]["delta_m"]}},
@@ -902,6 +898,14 @@ def main(argv=None):
         "parameters": {"model": count_parameters(template.parameters()),
                        "curve_trainable": count_parameters(curve.parameters())},
     })
+    if not args.quiet:  # the headline: the reported point against both endpoints
+        def dm(v):
+            return "n/a" if v is None else f"{v:.2f}"
+
+        ref = result.get("reference") or {}
+        print(f"[extra_nurbs] Delta-m% (lower is better; reference: {ref.get('source', 'none')}): "
+              f"t = {chosen['t']:g} ({result['t_selection']}) {dm(chosen['delta_m'])}; "
+              f"endpoints t = 0 {dm(front[0]['delta_m'])}, t = 1 {dm(front[-1]['delta_m'])}", flush=True)
     return result
 
 

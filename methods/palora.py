@@ -79,7 +79,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from common.device import UsageError  # noqa: E402
-from common.metrics import front_summary, hypervolume  # noqa: E402
+from common.metrics import HV_SPLIT, evaluation_grid, front_summary, hypervolume  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import Run, base_parser, clip_shared, flat_metrics, main_guard  # noqa: E402
 
@@ -171,7 +171,8 @@ def parse_args(argv=None):
                         "with more than 3 tasks: the vertices and the centre")
     g.add_argument("--hv-ref", default=None,
                    help="hypervolume reference, one value per task on its primary metric, comma separated "
-                        "(default: 0 for acc/mIoU/F1, 1 for depth abs err, 90 for normal angle, else 1.1 x the worst grid value)")
+                        "(default: the suite's one rule for every front method, common.metrics.HV_REFERENCE: 0 for "
+                        "accuracy-like metrics, 1 for losses and errors, 90 for normal angles)")
     g.add_argument("--eval-batches", type=int, default=None,
                    help="evaluate every preference on the first N batches of val/test only (smoke runs; default: the whole split)")
     g.add_argument("--eval-every", type=int, default=None, help="validate the front every N epochs (default 1; 20 cityscapes, 10 nyuv2)")
@@ -436,14 +437,6 @@ def set_train_mode(model: nn.Module, freeze_base: bool) -> None:
 # ----------------------------------------------------------------------------------------------
 # Evaluation: grid, pseudo-preferences, hypervolume / Spearman / non-dominated
 # ----------------------------------------------------------------------------------------------
-def evaluation_grid(num_tasks: int, points: int = 11) -> torch.Tensor:
-    """2-3 tasks: the lattice with spacing 1/(points - 1) (11 / 66 points); more tasks: the
-    vertices and the centre."""
-    if num_tasks <= 3:
-        return simplex_lattice(num_tasks, points - 1).float()
-    return torch.cat([torch.eye(num_tasks), torch.full((1, num_tasks), 1.0 / num_tasks)]).float()
-
-
 def pseudo_preferences(num_tasks: int) -> list[tuple[str, list[float]]]:
     """Section 5.4 / Figure 5, for T tasks: base only (0), all adapters subtracted (-1), "forget t"
     (+1 everywhere, -1 at t), the vertices e_t and the centre. For T = 2: (0,0), (-1,-1), (-1,1),
@@ -803,7 +796,9 @@ def main(argv=None):
                         "val_non_dominated": summ["non_dominated"]})
             row.update(flat_metrics("val_centre", centre_metrics(run, model, val_front, T, "val")))
             score = summ["hypervolume"] if summ["hypervolume"] is not None else \
-                float(np.mean([run.primary_score(f["tasks"]) for f in val_front]))
+                float(np.mean([run.selection_score(f["tasks"]) for f in val_front]))
+            if args.select == "best":
+                run.warn_if_val_is_test()  # the epoch is chosen on validation
             if args.select == "best" and score > best[0]:
                 best = (score, epoch, copy.deepcopy(model.state_dict()))
         run.log_epoch(epoch, row)
@@ -828,14 +823,13 @@ def main(argv=None):
     if init_metrics is not None:
         P0 = np.array([[init_metrics[t.name][t.primary] for t in data.tasks]])
         init_summary = {"tasks": init_metrics,
-                        "hypervolume": hypervolume(P0, summ["hypervolume_ref"], maximize=[t.metrics[0][1] for t in data.tasks])
-                        if T in (2, 3) else None}
+                        "hypervolume": hypervolume(P0, summ["hypervolume_ref"], maximize=[t.metrics[0][1] for t in data.tasks])}
     title = f"PaLoRA {args.dataset} seed {args.seed} (test)\nHV {_fmt(summ['hypervolume'])}, Spearman {_fmt(summ['spearman'])}, " \
             f"non-dominated {summ['non_dominated']}/{len(front)}"
-    plot_front(run.path("front.png"), front, data.tasks, centre=centre, init=init_metrics, title=title)
-    plot_pseudo(run.path("pseudo_preferences.png"), pseudo, data.tasks)
-    plot_val_fronts(run.path("val_fronts.png"), history, data.tasks)
-    result = {"tasks": centre, "centre_preference": centre_pref, "front": front, **summ,
+    run.guarded("front.png", plot_front, run.path("front.png"), front, data.tasks, centre=centre, init=init_metrics, title=title)
+    run.guarded("pseudo_preferences.png", plot_pseudo, run.path("pseudo_preferences.png"), pseudo, data.tasks)
+    run.guarded("val_fronts.png", plot_val_fronts, run.path("val_fronts.png"), history, data.tasks)
+    result = {"tasks": centre, "centre_preference": centre_pref, "front": front, **summ, "hypervolume_split": HV_SPLIT,
               "best_per_task": best_per_task, "pseudo_preferences": pseudo,
               "parameters": overhead, "delta_p_percent": overhead["delta_p_percent"],
               "selected_epoch": selected_epoch,

@@ -89,7 +89,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
 from common.device import UsageError  # noqa: E402
-from common.metrics import front_summary, simplex_grid  # noqa: E402
+from common.metrics import HV_SPLIT, evaluation_grid, front_summary  # noqa: E402
 from common.models import MTLModel, build_model, count_parameters  # noqa: E402
 from common.train import (Run, base_parser, clip_shared, describe_scheduler, jacobian,  # noqa: E402
                           main_guard, set_flat_grad)
@@ -164,7 +164,8 @@ def parse_args(argv=None):
                         "the vertices and the centre (default 11)")
     g.add_argument("--hv-ref", default=None,
                    help="hypervolume reference, one value per task on its primary metric, comma separated "
-                        "(default: 0 for acc/mIoU/F1, else 1.1 x the worst grid value)")
+                        "(default: the suite's one rule for every front method, common.metrics.HV_REFERENCE: 0 for "
+                        "accuracy-like metrics, 1 for losses and errors, 90 for normal angles)")
     g.add_argument("--eval-every", type=int, default=None, help="validate the front every N epochs (default 1; 10 toy, 20 scene)")
     g.add_argument("--eval-batches", type=int, default=None,
                    help="evaluate every preference on the first N batches of val/test only (smoke runs; default all)")
@@ -182,13 +183,6 @@ def _table(d) -> str:
 def sample_ray(num_tasks: int, alpha: float) -> torch.Tensor:
     """One training preference r ~ Dirichlet(alpha 1) (torch's global generator: seeded, restored on --resume)."""
     return torch.distributions.Dirichlet(torch.full((num_tasks,), float(alpha))).sample()
-
-
-def evaluation_grid(num_tasks: int, points: int = 11) -> np.ndarray:
-    """2-3 tasks: the simplex lattice with spacing 1/(points - 1); more tasks: vertices and centre."""
-    if num_tasks <= 3:
-        return simplex_grid(num_tasks, points)
-    return np.concatenate([np.eye(num_tasks), np.full((1, num_tasks), 1.0 / num_tasks)])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -585,7 +579,9 @@ def main(argv=None):
             row.update({"val_hypervolume": summ["hypervolume"], "val_spearman": summ["spearman"],
                         "val_non_dominated": summ["non_dominated"]})
             score = summ["hypervolume"] if summ["hypervolume"] is not None else \
-                float(np.mean([run.primary_score(f["tasks"]) for f in val_front]))
+                float(np.mean([run.selection_score(f["tasks"]) for f in val_front]))
+            if args.select == "best":
+                run.warn_if_val_is_test()  # the epoch is chosen on validation
             if args.select == "best" and score > best[0]:
                 best = (score, epoch, copy.deepcopy(module.state_dict()))
         run.log_epoch(epoch, row)
@@ -608,8 +604,9 @@ def main(argv=None):
     best_per_task = {t.name: (max if t.metrics[0][1] else min)(f["tasks"][t.name][t.primary] for f in front) for t in data.tasks}
     title = (f"{args.method} {args.dataset} seed {args.seed} (test)\nHV {_fmt(summ['hypervolume'])}, "
              f"Spearman {_fmt(summ['spearman'])}, non-dominated {summ['non_dominated']}/{len(front)}")
-    plot_front(run.path("front.png"), front, data.tasks, title, analytic=data.info.get("front"), history=history)
-    result = {"tasks": centre, "centre_preference": centre_pref, "front": front, **summ, "best_per_task": best_per_task,
+    run.guarded("front.png", plot_front, run.path("front.png"), front, data.tasks, title, analytic=data.info.get("front"), history=history)
+    result = {"tasks": centre, "centre_preference": centre_pref, "front": front, **summ, "hypervolume_split": HV_SPLIT,
+              "best_per_task": best_per_task,
               "parameters": params, "delta_p_percent": params["delta_p_percent"], "selected_epoch": selected_epoch, "pfl_method": args.method, "setting": args.setting,
               "alpha": args.alpha, "lamda": args.lamda if args.method == "cosmos" else None,
               "epo_moves": counters if args.method == "phn-epo" else None,

@@ -32,7 +32,10 @@ Balancing schemes (Sec. 4.2), --balancing:
         plain alpha_t-weighted gradients (the paper applies it "on the shared parameters").
 Evaluation (Sec. 5.1-5.2): the 11 evenly spaced points of the segment (2 tasks) or the 66-point grid
 with n = 11 on the simplex (3 tasks; T > 3: the T members and the centre); every point is validated
-and tested; hypervolume (App. E) of the validation front, best-of-subspace test metrics for tables.
+and tested. Reported: the one network theta(alpha) best on validation (Run.selection_score) as "tasks"
+and "delta_m"; the paper's best-of-subspace test oracle apart ("tasks_best_of_subspace_test"); the
+hypervolume (App. E) of the test front ("hypervolume", the suite's one rule of common.metrics.hv_reference
+for every front method) and of the validation front ("hypervolume_val", which --select best uses).
 
 Details and where they come from
 - Learning rate m-fold the baselines' (Sec. 5: back-propagation scales a member's gradient by alpha_t,
@@ -60,9 +63,10 @@ Where this differs from the official code (nik-dim/pamal), and why
   factor, for T > 2 something else. We implement the paper's formula for any T (dividing by |Lbar_t|,
   so that the toy problem's negative losses keep their sign). None of the official configs uses it.
 - Its configs use the baselines' learning rate; the paper says m-fold, which we use.
-- Tables report the best of the subspace on test (paper); we report, per task, the test metrics at
-  the alpha that is best on validation ("tasks", honest), and the paper's test oracle as
-  "tasks_best_of_subspace_test". Their hypervolume helper is never called and has a swapped branch;
+- Tables report the best of the subspace on test (paper); we report one network's test metrics, the
+  alpha best on validation ("tasks", "delta_m"), and the paper's test oracle apart as
+  "tasks_best_of_subspace_test" / "delta_m_best_of_subspace_test" (its metrics come from different
+  networks, so its Delta-m% can beat every real network). Their hypervolume helper is never called and has a swapped branch;
   we use common.metrics.hypervolume (exact, tested).
 - The code wraps Conv2d / Linear / BatchNorm2d layers; we ensemble every parameter of the backbone
   (the same set for LeNet, MLP, ResNet-18, SegNet; it also covers BatchNorm1d).
@@ -90,7 +94,7 @@ from torch.func import functional_call  # noqa: E402
 
 from common.data import TOY_INITS, TOY_STEPS_PER_EPOCH, toy_losses  # noqa: E402
 from common.device import UsageError  # noqa: E402
-from common.metrics import hypervolume, simplex_grid  # noqa: E402
+from common.metrics import HV_SPLIT, evaluation_grid, hv_reference, hypervolume  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import DATASET_DEFAULTS, GLOBAL_DEFAULTS, Run, base_parser, flat_metrics, main_guard, recompute_bn_stats  # noqa: E402
 
@@ -156,8 +160,8 @@ def parse_args(argv=None):
                         "code) or recompute (re-estimated on 50 training batches for each alpha)")
     g.add_argument("--hv-ref", default=None,
                    help="hypervolume reference point, one number per task in its primary metric, comma-separated "
-                        "(default: 0 for higher-is-better metrics, the paper's (0, 0) for accuracies; 2 x the "
-                        "single-task reference, else 2 x the worst validation value, for lower-is-better ones)")
+                        "(default: the suite's rule for every front method, common.metrics.HV_REFERENCE: 0 for "
+                        "accuracy-like metrics, the paper's (0, 0) for accuracies; 1 for losses and errors; 90 for normal angles)")
     t = p.add_argument_group("toy options (--dataset toy, App. C)")
     t.add_argument("--steps", type=int, default=None,
                    help="optimisation steps of the toy runs (default: epochs x 1000 = 50,000, the paper's; "
@@ -423,15 +427,6 @@ def pml_step(run, args, ens: WeightEnsemble, opt, x, ys, p: float, balancer: Los
 # ------------------------------------------------------------------------------------------------
 # 6. Evaluation of the subspace (Sec. 5.1-5.2, App. E)
 # ------------------------------------------------------------------------------------------------
-def evaluation_grid(T: int, n: int = 11) -> np.ndarray:
-    """The alpha at which the subspace is evaluated: simplex_grid(T, n) for T <= 3 (11 points on the
-    segment, 66 on the triangle for n = 11); the T members and the centre for T > 3 (as the
-    official code: a grid would have C(n + T - 2, T - 1) points)."""
-    if T <= GRID_MAX_TASKS:
-        return simplex_grid(T, n)
-    return np.vstack([np.eye(T), np.full((1, T), 1.0 / T)])
-
-
 def evaluate_subspace(run, args, ens: WeightEnsemble, net: nn.Module, grid: np.ndarray, split: str) -> list[dict]:
     """{task: {metric: value}} of theta(alpha) on `split` for every alpha of `grid`."""
     out = []
@@ -451,49 +446,27 @@ def primary_points(data, results: list[dict]) -> tuple[np.ndarray, list[bool]]:
     return pts, flags
 
 
-def hv_reference(run, args, val_points: np.ndarray, flags: list[bool]) -> tuple[list[float], list[str]]:
-    """The hypervolume reference point, one value per task in its primary metric, and its source.
-    Fixed at the first validation of a run (kept in the checkpoint), so that epochs compare."""
-    data = run.data
-    if args.hv_ref_values is not None:  # its length is checked before training
-        return list(args.hv_ref_values), ["--hv-ref"] * data.num_tasks
-    ref = run.reference() or {}
-    values, sources = [], []
-    for k, (t, higher) in enumerate(zip(data.tasks, flags)):
-        if higher:
-            values.append(0.0)
-            sources.append("0 (higher is better)")
-        elif t.name in ref and t.primary in ref[t.name]:
-            values.append(2.0 * float(ref[t.name][t.primary]))
-            sources.append("2 x single-task reference")
-        else:
-            values.append(2.0 * float(np.max(val_points[:, k])))
-            sources.append("2 x worst validation value on the front")
-    return values, sources
-
-
 def front_hypervolume(points: np.ndarray, ref: Sequence[float], flags: list[bool]) -> float | None:
-    if points.shape[1] > 3:
-        return None  # exact hypervolume implemented for 2 and 3 objectives
     return hypervolume(points, ref, maximize=flags)
 
 
-def best_of_subspace(data, grid, val_res, test_res) -> tuple[dict, dict, dict]:
-    """Per task: the test metrics at the alpha best on validation (and that alpha), and the paper's
-    best-of-subspace on test (each metric's best test value over the grid)."""
-    chosen, alphas, oracle = {}, {}, {}
+def select_network(run, val_res: list[dict]) -> int:
+    """The index of the one network theta(alpha) of the grid that is reported: the best on validation
+    by the suite's selection score (Run.selection_score: -Delta-m% against the reference, else its
+    scale-free form). Its test metrics are metrics.json "tasks" and its Delta-m% "delta_m"."""
+    scores = [run.selection_score(r) for r in val_res]
+    return int(np.argmax(scores))
+
+
+def best_of_subspace(data, test_res: list[dict]) -> dict:
+    """The paper's best-of-subspace oracle: per task and metric, the best test value over the grid.
+    Each value may come from a different network, so it is no network's result (and its Delta-m%
+    can beat every real one); metrics.json reports it apart, labelled as such."""
+    oracle = {}
     for t in data.tasks:
-        m, higher = t.metrics[0]
-        vals = np.array([r[t.name][m] for r in val_res])
-        i = int(np.argmax(vals) if higher else np.argmin(vals))
-        chosen[t.name] = dict(test_res[i][t.name])
-        alphas[t.name] = [round(float(v), 6) for v in grid[i]]
-        best = {}
-        for metric, hib in t.metrics:
-            col = [r[t.name][metric] for r in test_res]
-            best[metric] = float(max(col) if hib else min(col))
-        oracle[t.name] = best
-    return chosen, alphas, oracle
+        oracle[t.name] = {metric: float(max(col) if hib else min(col))
+                          for metric, hib in t.metrics for col in [[r[t.name][metric] for r in test_res]]}
+    return oracle
 
 
 # ------------------------------------------------------------------------------------------------
@@ -613,7 +586,7 @@ def train_dataset(args, run: Run):
     grid = evaluation_grid(T, args.grid_n)
     best = {"hv": -float("inf"), "members": None, "epoch": None}
     history: list[dict] = []
-    hv_ref = None  # (values, sources), set at the first validation
+    hv_ref = hv_reference(data.tasks, args.hv_ref_values)  # the suite's one rule (common.metrics.HV_REFERENCE)
     state = run.load_checkpoint()
     if state is not None:
         ens.load_state_dict(state["members"])
@@ -622,7 +595,7 @@ def train_dataset(args, run: Run):
             sched.load_state_dict(state["sched"])
         if balancer is not None and state.get("balancer"):
             balancer.load_state_dict(state["balancer"])
-        best, history, hv_ref = state["best"], state["history"], state.get("hv_ref")
+        best, history = state["best"], state["history"]
 
     val_res = None
     for epoch in run.epochs():
@@ -644,10 +617,11 @@ def train_dataset(args, run: Run):
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
             val_res = evaluate_subspace(run, args, ens, net, grid, "val")
             pts, flags = primary_points(data, val_res)
-            hv_ref = hv_ref or hv_reference(run, args, pts, flags)
-            hv = front_hypervolume(pts, hv_ref[0], flags)
+            hv = front_hypervolume(pts, hv_ref, flags)
             row["val_hypervolume"] = hv
             row.update(flat_metrics("val_centre", val_res[len(grid) // 2]))
+            if args.select == "best":
+                run.warn_if_val_is_test()  # the epoch is chosen on validation
             if args.select == "best" and hv is not None and hv > best["hv"]:
                 best = {"hv": hv, "members": copy.deepcopy(ens.state_dict()), "epoch": epoch}
         cos = ens.cosine_similarities()
@@ -658,7 +632,7 @@ def train_dataset(args, run: Run):
         run.save_checkpoint(epoch, {"members": ens.state_dict(), "model": centre, "opt": opt.state_dict(),
                                     "sched": sched.state_dict() if sched is not None else None,
                                     "balancer": balancer.state_dict() if balancer is not None else None,
-                                    "best": best, "history": history, "hv_ref": hv_ref})
+                                    "best": best, "history": history})
 
     if args.select == "best" and best["members"] is not None:
         ens.load_state_dict(best["members"])
@@ -668,31 +642,34 @@ def train_dataset(args, run: Run):
     test_res = val_res if data.val is data.test else evaluate_subspace(run, args, ens, net, grid, "test")
     val_pts, flags = primary_points(data, val_res)
     test_pts, _ = primary_points(data, test_res)
-    ref, ref_src = hv_ref or hv_reference(run, args, val_pts, flags)
-    hv_val, hv_test = front_hypervolume(val_pts, ref, flags), front_hypervolume(test_pts, ref, flags)
-    chosen, chosen_alpha, oracle = best_of_subspace(data, grid, val_res, test_res)
+    hv_val, hv_test = front_hypervolume(val_pts, hv_ref, flags), front_hypervolume(test_pts, hv_ref, flags)
+    pick = select_network(run, val_res)
+    oracle = best_of_subspace(data, test_res)
 
     front = [{"preference": [round(float(v), 6) for v in a], "tasks": tr, "val": vr}
              for a, tr, vr in zip(grid, test_res, val_res)]
     plots = []
     if T == 2:
-        plot_front_2d(run.path("front.png"), data, grid, val_pts, test_pts)
+        run.guarded("front.png", plot_front_2d, run.path("front.png"), data, grid, val_pts, test_pts)
         plots.append("front.png")
     elif T == 3 and len(grid) >= 3 and args.grid_n >= 3:
-        plot_simplex(run.path("simplex.png"), data, grid, test_pts, args.grid_n, "test")
+        run.guarded("simplex.png", plot_simplex, run.path("simplex.png"), data, grid, test_pts, args.grid_n, "test")
         plots.append("simplex.png")
-    plot_curves(run.path("curves.png"), history, data)
+    run.guarded("curves.png", plot_curves, run.path("curves.png"), history, data)
     if history:
         plots.append("curves.png")
     result = {
-        "tasks": chosen,
-        "selected_preference": chosen_alpha,
+        "tasks": test_res[pick],  # one network: theta(alpha) at the alpha selected on validation
+        "delta_m": run.delta_m(test_res[pick]),
+        "selected_preference": [round(float(v), 6) for v in grid[pick]],
         "tasks_best_of_subspace_test": oracle,
-        "hypervolume": hv_val,
-        "hypervolume_split": "val",
-        "hypervolume_test": hv_test,
-        "hypervolume_reference": {t.name: {"metric": t.primary, "value": r, "source": s}
-                                  for t, r, s in zip(data.tasks, ref, ref_src)},
+        "delta_m_best_of_subspace_test": run.delta_m(oracle),
+        "best_of_subspace_note": "an oracle, not one network: each metric's best test value over the grid's networks",
+        "hypervolume": hv_test,  # the suite's one rule: test split, reference common.metrics.hv_reference
+        "hypervolume_split": HV_SPLIT,
+        "hypervolume_val": hv_val,  # selects the epoch with --select best (as the paper)
+        "hypervolume_ref": hv_ref,
+        "hypervolume_metrics": [t.primary for t in data.tasks],
         "front": front,
         "val_is_test": data.val is data.test,
         "members_cosine": ens.cosine_similarities(),

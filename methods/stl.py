@@ -3,7 +3,8 @@
 Each task gets its own copy of the dataset's backbone (encoder + that task's head), its own Adam
 optimiser and the same batches; the T models train side by side in one loop. The test metrics in
 metrics.json are the single-task references that every other method's Delta-m% uses on this
-dataset (common.train.Run.reference() averages results/stl/<dataset>/seed*/metrics.json).
+dataset and model (--reference auto, common/reference.py, averages results/stl/<dataset>/*/metrics.json
+of the same model; `--out results/stl/<dataset>/<name>` keeps runs of several models apart).
 
     python methods/stl.py                       # multimnist-lite, offline
     python methods/stl.py --dataset cityscapes  # MTAN-preprocessed files under data/cityscapes
@@ -73,7 +74,7 @@ def main(argv=None):
             for t, m in enumerate(models):
                 m.eval()
                 val.update(run.evaluate(m, "val", task_ids=[t]))
-                score = run.primary_score({data.tasks[t].name: val[data.tasks[t].name]})
+                score = run.selection_score({data.tasks[t].name: val[data.tasks[t].name]})
                 if args.select == "best" and score > best[t][0]:
                     best[t] = (score, copy.deepcopy(m.state_dict()))
             row.update(flat_metrics("val", val))

@@ -168,11 +168,13 @@ def test_grid_points(tmp_path):
             avgnorm.grid_points(bad, 2)
 
 
-def test_grid_driver_visits_every_point_and_picks_best_on_validation(tmp_path):
-    # a single-task reference, so the selection criterion is the validation Delta-m%
+def test_grid_driver_visits_every_point_and_picks_best_on_validation(tmp_path, monkeypatch):
+    # a single-task reference under results/stl/ (--reference auto), so the criterion is the validation Delta-m%
+    monkeypatch.chdir(tmp_path)
     ref = {"left": {"acc": 0.9}, "right": {"acc": 0.8}}
-    os.makedirs(tmp_path / "stl" / "multimnist-lite" / "seed0")
-    (tmp_path / "stl" / "multimnist-lite" / "seed0" / "metrics.json").write_text(json.dumps({"tasks": ref}))
+    os.makedirs(tmp_path / "results" / "stl" / "multimnist-lite" / "seed0")
+    (tmp_path / "results" / "stl" / "multimnist-lite" / "seed0" / "metrics.json").write_text(
+        json.dumps({"method": "stl", "dataset": "multimnist-lite", "model": "lenet", "tasks": ref}))
     out = tmp_path / "avgnorm-grid" / "multimnist-lite" / "seed0"
     m = avgnorm.main(["--grid", "1,4", "--epochs", "1", "--max-steps", "2", "--out", str(out)] + FAST)
     assert m["grid_size"] == 3 and len(m["grid"]) == 3 and len(m["front"]) == 3

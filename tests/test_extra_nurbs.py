@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(ROOT, "methods"))
 
 import extra_nurbs as ex  # noqa: E402
 from common.data import MTLData, TensorMTL, load_dataset, register, task  # noqa: E402
+from common.metrics import hypervolume  # noqa: E402
 from common import models as common_models  # noqa: E402
 from common.models import build_model  # noqa: E402
 
@@ -267,13 +268,15 @@ def test_random_groups_and_cosine_matrix():
 # ---------------------------------------------------------------------------------------------
 # End to end
 # ---------------------------------------------------------------------------------------------
-def fake_stl(tmp_path, dataset, tasks):
-    d = tmp_path / "stl" / dataset / "seed0"
+def fake_stl(tmp_path, dataset, tasks, model="lenet"):
+    """An STL run of `model` where --reference auto looks: results/stl/<dataset>/ of the current folder."""
+    d = tmp_path / "results" / "stl" / dataset / "seed0"
     d.mkdir(parents=True)
-    (d / "metrics.json").write_text(json.dumps({"tasks": tasks}))
+    (d / "metrics.json").write_text(json.dumps({"method": "stl", "dataset": dataset, "model": model, "tasks": tasks}))
 
 
-def test_end_to_end_both_stages_front_and_delta_m(tmp_path):
+def test_end_to_end_both_stages_front_and_delta_m(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     fake_stl(tmp_path, "tiny2", {"left": {"acc": 0.9}, "right": {"acc": 0.85}})
     out = tmp_path / "extra_nurbs" / "tiny2" / "seed0"
     res = ex.main(["--dataset", "tiny2", "--out", str(out), "--epochs", "1", "--grid", "5"] + FAST)
@@ -333,7 +336,10 @@ def test_many_tasks_grouping_alignment_and_endpoint_checkpoints(tmp_path):
     assert sorted(sum(groups.values(), [])) == ["task0", "task1", "task2", "task3"] and groups["E1"] and groups["E2"]
     assert m["endpoint_tasks"] == "groups" and m["grouping"] == "kmeans" and m["t"] == 0.5
     assert np.allclose(np.diag(m["task_affinity"]), 1.0) and (out / "affinity.png").exists()
-    assert m["hypervolume"] is None and m["steps"] == 2 * 4  # warm-up, two endpoints, curve
+    # four accuracies: the exact hypervolume of the front (reference 0), no longer limited to 2-3 tasks
+    P = [[f["tasks"][f"task{i}"]["acc"] for i in range(4)] for f in m["front"]]
+    assert m["hypervolume"] == pytest.approx(hypervolume(P, [0.0] * 4, maximize=True)) and m["hypervolume_ref"] == [0.0] * 4
+    assert m["steps"] == 2 * 4  # warm-up, two endpoints, curve
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [r["phase"] for r in rows] == ["warmup", "endpoint1", "endpoint2", "curve"]
     # stage 2 alone from the endpoint checkpoints of another run (the harness's checkpoint format)
@@ -399,3 +405,14 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, flags, needle):
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert p.returncode == 2 and needle in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not out.exists()  # nothing written before the flags were checked
+
+
+def test_headline_line_prints_delta_m_of_the_point_and_both_endpoints(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    fake_stl(tmp_path, "tiny2", {"left": {"acc": 0.9}, "right": {"acc": 0.85}})
+    flags = [f for f in FAST if f != "--quiet"]
+    m = ex.main(["--dataset", "tiny2", "--out", str(tmp_path / "h"), "--epochs", "1", "--grid", "3"] + flags)
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[extra_nurbs] Delta-m%")]
+    assert len(line) == 1 and "our single-task runs" in line[0]
+    f = {p["t"]: p["delta_m"] for p in m["front"]}
+    assert f"t = {m['t']:g} (validation) {m['delta_m']:.2f}; endpoints t = 0 {f[0.0]:.2f}, t = 1 {f[1.0]:.2f}" in line[0]

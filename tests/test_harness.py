@@ -29,10 +29,11 @@ def read_json(p):
         return json.load(fh)
 
 
-def test_stl_and_ls_end_to_end_with_delta_m(tmp_path):
+def test_stl_and_ls_end_to_end_with_delta_m(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # --reference auto reads results/stl/<dataset>/ of the current folder
     res = tmp_path / "results"
     stl.main(["--max-steps", "15", "--out", str(res / "stl" / "multimnist-lite" / "seed0")] + FLAGS)
-    out = res / "ls" / "multimnist-lite" / "seed0"
+    out = tmp_path / "elsewhere" / "ls"  # a custom --out does not change the reference
     baselines.main(["--method", "ls", "--max-steps", "20", "--out", str(out)] + FLAGS)
     for f in ("config.json", "log.csv", "metrics.json", "checkpoint.pt"):
         assert (out / f).is_file(), f
@@ -48,6 +49,8 @@ def test_stl_and_ls_end_to_end_with_delta_m(tmp_path):
     ref = read_json(res / "stl" / "multimnist-lite" / "seed0" / "metrics.json")["tasks"]
     data = load_dataset("multimnist-lite", os.path.join(ROOT, "data"))
     assert m["delta_m"] == pytest.approx(delta_m(m["tasks"], ref, data.tasks))
+    assert m["reference"]["kind"] == "stl-runs" and "results/stl/multimnist-lite/seed0/metrics.json" in m["reference"]["source"]
+    assert m["model"] == "lenet" and m["validation_is_test"] is False
     cfg = read_json(out / "config.json")
     assert cfg["args"]["method"] == "ls" and "torch" in cfg["versions"] and cfg["args"]["batch_size"] == 256
     with open(out / "log.csv") as fh:

@@ -377,15 +377,16 @@ def test_simplex_grid(tasks, rows):
         assert np.allclose(g[:, 0], np.linspace(1, 0, 11))
 
 
-def test_hv_reference_natural_bounds_fallback_and_override():
+def test_hv_reference_is_one_fixed_rule_and_override():
     from common.data import task
-    from common.metrics import hv_reference
+    from common.metrics import HV_REFERENCE, hv_reference
 
-    specs = [task("a", "class", 10), task("d", "depth"), task("age", "huber")]
-    P = [[0.9, 0.5, 2.0], [0.8, 0.7, 4.0]]
-    # accuracy -> 0, depth abs error -> 1, MAE (lower is better, no natural bound) -> 10% beyond the worst (4.0)
-    assert hv_reference(specs, P) == pytest.approx([0.0, 1.0, 4.4])
-    assert hv_reference(specs, P, override=[0.5, 2, 9]) == [0.5, 2.0, 9.0]
+    specs = [task("a", "class", 10), task("d", "depth"), task("age", "huber"), task("n", "normal", 3)]
+    # accuracy -> 0, depth abs error -> 1, MAE of normalised age -> 1, normal angle -> 90; never from the points
+    assert hv_reference(specs) == [0.0, 1.0, 1.0, 90.0]
+    assert hv_reference(specs, override=[0.5, 2, 9, 1]) == [0.5, 2.0, 9.0, 1.0]
+    from common.data import METRICS_BY_KIND
+    assert set(METRICS_BY_KIND) <= set(HV_REFERENCE)  # every task kind has its fixed value
 
 
 def test_front_summary_on_a_hand_made_front():

@@ -274,7 +274,7 @@ def test_dirichlet_schedules():
 
 def test_evaluation_grid_and_pseudo_preferences():
     assert palora.evaluation_grid(2).shape == (11, 2) and palora.evaluation_grid(3).shape == (66, 3)
-    torch.testing.assert_close(palora.evaluation_grid(2)[:, 0], torch.linspace(0, 1, 11))
+    assert np.allclose(palora.evaluation_grid(2)[:, 0], np.linspace(1, 0, 11))  # common.metrics.evaluation_grid
     assert palora.evaluation_grid(5).shape == (6, 5)  # vertices + centre
     pseudo = {tuple(v) for _, v in palora.pseudo_preferences(2)}
     assert pseudo == {(0.0, 0.0), (1.0, -1.0), (-1.0, 1.0), (-1.0, -1.0), (1.0, 0.0), (0.0, 1.0), (0.5, 0.5)}
@@ -348,7 +348,7 @@ def test_multimnist_lite_end_to_end(tmp_path):
     assert j == json.loads(json.dumps(m))
     assert j["method"] == "palora" and j["steps"] == 2 and set(j["tasks"]) == {"left", "right"}
     assert len(j["front"]) == 11 and j["front_size"] == 11
-    assert [f["preference"][0] for f in j["front"]] == pytest.approx([i / 10 for i in range(11)])
+    assert [f["preference"][0] for f in j["front"]] == pytest.approx([1 - i / 10 for i in range(11)])  # common.metrics.evaluation_grid
     for f in j["front"]:
         assert all(0 <= f["tasks"][t]["acc"] <= 1 and math.isfinite(f["tasks"][t]["loss"]) for t in ("left", "right"))
     assert 0 < j["hypervolume"] <= 1 and j["hypervolume_ref"] == [0.0, 0.0]

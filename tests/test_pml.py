@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(ROOT, "methods"))
 import pml  # noqa: E402
 from common.data import MTLData, TensorMTL, task, toy_losses  # noqa: E402
 from common.data import toy_pareto_front as _toy_pareto_front  # noqa: E402
-from common.metrics import hypervolume, simplex_grid  # noqa: E402
+from common.metrics import delta_m, hypervolume, selection_score, simplex_grid  # noqa: E402
 from common.models import MTLModel, build_model  # noqa: E402
 
 torch.set_num_threads(2)
@@ -277,19 +277,22 @@ def test_evaluation_grids():
     assert np.array_equal(pml.evaluation_grid(3, 11), simplex_grid(3, 11))
 
 
-def test_best_of_subspace_selects_on_validation():
+def test_one_network_is_selected_and_the_oracle_is_apart():
     data = fake_data([task("a", "class", 3), task("b", "huber")], (6,))
-    grid = pml.evaluation_grid(2, 3)
     val = [{"a": {"acc": 0.9}, "b": {"mae": 3.0, "huber": 1.0}},
            {"a": {"acc": 0.5}, "b": {"mae": 2.0, "huber": 1.0}},
            {"a": {"acc": 0.1}, "b": {"mae": 1.0, "huber": 1.0}}]
     test = [{"a": {"acc": 0.8}, "b": {"mae": 3.5, "huber": 0.5}},
             {"a": {"acc": 0.85}, "b": {"mae": 2.5, "huber": 0.4}},
             {"a": {"acc": 0.2}, "b": {"mae": 1.5, "huber": 0.9}}]
-    chosen, alphas, oracle = pml.best_of_subspace(data, grid, val, test)
-    assert chosen == {"a": {"acc": 0.8}, "b": {"mae": 1.5, "huber": 0.9}}
-    assert alphas == {"a": [1.0, 0.0], "b": [0.0, 1.0]}
-    assert oracle == {"a": {"acc": 0.85}, "b": {"mae": 1.5, "huber": 0.4}}
+
+    class FakeRun:  # the scale-free score without a reference: 100/K sum s_k log M_k
+        def selection_score(self, m):
+            return selection_score(m, data.tasks)
+
+    # log-ratio scores: 0: (log .9 - log 3)/2, 1: (log .5 - log 2)/2, 2: (log .1 - log 1)/2 -> network 0
+    assert pml.select_network(FakeRun(), val) == 0
+    assert pml.best_of_subspace(data, test) == {"a": {"acc": 0.85}, "b": {"mae": 1.5, "huber": 0.4}}
     pts, flags = pml.primary_points(data, test)
     assert flags == [True, False] and pts.shape == (3, 2)
     # front of two accuracies with reference (0, 0): union of the boxes
@@ -381,8 +384,19 @@ def test_multimnist_lite_end_to_end_11_point_front_then_resume(tmp_path):
     _check_run(out, m, 11, ["left", "right"])
     assert m["dataset"] == "multimnist-lite" and m["pml"]["lr"] == pytest.approx(2e-3)  # 2 x 1e-3
     assert [pt["preference"] for pt in m["front"]][:2] == [[1.0, 0.0], [0.9, 0.1]]
-    assert 0 <= m["hypervolume"] <= 1 and 0 <= m["hypervolume_test"] <= 1
+    assert 0 <= m["hypervolume"] <= 1 and 0 <= m["hypervolume_val"] <= 1 and m["hypervolume_split"] == "test"
+    # delta_m is the selected network's (one alpha, best on validation), the oracle is apart
+    i = [pt["preference"] for pt in m["front"]].index(m["selected_preference"])
+    ref = m["reference"]["values"]
+    assert m["reference"]["kind"] == "shipped" and m["tasks"] == m["front"][i]["tasks"]
+    assert m["delta_m"] == pytest.approx(delta_m(m["front"][i]["tasks"], ref, TWO_MNIST.tasks))
+    scores = [selection_score(pt["val"], TWO_MNIST.tasks, ref) for pt in m["front"]]
+    assert scores[i] == max(scores)
+    front_dm = [delta_m(pt["tasks"], ref, TWO_MNIST.tasks) for pt in m["front"]]
+    assert m["delta_m_best_of_subspace_test"] <= min(front_dm) + 1e-9 and "oracle" in m["best_of_subspace_note"]
     accs = np.array([[pt["val"]["left"]["acc"], pt["val"]["right"]["acc"]] for pt in m["front"]])
+    assert m["hypervolume_val"] == pytest.approx(hypervolume(accs, [0, 0], maximize=True))
+    accs = np.array([[pt["tasks"]["left"]["acc"], pt["tasks"]["right"]["acc"]] for pt in m["front"]])
     assert m["hypervolume"] == pytest.approx(hypervolume(accs, [0, 0], maximize=True))
     assert (out / "front.png").is_file() and (out / "curves.png").is_file()
     assert len(m["members_cosine"]) == 2 and m["members_cosine"][0][0] == pytest.approx(1.0)
@@ -467,8 +481,7 @@ def test_utkface_tiny_real_format_grad_balancing(tmp_path):
                   "--batch-size", "4", "--grid-n", "2", "--out", str(out)] + QUIET)
     _check_run(out, m, 3, ["age", "gender", "ethnicity"])
     assert m["pml"]["balancing"] == "grad" and m["pml"]["members"] == 3
-    ref = m["hypervolume_reference"]
-    assert ref["gender"]["value"] == 0.0 and ref["age"]["value"] > 0  # mae: lower is better
+    assert m["hypervolume_ref"] == [1.0, 0.0, 0.0]  # age (normalised, lower is better): 1; accuracies: 0
 
 
 def test_cityscapes_tiny_real_format_segnet(tmp_path):
@@ -479,8 +492,7 @@ def test_cityscapes_tiny_real_format_segnet(tmp_path):
                   "--batch-size", "2", "--window", "1", "--balancing", "none", "--grid-n", "2", "--out", str(out)] + QUIET)
     _check_run(out, m, 2, ["segmentation", "depth"])
     assert m["val_is_test"] is True and m["pml"]["lr"] == pytest.approx(2e-4) and m["pml"]["p"] == 5.0
-    ref = m["hypervolume_reference"]["depth"]
-    assert ref["value"] == pytest.approx(2 * 0.0125) and ref["source"] == "2 x single-task reference"
+    assert m["hypervolume_ref"] == [0.0, 1.0]  # mIoU 0, depth abs err 1: the suite's one rule
 
 
 # ------------------------------------------------------------------------------------------------

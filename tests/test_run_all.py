@@ -164,6 +164,23 @@ def test_aggregation_mean_std_delta_m_mean_rank_hypervolume(tmp_path):
     assert "our STL runs (2 seed(s))" in md
 
 
+def test_pooled_seed_hypervolume_on_hand_made_points(tmp_path):
+    """PML Table 4's baseline HV pools the seeds' points into one front: larger than acc_1 x acc_2 of
+    the seed mean."""
+    entry = _toy_entry()
+    entry.blocks[0].columns.append(reg.HV_POOLED_COL.__class__("hvp", "HV pooled", "hv_pooled", None, 1, True, 4))
+    (ep,), _ = runner.plan([entry], runner.Options(results=str(tmp_path)))
+    ls = ep.blocks[0].rows[1].jobs
+    _write_metrics(ls[0], _acc(0.91, 0.81))
+    _write_metrics(ls[1], _acc(0.93, 0.79))
+    d = aggregate.BlockData(ep.blocks[0])
+    pooled = 0.91 * 0.81 + 0.93 * 0.79 - 0.91 * 0.79  # union of the two seeds' boxes from (0, 0)
+    assert aggregate.stat(d.values[1]["hvp"], "mean")[0] == pytest.approx(pooled)
+    assert pooled > 0.92 * 0.80  # the product of the seed-mean accuracies
+    t4 = reg.select(["pml_table4"])[0]
+    assert all(any(c.metric == "hv_pooled" for c in b.columns) for b in t4.blocks)
+
+
 def test_front_best_and_front_hypervolume(tmp_path):
     opts = runner.Options(results=str(tmp_path))
     entry = _toy_entry()
@@ -467,3 +484,30 @@ def test_job_slots_spread_over_visible_gpus(monkeypatch):
     assert runner.visible_gpus() == []
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert runner.job_env(1, [], 2, "cpu")["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+
+
+def test_extra_table2_note_figures_and_avgnorm_mtan_notes():
+    """The figures of EXTRA_T2_DM_NOTE, recomputed from the paper's rows; the MTAN blocks say their Δm% differs."""
+    from common.metrics import delta_m
+    from common.real_data import NYUV2_REFERENCE
+
+    b = reg.select(["extra_table2"])[0].blocks[0]
+    specs = aggregate.task_specs("nyuv2", ["segmentation", "depth", "normal"])
+
+    def tasks_of(row):
+        out = {}
+        for c, v in zip(b.columns, row.paper):
+            if c.task is not None and v is not None:
+                out.setdefault(specs[c.task].name, {})[c.metric] = v / c.scale
+        return out
+
+    rows = {r.label: r for r in b.rows}
+    for label, ours in (("LS", 5.75), ("CAGrad", 0.42), ("IMTL", -0.47)):
+        assert round(delta_m(tasks_of(rows[label]), NYUV2_REFERENCE, specs), 2) == ours
+    indep = tasks_of(rows["Independent"])
+    exact = [r for r in b.rows[1:] if r.paper[-1] is not None and not isinstance(r.paper[-1], tuple)
+             and round(delta_m(tasks_of(r), indep, specs), 2) == r.paper[-1]]
+    assert len(exact) == 8 and "not reproducible" in b.note
+    for name in ("avgnorm_table2", "avgnorm_table6", "avgnorm_table7"):
+        for blk in reg.select([name])[0].blocks:
+            assert ("ResNet-18 single-task row" in blk.note) == ("MTAN" in blk.title), (name, blk.title)

@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(ROOT, "methods"))
 import sam_mtl  # noqa: E402
 from common.aggregators import make_aggregator  # noqa: E402
 from common.models import LeNetEncoder, MTLModel, lenet_head  # noqa: E402
+from common.metrics import hypervolume  # noqa: E402
 from common.train import aggregator_backward  # noqa: E402
 from sam_mtl import SAMGrads, combine, conflict, make_aggregators, perturbation, sam_gradients  # noqa: E402
 
@@ -308,7 +309,9 @@ def test_end_to_end_f_stl_and_each_aggre_on_toy(tmp_path):
     assert res["aggregator"] is None and res["parameters"] == 2 * 2  # one theta in R^2 per task
     out, res = run_main(tmp_path, "each", "--dataset", "toy", "--aggregator", "uw", "--mode", "each-aggre", "--max-steps", "3")
     check_outputs(out, metric="loss")
-    assert res["mode"] == "each-aggre" and res["hypervolume"] is None  # losses: no accuracy hypervolume
+    # losses: the suite's one hypervolume rule, reference 1 per loss (common.metrics.HV_REFERENCE["toy"])
+    losses = [[res["tasks"][t]["loss"] for t in ("l1", "l2")]]
+    assert res["mode"] == "each-aggre" and res["hypervolume"] == pytest.approx(hypervolume(losses, [1.0, 1.0]))
     ck = torch.load(out / "checkpoint.pt", weights_only=False)["state"]
     assert all((a.log_vars.detach() != 0).any() for a in [ck["aggs"].loss] + ck["aggs"].each)  # UW's s is trained
     out, res = run_main(tmp_path, "famo", "--dataset", "toy", "--aggregator", "famo", "--max-steps", "3")
@@ -346,3 +349,29 @@ def test_tiny_census_real_format_with_nashmtl(tmp_path):
     assert set(res["tasks"]) == {"age", "education"} and res["clip_grad"] == 1.0 and res["steps"] == 6
     assert res["model"] == "mlp" and np.isfinite(res["hypervolume"])
     check_outputs(out)
+
+
+def test_celeba_tiny_files_write_metrics_json_with_40_objective_hypervolume(tmp_path, monkeypatch):
+    """40 binary attributes: the single-point hypervolume is the product of the 40 F1 scores (it used
+    to raise after the whole training and lose the run); a report step that fails is recorded, not fatal."""
+    from common.metrics import hypervolume
+    from reproduce.tiny_data import make_celeba
+
+    make_celeba(str(tmp_path / "data"))
+
+    def broken_plot(*a, **k):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(sam_mtl, "plot_training", broken_plot)
+    out = tmp_path / "celeba"
+    res = sam_mtl.main(["--dataset", "celeba", "--data-root", str(tmp_path / "data"), "--model", "celeba_cnn",
+                        "--aggregator", "ls", "--batch-size", "8", "--max-steps", "1", "--out", str(out),
+                        "--no-progress", "--quiet"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["tasks"]) == 40 and m["tasks"] == res["tasks"]
+    f1 = [m["tasks"][t]["f1"] for t in m["tasks"]]
+    assert m["hypervolume"] == pytest.approx(float(np.prod(f1)))
+    if min(f1) == 0:
+        assert m["hypervolume"] == 0 and "at the reference point" in m["hypervolume_note"]
+    assert hypervolume([[0.5] * 40], [0.0] * 40, maximize=True) == pytest.approx(0.5 ** 40)
+    assert m["finish_errors"] == ["plots: RuntimeError: no display"] and m["plots"] == []
