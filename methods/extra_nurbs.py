@@ -206,11 +206,12 @@ def validate(args) -> None:
 # ----------------------------------------------------------------------------------------------
 # The curve: Eq. 4-5 (NURBS), Bezier and polygonal chain (Garipov et al. 2018)
 # ----------------------------------------------------------------------------------------------
-def clamped_knots(num_points: int, degree: int) -> torch.Tensor:
+def clamped_knots(num_points: int, degree: int, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
     """Clamped knot vector with uniform interior knots: p + 1 zeros, K - p - 1 knots j / (K - p),
-    p + 1 ones (K + p + 1 knots; [0,0,0,0,.5,1,1,1,1] for K = 5, p = 3)."""
+    p + 1 ones (K + p + 1 knots; [0,0,0,0,.5,1,1,1,1] for K = 5, p = 3). The Curve builds it in the
+    dtype and on the device of its control points (no float64 on an accelerator: MPS has none)."""
     inner = [j / (num_points - degree) for j in range(1, num_points - degree)]
-    return torch.tensor([0.0] * (degree + 1) + inner + [1.0] * (degree + 1), dtype=torch.float64)
+    return torch.tensor([0.0] * (degree + 1) + inner + [1.0] * (degree + 1), dtype=dtype, device=device)
 
 
 def bspline_basis(t: torch.Tensor, knots: torch.Tensor, degree: int) -> torch.Tensor:
@@ -218,14 +219,16 @@ def bspline_basis(t: torch.Tensor, knots: torch.Tensor, degree: int) -> torch.Te
 
     The paper's N_{i,1} (order 1) is the degree-0 indicator of [u_i, u_{i+1}); 0/0 terms are 0. At
     t = u_max the last non-empty span is closed on the right, so the basis is a partition of unity
-    on the whole of [0, 1] and a clamped curve ends exactly at its last control point."""
-    u = knots.to(torch.float64)
-    t = t.reshape(-1, 1).to(torch.float64)
-    N = ((u[:-1] <= t) & (t < u[1:])).to(torch.float64)  # degree 0, (n, m - 1)
-    last = int(torch.nonzero(u[:-1] < u[1:]).max())
-    N[:, last] = torch.where(t[:, 0] >= u[-1], torch.ones_like(N[:, last]), N[:, last])
+    on the whole of [0, 1] and a clamped curve ends exactly at its last control point.
+    Computed in the dtype and on the device of `knots`, with no host round-trip."""
+    u = knots
+    t = torch.as_tensor(t).reshape(-1, 1).to(device=u.device, dtype=u.dtype)
+    N = ((u[:-1] <= t) & (t < u[1:])).to(u.dtype)  # degree 0, (n, m - 1)
+    nonempty = u[:-1] < u[1:]
+    last = nonempty & (nonempty.flip(0).cumsum(0).flip(0) == 1)  # the last non-empty span, as a mask
+    N = torch.where(last & (t >= u[-1]), torch.ones_like(N), N)
     for k in range(1, degree + 1):
-        i = torch.arange(N.shape[1] - 1)
+        i = torch.arange(N.shape[1] - 1, device=u.device)
         d1, d2 = u[i + k] - u[i], u[i + k + 1] - u[i + 1]
         a = torch.where(d1 > 0, (t - u[i]) / torch.where(d1 > 0, d1, torch.ones_like(d1)), torch.zeros_like(t - u[i]))
         b = torch.where(d2 > 0, (u[i + k + 1] - t) / torch.where(d2 > 0, d2, torch.ones_like(d2)), torch.zeros_like(t - u[i]))
@@ -235,24 +238,30 @@ def bspline_basis(t: torch.Tensor, knots: torch.Tensor, degree: int) -> torch.Te
 
 def nurbs_coefficients(t: torch.Tensor, knots: torch.Tensor, degree: int, w: torch.Tensor) -> torch.Tensor:
     """Eq. 4: R_i(t) = N_{i,p}(t) w_i / sum_j N_{j,p}(t) w_j, (n, K); differentiable in w."""
-    N = bspline_basis(t, knots, degree).to(w.dtype).to(w.device)
+    N = bspline_basis(t, knots.to(device=w.device, dtype=w.dtype), degree)
     num = N * w
     return num / num.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
 
 
+def _curve_t(t: torch.Tensor) -> torch.Tensor:
+    """t as an (n, 1) floating column, on its own device and in its own (floating) dtype."""
+    t = torch.as_tensor(t)
+    return t.reshape(-1, 1).to(t.dtype if t.is_floating_point() else torch.get_default_dtype())
+
+
 def bezier_coefficients(t: torch.Tensor, num_points: int) -> torch.Tensor:
-    """Bernstein polynomials binom(K-1, i) t^i (1 - t)^(K-1-i), (n, K)."""
+    """Bernstein polynomials binom(K-1, i) t^i (1 - t)^(K-1-i), (n, K), in the dtype and on the device of t."""
     n = num_points - 1
-    t = t.reshape(-1, 1).to(torch.float64)
-    i = torch.arange(num_points, dtype=torch.float64)
-    binom = torch.tensor([math.comb(n, k) for k in range(num_points)], dtype=torch.float64)
+    t = _curve_t(t)
+    i = torch.arange(num_points, dtype=t.dtype, device=t.device)
+    binom = torch.tensor([math.comb(n, k) for k in range(num_points)], dtype=t.dtype, device=t.device)
     return binom * t ** i * (1 - t) ** (n - i)
 
 
 def polychain_coefficients(t: torch.Tensor, num_points: int) -> torch.Tensor:
-    """Piecewise-linear hat functions centred on t = i / (K - 1), (n, K)."""
-    t = t.reshape(-1, 1).to(torch.float64)
-    i = torch.arange(num_points, dtype=torch.float64)
+    """Piecewise-linear hat functions centred on t = i / (K - 1), (n, K), in the dtype and on the device of t."""
+    t = _curve_t(t)
+    i = torch.arange(num_points, dtype=t.dtype, device=t.device)
     return (1 - (t * (num_points - 1) - i).abs()).clamp_min(0)
 
 
@@ -273,18 +282,19 @@ class Curve(nn.Module):
         frac = (torch.arange(1, num_points - 1, dtype=start.dtype, device=start.device) / (num_points - 1))[:, None]
         self.inner = nn.Parameter((1 - frac) * self.start + frac * self.end)
         if kind == "nurbs":
-            self.register_buffer("knots", clamped_knots(num_points, self.degree))
+            self.register_buffer("knots", clamped_knots(num_points, self.degree, start.dtype, start.device))
             self.rho = nn.Parameter(torch.full((num_points,), math.log(math.e - 1.0), dtype=start.dtype, device=start.device))
 
     def weights(self) -> torch.Tensor | None:
         return F.softplus(self.rho) if self.kind == "nurbs" else None
 
     def coefficients(self, t) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        """(n, K) coefficients of the control points at the n values of t, computed on the device and in
+        the dtype of the curve's parameters (t given as numbers or a tensor on any device)."""
+        t = torch.as_tensor(t, dtype=self.inner.dtype, device=self.inner.device).reshape(-1)
         if self.kind == "nurbs":
             return nurbs_coefficients(t, self.knots, self.degree, self.weights())
-        c = bezier_coefficients(t, self.num_points) if self.kind == "bezier" else polychain_coefficients(t, self.num_points)
-        return c.to(self.start.dtype).to(self.start.device)
+        return bezier_coefficients(t, self.num_points) if self.kind == "bezier" else polychain_coefficients(t, self.num_points)
 
     def point(self, t) -> torch.Tensor:
         """C(t) as a flat parameter vector (d,)."""
@@ -882,7 +892,7 @@ def main(argv=None):
         "grouping": args.grouping if T > 3 else None, "task_affinity": S["affinity"],
         "curve": {"kind": curve.kind, "control_points": curve.num_points, "trainable_points": curve.num_points - 2,
                   "degree": curve.degree if curve.kind == "nurbs" else None,
-                  "knots": curve.knots.tolist() if curve.kind == "nurbs" else None,
+                  "knots": clamped_knots(curve.num_points, curve.degree).tolist() if curve.kind == "nurbs" else None,
                   "weights": w.detach().cpu().tolist() if w is not None else None},
         "alpha": args.alpha, "align_weight": args.align_weight, "l2": args.l2,
         "peak_memory_mb_stage1": S["peak_mb"].get("stage1"), "peak_memory_mb_stage2": S["peak_mb"].get("stage2"),
