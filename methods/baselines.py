@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from common.aggregators import AGGREGATORS, Aggregator, describe, make_aggregator  # noqa: E402
-from common.device import UsageError, synchronize  # noqa: E402
+from common.device import UsageError, move_tensors_, synchronize  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, flat_metrics, jacobian,  # noqa: E402
                           main_guard, parse_hyper)
@@ -70,8 +70,7 @@ def main(argv=None):
         agg = make_aggregator(args.method, T, dataset=args.dataset, **parse_hyper(args.hyper))
     except (TypeError, ValueError) as e:
         raise UsageError(f"--hyper: {e}")
-    for p in agg.parameters():
-        p.data = p.data.to(dev)
+    move_tensors_(agg.parameters(), dev)
     clip = agg.default_max_norm if args.clip_grad is None else args.clip_grad
     best = (-float("inf"), None)
     weight_sum, weight_n, agg_seconds = torch.zeros(T), 0, 0.0

@@ -83,7 +83,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
 from common.aggregators import AGGREGATORS, Aggregator, make_aggregator  # noqa: E402
-from common.device import UsageError, peak_memory_mb, reset_peak_memory, seed_everything  # noqa: E402
+from common.device import UsageError, move_tensors_, peak_memory_mb, reset_peak_memory, seed_everything  # noqa: E402
 from common.metrics import hv_reference, hypervolume, non_dominated  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, jacobian,  # noqa: E402
@@ -346,7 +346,8 @@ def extra_objective(losses1, losses2, t1: float, t2: float, groups, alpha: float
     if e3 and align_weight > 0:
         R_align = 0.5 * (align_regularizer(t1, losses1[e3].mean()) + align_regularizer(t2, losses2[e3].mean()))  # Eq. 6
         J = J + align_weight * R_align  # Eq. 7
-    return J, {"L_T": float(L_T.detach()), "R_o": float(R_o.detach()), "R_align": float(R_align.detach())}
+    # detached 0-dim tensors on the losses' device: the training loop sums them there and reads them once per epoch
+    return J, {"L_T": L_T.detach(), "R_o": R_o.detach(), "R_align": R_align.detach()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -665,17 +666,17 @@ def main(argv=None):
         while not phase_over(args.warmup_epochs):
             epoch = S["epoch"] + 1
             model.train()
-            sums, n = torch.zeros(T), 0
+            sums, n, A_epoch = torch.zeros(T, device=dev), 0, torch.zeros(T, T, device=dev)  # summed on the device
             for x, ys in run.progress(run.batches("train", epoch + 5000), f"warm-up {epoch + 1}", run.num_batches()):
                 opt.zero_grad(set_to_none=True)
                 with run.autocast():
                     losses = run.losses(model(x), ys).float()
                 G = jacobian(losses, shared, retain_graph=True)  # task gradients on the shared parameters
-                A_sum += cosine_matrix(G.double()).cpu()
+                A_epoch += cosine_matrix(G.detach().float())
                 n_A += 1
                 losses.mean().backward()  # LS warm-up
                 opt.step()
-                sums += losses.detach().cpu()
+                sums += losses.detach()
                 n += 1
                 S["phase_steps"] += 1
                 S["total_steps"] += 1
@@ -683,9 +684,10 @@ def main(argv=None):
                     break
             if sched is not None:
                 sched.step()
+            A_sum += A_epoch.cpu().double()  # one host transfer per epoch; the running sum in float64 on the host
             S["epoch"] = epoch
             S["work"] = {"model": model.state_dict(), "opt": opt.state_dict(), "A_sum": A_sum, "n_A": n_A}
-            log(epoch, _row(run, "warmup", sums, n))
+            log(epoch, _row(run, "warmup", sums.cpu(), n))
             save()
         A = (A_sum / max(n_A, 1)).numpy()
         labels = spectral_groups(A, 3, args.seed) if args.grouping == "spectral" else kmeans_groups(A, 3, args.seed)
@@ -717,8 +719,7 @@ def main(argv=None):
             agg = make_aggregator("ls" if rule == "stl" else rule, len(tasks), dataset=args.dataset, **hyper)
         except (TypeError, ValueError) as e:
             raise UsageError(f"--hyper: {e}")
-        for p in agg.parameters():
-            p.data = p.data.to(dev)
+        move_tensors_(agg.parameters(), dev)
         if S["work"] is not None:
             model.load_state_dict(S["work"]["model"])
             agg = S["work"]["agg"]
@@ -733,7 +734,7 @@ def main(argv=None):
         while not phase_over(args.endpoint_epochs):
             epoch = S["epoch"] + 1
             model.train()
-            sums, n = torch.zeros(T), 0
+            sums, n = torch.zeros(T, device=dev), 0
             for x, ys in run.progress(run.batches("train", epoch + 1000 * (k + 1)), f"{phase} ({rule}) {epoch + 1}", run.num_batches()):
                 opt.zero_grad(set_to_none=True)
                 with run.autocast():
@@ -747,7 +748,7 @@ def main(argv=None):
                     with torch.no_grad(), bn_frozen(model), run.autocast():
                         after = run.losses(model(x), ys).float()[idx]
                     agg.post_step(losses.detach(), after)
-                sums += all_losses.detach().cpu()
+                sums += all_losses.detach()
                 n += 1
                 S["phase_steps"] += 1
                 S["total_steps"] += 1
@@ -755,6 +756,7 @@ def main(argv=None):
                     break
             if sched is not None:
                 sched.step()
+            sums = sums.cpu()  # the epoch's one read of the training losses
             agg.epoch_end(sums[idx.cpu()] / max(n, 1))
             S["epoch"] = epoch
             val = None
@@ -798,7 +800,7 @@ def main(argv=None):
         while not phase_over(args.epochs):
             epoch = S["epoch"] + 1
             template.train()
-            sums, n, parts_sum = torch.zeros(T), 0, {"objective": 0.0, "R_o": 0.0, "R_align": 0.0}
+            sums, n, parts_sum = torch.zeros(T, device=dev), 0, torch.zeros(3, device=dev)  # objective, R_o, R_align
             for x, ys in run.progress(run.batches("train", epoch), f"curve epoch {epoch + 1}", run.num_batches()):
                 opt.zero_grad(set_to_none=True)
                 t1, t2 = torch.rand(2).tolist()  # t ~ U[0, 1], two samples for Eq. 2
@@ -814,10 +816,8 @@ def main(argv=None):
                 if args.clip_grad:
                     nn.utils.clip_grad_norm_(curve.parameters(), args.clip_grad)
                 opt.step()
-                sums += 0.5 * (outs[0][0] + outs[1][0]).detach().cpu()
-                parts_sum["objective"] += float(J.detach())
-                parts_sum["R_o"] += parts["R_o"]
-                parts_sum["R_align"] += parts["R_align"]
+                sums += 0.5 * (outs[0][0] + outs[1][0]).detach()
+                parts_sum += torch.stack([J.detach(), parts["R_o"], parts["R_align"]])
                 n += 1
                 S["phase_steps"] += 1
                 S["total_steps"] += 1
@@ -831,7 +831,8 @@ def main(argv=None):
                 val = evaluate_point(run, template, curve, 0.5 if eval_t == "val" else eval_t, ["val"])["val"]
             S["work"] = {"curve": curve.state_dict(), "opt": opt.state_dict(),
                          "sched": sched.state_dict() if sched is not None else None}
-            log(epoch, _row(run, "curve", sums, n, {k_: v / max(n, 1) for k_, v in parts_sum.items()}, val))
+            parts_mean = dict(zip(("objective", "R_o", "R_align"), (parts_sum.cpu() / max(n, 1)).tolist()))
+            log(epoch, _row(run, "curve", sums.cpu(), n, parts_mean, val))
             save()
         timed("stage2", t0)
         S["phase"] = "curve"

@@ -550,13 +550,14 @@ def main(argv=None):
                 (r * losses).sum().backward()
             else:  # phn-epo: G w.r.t. every hypernetwork parameter (official), the update K beta^T G
                 G = jacobian(losses, trainable)
-                C = (G @ G.T).double().cpu().numpy()
-                beta, move = epo_weights(losses.detach().double().cpu().numpy() + args.epo_offset, C, r.double().cpu().numpy(),
-                                         args.epo_eps, args.epo_relax)
+                # the EPO LP runs on the host in float64 (none on MPS): one transfer of the K x K Gram, l and r
+                host = torch.cat([(G @ G.T).reshape(-1), losses.detach().float(), r.float()]).cpu().double().numpy()
+                C, l_host, r_host = host[:K * K].reshape(K, K), host[K * K:K * K + K], host[K * K + K:]
+                beta, move = epo_weights(l_host + args.epo_offset, C, r_host, args.epo_eps, args.epo_relax)
                 epoch_moves[move] += 1
                 if beta is None:  # the official fallback: the normalised ray
                     epoch_moves["fallback"] += 1
-                    beta = (r / r.sum()).double().cpu().numpy()
+                    beta = r_host / r_host.sum()
                 w = torch.as_tensor(K * beta, dtype=G.dtype, device=G.device)
                 set_flat_grad(trainable, w @ G)
             if not phn:

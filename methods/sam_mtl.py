@@ -101,7 +101,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from common.aggregators import AGGREGATORS, Aggregator, aggregate, describe, make_aggregator  # noqa: E402
-from common.device import UsageError, synchronize  # noqa: E402
+from common.device import UsageError, move_tensors_, synchronize  # noqa: E402
 from common.metrics import hypervolume  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import Run, base_parser, bn_frozen, clip_shared, flat_metrics, main_guard, set_flat_grad, parse_hyper  # noqa: E402
@@ -130,9 +130,9 @@ METHOD_DEFAULTS = {
 # --------------------------------------------------------------------------------------------
 # Algorithm 1, lines 1-6: per-task loss gradients, worst-case perturbations, SAM and flat gradients
 # --------------------------------------------------------------------------------------------
-def _flat(grads, params) -> torch.Tensor:
-    if len(params) == 0:  # e.g. parameter-free heads (the toy problem)
-        return torch.zeros(0)
+def _flat(grads, params, device=None) -> torch.Tensor:
+    if len(params) == 0:  # e.g. parameter-free heads (the toy problem): empty, on the model's device
+        return torch.zeros(0, device=device)
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
@@ -252,8 +252,8 @@ def sam_gradients(model, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive:
     with bn_frozen(model):
         for i in range(T):
             # line 3: worst-case perturbations, Eq. 11 (shared, one per task) and Eq. 7 (own head)
-            g_ns = _flat(head_loss[i], heads[i])
-            theta_ns = _flat([p.detach() for p in heads[i]], heads[i]) if adaptive else None
+            g_ns = _flat(head_loss[i], heads[i], device)
+            theta_ns = _flat([p.detach() for p in heads[i]], heads[i], device) if adaptive else None
             eps_sh = perturbation(G_loss[i], theta_sh, rho_sh, adaptive)
             eps_ns = perturbation(g_ns, theta_ns, rho_ns, adaptive)
             eps_sh_n.append(eps_sh.norm())
@@ -500,8 +500,7 @@ def main(argv=None):
         except (TypeError, ValueError) as e:
             raise UsageError(f"--hyper: {e}")
         for a in all_aggregators(aggs):
-            for p in a.parameters():
-                p.data = p.data.to(dev)
+            move_tensors_(a.parameters(), dev)
         clip = aggs.loss.default_max_norm if args.clip_grad is None else args.clip_grad
     best = [(-float("inf"), None)] * len(models)
     seconds_sam = 0.0
