@@ -88,8 +88,9 @@ def main(argv=None):
 
     for epoch in run.epochs():
         model.train()
-        sums, n = torch.zeros(T), 0
-        diag_sum, diag_n = torch.zeros(2, T), 0
+        # logged sums stay on the device during the epoch and are read once at its end (no per-step host sync)
+        sums, epoch_weights, n = torch.zeros(T, device=dev), torch.zeros(T, device=dev), 0
+        diag_sum, diag_n = torch.zeros(2, T, device=dev), 0
         for x, ys in run.progress(run.batches("train", epoch), f"{args.method} epoch {epoch + 1}", run.num_batches()):
             opt.zero_grad(set_to_none=True)
             with run.autocast():
@@ -104,7 +105,7 @@ def main(argv=None):
             synchronize(dev)
             agg_seconds += time.perf_counter() - t0
             if diag:
-                diag_sum += torch.stack(cosine_and_norms(G_last, last)).cpu()
+                diag_sum += torch.stack(cosine_and_norms(G_last, last))
                 diag_n += 1
             clip_shared(model, clip)
             opt.step()
@@ -112,14 +113,16 @@ def main(argv=None):
                 with torch.no_grad(), bn_frozen(model), run.autocast():
                     after = run.losses(model(x), ys).float()
                 agg.post_step(losses.detach(), after)
-            sums += losses.detach().cpu()
-            weight_sum += w.detach().float().cpu()
+            sums += losses.detach()
+            epoch_weights += w.detach().float()
             weight_n += 1
             n += 1
             if run.step():
                 break
         if sched is not None:
             sched.step()
+        sums, diag_sum = sums.cpu(), diag_sum.cpu()
+        weight_sum += epoch_weights.cpu()
         agg.epoch_end(sums / max(n, 1))
         row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)}
         if diag_n:

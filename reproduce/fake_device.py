@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
+import traceback
 
 import torch
 from torch.utils._mode_utils import no_dispatch
@@ -111,6 +113,16 @@ class DeviceTensor(torch.Tensor):
 
 
 _ACTIVE: list["FakeDeviceMode"] = []
+_HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _caller() -> str:
+    """file:line of the innermost project frame (methods/, common/) outside this module."""
+    for frame in reversed(traceback.extract_stack()):
+        f = os.path.abspath(frame.filename)
+        if f.startswith(_HERE) and not f.endswith("fake_device.py"):
+            return f"{os.path.relpath(f, _HERE)}:{frame.lineno}"
+    return "?"
 
 
 def _record(kind: str) -> None:
@@ -141,11 +153,13 @@ class FakeDeviceMode(TorchDispatchMode):
         self.syncs: collections.Counter = collections.Counter()
         self.ops = 0
         self.op_names: collections.Counter = collections.Counter()  # ops that ran on the device, by name
+        self.sites: collections.Counter = collections.Counter()  # (kind, "file:line" of the project code) per sync
         self._lift = None
 
     # -- counting ---------------------------------------------------------------------------------
     def record(self, kind: str) -> None:
         self.syncs[kind] += 1
+        self.sites[(kind, _caller())] += 1
 
     @property
     def host_syncs(self) -> int:

@@ -218,3 +218,31 @@ def test_avgnorm_last_layer_and_all_shared(tmp_path, grad_on):
 def test_stl(tmp_path):
     m, mode = on_device(stl.main, ["--max-steps", "1"] + SMALL, tmp_path / "stl")
     assert_trained_on_device(mode)
+
+
+# ----------------------------------------------------------------------------------------------
+# Host round-trips per training step (python -m reproduce.benchmark --host-syncs)
+# ----------------------------------------------------------------------------------------------
+def test_benchmark_host_sync_counts(tmp_path):
+    """Logging reads its sums once per epoch: a plain LS step and a gradient-balanced PML step make no
+    host round-trip at all; the rules with a host solver make one (the T x T Gram), SAM-MTL keeps its
+    two algorithmic branches (flat sub-problem present, divergence guard), AvgNorm its two guards."""
+    from reproduce import benchmark as B
+
+    rows = ["baselines ls", "baselines mgda", "pml grad", "sam_mtl direct", "avgnorm last"]
+    report = B.main(["--host-syncs", "--methods", ",".join(rows), "--out", str(tmp_path), "--data-root", DATA, "--quiet"])
+    per = {r["method"]: r["per_step"] for r in report["host_syncs"]}
+    assert sorted(per) == sorted(rows)
+    assert per["baselines ls"] == 0 and per["pml grad"] == 0, per
+    assert per["baselines mgda"] == 1 and per["sam_mtl direct"] <= 3 and per["avgnorm last"] <= 2, per
+    md = (tmp_path / "host_syncs.md").read_text()
+    assert "| baselines ls | 0 |" in md and (tmp_path / "host_syncs.json").exists()
+
+
+def test_benchmark_host_sync_flags_are_checked(tmp_path):
+    from common.device import UsageError
+    from reproduce import benchmark as B
+
+    for flags in (["--host-sync-steps", "6,2"], ["--host-sync-steps", "2,40"], ["--methods", "no-such-script"]):
+        with pytest.raises(UsageError):
+            B.main(["--host-syncs", "--out", str(tmp_path), "--quiet"] + flags)
