@@ -530,7 +530,7 @@ def main(argv=None):
         module.train()
         if phn:
             target.train()
-        sums, cos_sum, n = torch.zeros(K, device=dev), 0.0, 0
+        sums, cos_sum, n = torch.zeros(K, device=dev), torch.zeros((), device=dev), 0  # read once per epoch
         epoch_moves = {"balance": 0, "descent": 0, "fallback": 0}
         for x, ys in run.progress(run.batches("train", epoch), f"{args.method} epoch {epoch + 1}", run.num_batches()):
             r = sample_ray(K, args.alpha).to(dev)
@@ -544,7 +544,7 @@ def main(argv=None):
                 losses = run.losses(outputs, ys).float()
             if args.method == "cosmos":
                 loss, cos = cosmos_loss(losses, r, args.lamda)
-                cos_sum += float(cos.detach())
+                cos_sum += cos.detach().float()
                 loss.backward()
             elif args.method == "phn-ls":
                 (r * losses).sum().backward()
@@ -576,7 +576,7 @@ def main(argv=None):
         row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums.cpu())}
         row["lr"] = opt.param_groups[0]["lr"]
         if args.method == "cosmos":
-            row["train_cosine"] = cos_sum / max(n, 1)
+            row["train_cosine"] = float(cos_sum) / max(n, 1)
         if args.method == "phn-epo":
             row.update({f"epo_{k}": v for k, v in epoch_moves.items()})
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
