@@ -350,7 +350,8 @@ class LossBalancer:
         return torch.stack(self.history).mean(0).abs().clamp_min(self.eps)
 
     def state_dict(self) -> dict:
-        return {"window": self.window, "history": [h.cpu() for h in self.history]}
+        # one host transfer for the whole window (rows of one CPU tensor)
+        return {"window": self.window, "history": list(torch.stack(self.history).cpu()) if self.history else []}
 
     def load_state_dict(self, s: dict) -> None:
         self.window, self.history = s["window"], list(s["history"])

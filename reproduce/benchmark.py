@@ -5,6 +5,7 @@
     python -m reproduce.benchmark --shape multimnist --methods ls,mgda,pml --steps 5 --device cpu
     python -m reproduce.benchmark --shape cityscapes-segnet --filters 8,16,32,64,64 --device cpu --jacobian
     python -m reproduce.benchmark --harness-tax --device cpu                 # baselines.py vs a bare loop
+    python -m reproduce.benchmark --host-syncs                              # host round-trips per step, every method
 
 For one dataset shape (synthetic tensors of the real sizes: no dataset files needed) it builds each
 method's model afresh, runs --warmup untimed and --steps timed optimisation steps on one fixed batch
@@ -38,6 +39,11 @@ torch.func.vjp + vmap, and torch.func.vmap(grad), and checks that they agree.
 of --max-steps (the fastest of --tax-repeats runs each) and divides the time difference by the step
 difference (setup and evaluation cancel), against a bare PyTorch loop over the same model and the
 same batches (Run.batches of the same seed).
+
+--host-syncs (instead of timing) counts the host synchronisations of one training step of every method
+script, rule, mode, curve and balancing, on the fake accelerator of reproduce/fake_device.py (see
+reproduce/host_syncs.py); it writes host_syncs.json / host_syncs.md to --out (default
+results/benchmark/host_syncs/).
 
 Outputs in --out (default results/benchmark/<shape>/<device type>/): benchmark.json (every
 measurement, the device, the date, the versions) and benchmark.md (the table). Timing is synchronised
