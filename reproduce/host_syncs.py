@@ -6,12 +6,14 @@ with --max-steps K1 and K2 inside the first epoch. Setup, the end-of-epoch evalu
 checkpointing are the same in both runs, so (syncs(K2) - syncs(K1)) / (K2 - K1) is what one training
 step costs in host round-trips: `.item()` / `float()` / `bool()` / Python branching on a device value
 (item), device-to-host copies (`.cpu()`, `.to("cpu")`, to_host), `.tolist()` (tolist), anything else
-that returns a Python value from a device tensor (value). EXTRA caps each of its phases at --max-steps
-(both endpoints and the curve), so its figure is the mean over the three phases.
+that returns a Python value from a device tensor (value). The step difference is read from each run's
+metrics.json ("steps"): for EXTRA it counts the steps of all its phases (endpoints and curve), so its
+figure is the mean over them.
 """
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import tempfile
@@ -38,7 +40,8 @@ def rows() -> list[tuple[str, str, list[str]]]:
 
 
 def count(module: str, flags: list[str], steps: int, out: str, data_root: str):
-    """Host syncs of one run of `module`.main with --max-steps `steps` on the fake device."""
+    """Host syncs of one run of `module`.main with --max-steps `steps` on the fake device, and the
+    optimisation steps the run made (metrics.json "steps": all phases of EXTRA together)."""
     from reproduce.fake_device import NAME, fake_device
 
     main = importlib.import_module(module).main
@@ -46,7 +49,8 @@ def count(module: str, flags: list[str], steps: int, out: str, data_root: str):
         main(flags + ["--dataset", "fd-tiny2", "--batch-size", "8", "--eval-batch-size", "32", "--epochs", "1",
                       "--max-steps", str(steps), "--device", NAME, "--out", out, "--data-root", data_root,
                       "--no-progress", "--quiet", "--overwrite"])
-    return mode.syncs
+    with open(os.path.join(out, "metrics.json")) as fh:
+        return mode.syncs, json.load(fh)["steps"]
 
 
 def study(data_root: str = "data", k1: int = 2, k2: int = 6, only: list[str] | None = None, say=print) -> list[dict]:
@@ -60,9 +64,13 @@ def study(data_root: str = "data", k1: int = 2, k2: int = 6, only: list[str] | N
         for label, module, flags in rows():
             if only and label.split()[0] not in only and label not in only:
                 continue
-            a = count(module, flags, k1, os.path.join(tmp, "a"), data_root)
-            b = count(module, flags, k2, os.path.join(tmp, "b"), data_root)
-            per = (k2 - k1) * (3 if module == "extra_nurbs" else 1)
+            a, steps_a = count(module, flags, k1, os.path.join(tmp, "a"), data_root)
+            b, steps_b = count(module, flags, k2, os.path.join(tmp, "b"), data_root)
+            per = steps_b - steps_a
+            if per <= 0:
+                from common.device import UsageError
+                raise UsageError(f"{label}: --max-steps {k1} and {k2} made the same number of steps ({steps_a}); "
+                                 "widen --host-sync-steps")
             by_kind = {k: (b[k] - a[k]) / per for k in KINDS}
             row = {"method": label, "per_step": sum(by_kind.values()), **{f"per_step_{k}": v for k, v in by_kind.items()},
                    "run_total_k1": sum(a.values())}
