@@ -530,8 +530,7 @@ class FAMO(Aggregator):
         self._tic()
         self._check(losses_before, "losses_before")
         self._check(losses_after, "losses_after")
-        b = losses_before.detach().to("cpu", torch.float64)
-        a = losses_after.detach().to("cpu", torch.float64)
+        b, a = torch.stack([losses_before.detach().float(), losses_after.detach().float()]).to("cpu", torch.float64)  # one transfer
         delta = torch.log(self._D(b)) - torch.log(self._D(a))
         z = torch.softmax(self.logits, 0)
         self.logits = self.opt.step(self.logits, z * (delta - (z * delta).sum()))

@@ -44,7 +44,22 @@ def resolve_device(name: str = "auto") -> torch.device:
                 raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible (0..{torch.cuda.device_count() - 1})")
             return torch.device("cuda", idx)
         return torch.device("cuda")
+    backend = torch._C._get_privateuse1_backend_name()
+    if backend != "privateuseone" and name.split(":")[0] == backend:
+        return torch.device(name)  # a PrivateUse1 backend registered in this process (reproduce/fake_device.py)
     raise UsageError(f"--device {name!r} is not understood; use auto, cpu, cuda, cuda:N or mps")
+
+
+def move_tensors_(tensors, device: torch.device) -> None:
+    """Move leaf tensors (an aggregator's trainable parameters) to `device` in place, keeping their
+    identity for whoever holds them. torch.utils.swap_tensors also moves them onto a tensor-subclass
+    device (reproduce/fake_device.py), where `p.data = p.data.to(device)` is refused."""
+    for p in tensors:
+        moved = p.detach().to(device).requires_grad_(p.requires_grad)
+        if hasattr(torch.utils, "swap_tensors"):
+            torch.utils.swap_tensors(p, moved)
+        else:  # torch < 2.3
+            p.data = moved.data
 
 
 def seed_everything(seed: int) -> None:

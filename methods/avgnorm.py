@@ -314,8 +314,10 @@ def fit(args, run: Run, weights: list[float] | None = None) -> dict:
     for epoch in run.epochs():
         model.train()
         last_val = None
-        sums, n = torch.zeros(T), 0
-        rep_sum, rep_n, w_epoch = {}, 0, torch.zeros(T)
+        # logged sums stay on the device during the epoch and are read once at its end (no per-step host sync)
+        sums, n = torch.zeros(T, device=dev), 0
+        rep_sum, rep_n, w_epoch = {}, 0, torch.zeros(T, device=dev)
+        guard_epoch = torch.zeros((), dtype=torch.long, device=dev)
         for x, ys in run.progress(run.batches("train", epoch), f"{args.variant} epoch {epoch + 1}", run.num_batches()):
             opt.zero_grad(set_to_none=True)
             with run.autocast():
@@ -323,36 +325,38 @@ def fit(args, run: Run, weights: list[float] | None = None) -> dict:
             weigh = None
             if run.global_step % args.every == 0:  # recompute (adaptive) / report (static) this step
                 def weigh(G):
-                    nonlocal computed, guard_hits, weight_seconds
+                    nonlocal computed, weight_seconds
                     if not adaptive:
                         return w
                     t0 = time.perf_counter()
                     new, bad = avgnorm_weights(G, args.variant, args.eps, w if computed else None)
                     synchronize(dev)
                     weight_seconds += time.perf_counter() - t0
-                    guard_hits += int(bad.sum())
+                    guard_epoch.add_(bad.sum())
                     computed = True
                     return new
             w, G = train_step(model, losses, w, weigh, args.grad_on)
             w = w.detach()
             if G is not None:
                 for k, v in gradient_report(G, w).items():
-                    rep_sum[k] = rep_sum.get(k, 0) + v.detach().cpu()
+                    rep_sum[k] = rep_sum.get(k, 0) + v.detach()
                 rep_n += 1
             clip_shared(model, args.clip_grad)
             opt.step()
-            sums += losses.detach().cpu()
-            weight_sum += w.float().cpu()
-            w_epoch += w.float().cpu()
+            sums += losses.detach()
+            w_epoch += w.float()
             weight_n += 1
             n += 1
             if run.step():
                 break
         if sched is not None:
             sched.step()
+        sums, w_epoch = sums.cpu(), w_epoch.cpu()
+        weight_sum += w_epoch
+        guard_hits += int(guard_epoch)
         rec = {"epoch": epoch, "weights": (w_epoch / max(n, 1)).tolist()}
         for k, v in rep_sum.items():
-            v = v / rep_n
+            v = v.cpu() / rep_n
             rec[k] = v.tolist() if v.dim() else float(v)
         history.append(rec)
         row = {f"train_loss_{t}": float(s / max(n, 1)) for t, s in zip(names, sums)}

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from common.aggregators import AGGREGATORS, Aggregator, describe, make_aggregator  # noqa: E402
-from common.device import UsageError, synchronize  # noqa: E402
+from common.device import UsageError, move_tensors_, synchronize  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, defaults_table, flat_metrics, jacobian,  # noqa: E402
                           main_guard, parse_hyper)
@@ -71,8 +71,7 @@ def main(argv=None):
         agg = make_aggregator(args.method, T, dataset=args.dataset, **parse_hyper(args.hyper))
     except (TypeError, ValueError) as e:
         raise UsageError(f"--hyper: {e}")
-    for p in agg.parameters():
-        p.data = p.data.to(dev)
+    move_tensors_(agg.parameters(), dev)
     clip = agg.default_max_norm if args.clip_grad is None else args.clip_grad
     best = (-float("inf"), None)
     weight_sum, weight_n, agg_seconds = torch.zeros(T), 0, 0.0
@@ -90,8 +89,9 @@ def main(argv=None):
 
     for epoch in run.epochs():
         model.train()
-        sums, n = torch.zeros(T), 0
-        diag_sum, diag_n = torch.zeros(2, T), 0
+        # logged sums stay on the device during the epoch and are read once at its end (no per-step host sync)
+        sums, epoch_weights, n = torch.zeros(T, device=dev), torch.zeros(T, device=dev), 0
+        diag_sum, diag_n = torch.zeros(2, T, device=dev), 0
         for x, ys in run.progress(run.batches("train", epoch), f"{args.method} epoch {epoch + 1}", run.num_batches()):
             opt.zero_grad(set_to_none=True)
             with run.autocast():
@@ -106,7 +106,7 @@ def main(argv=None):
             synchronize(dev)
             agg_seconds += time.perf_counter() - t0
             if diag:
-                diag_sum += torch.stack(cosine_and_norms(G_last, last)).cpu()
+                diag_sum += torch.stack(cosine_and_norms(G_last, last))
                 diag_n += 1
             clip_shared(model, clip)
             opt.step()
@@ -114,14 +114,16 @@ def main(argv=None):
                 with torch.no_grad(), bn_frozen(model), run.autocast():
                     after = run.losses(model(x), ys).float()
                 agg.post_step(losses.detach(), after)
-            sums += losses.detach().cpu()
-            weight_sum += w.detach().float().cpu()
+            sums += losses.detach()
+            epoch_weights += w.detach().float()
             weight_n += 1
             n += 1
             if run.step():
                 break
         if sched is not None:
             sched.step()
+        sums, diag_sum = sums.cpu(), diag_sum.cpu()
+        weight_sum += epoch_weights.cpu()
         agg.epoch_end(sums / max(n, 1))
         row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)}
         if diag_n:

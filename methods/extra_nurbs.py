@@ -83,7 +83,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.func import functional_call  # noqa: E402
 
 from common.aggregators import AGGREGATORS, Aggregator, make_aggregator  # noqa: E402
-from common.device import UsageError, peak_memory_mb, reset_peak_memory, seed_everything  # noqa: E402
+from common.device import UsageError, move_tensors_, peak_memory_mb, reset_peak_memory, seed_everything  # noqa: E402
 from common.metrics import HV_SPLIT, hv_reference, hypervolume, non_dominated  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, jacobian,  # noqa: E402
@@ -206,11 +206,12 @@ def validate(args) -> None:
 # ----------------------------------------------------------------------------------------------
 # The curve: Eq. 4-5 (NURBS), Bezier and polygonal chain (Garipov et al. 2018)
 # ----------------------------------------------------------------------------------------------
-def clamped_knots(num_points: int, degree: int) -> torch.Tensor:
+def clamped_knots(num_points: int, degree: int, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
     """Clamped knot vector with uniform interior knots: p + 1 zeros, K - p - 1 knots j / (K - p),
-    p + 1 ones (K + p + 1 knots; [0,0,0,0,.5,1,1,1,1] for K = 5, p = 3)."""
+    p + 1 ones (K + p + 1 knots; [0,0,0,0,.5,1,1,1,1] for K = 5, p = 3). The Curve builds it in the
+    dtype and on the device of its control points (no float64 on an accelerator: MPS has none)."""
     inner = [j / (num_points - degree) for j in range(1, num_points - degree)]
-    return torch.tensor([0.0] * (degree + 1) + inner + [1.0] * (degree + 1), dtype=torch.float64)
+    return torch.tensor([0.0] * (degree + 1) + inner + [1.0] * (degree + 1), dtype=dtype, device=device)
 
 
 def bspline_basis(t: torch.Tensor, knots: torch.Tensor, degree: int) -> torch.Tensor:
@@ -218,14 +219,16 @@ def bspline_basis(t: torch.Tensor, knots: torch.Tensor, degree: int) -> torch.Te
 
     The paper's N_{i,1} (order 1) is the degree-0 indicator of [u_i, u_{i+1}); 0/0 terms are 0. At
     t = u_max the last non-empty span is closed on the right, so the basis is a partition of unity
-    on the whole of [0, 1] and a clamped curve ends exactly at its last control point."""
-    u = knots.to(torch.float64)
-    t = t.reshape(-1, 1).to(torch.float64)
-    N = ((u[:-1] <= t) & (t < u[1:])).to(torch.float64)  # degree 0, (n, m - 1)
-    last = int(torch.nonzero(u[:-1] < u[1:]).max())
-    N[:, last] = torch.where(t[:, 0] >= u[-1], torch.ones_like(N[:, last]), N[:, last])
+    on the whole of [0, 1] and a clamped curve ends exactly at its last control point.
+    Computed in the dtype and on the device of `knots`, with no host round-trip."""
+    u = knots
+    t = torch.as_tensor(t).reshape(-1, 1).to(device=u.device, dtype=u.dtype)
+    N = ((u[:-1] <= t) & (t < u[1:])).to(u.dtype)  # degree 0, (n, m - 1)
+    nonempty = u[:-1] < u[1:]
+    last = nonempty & (nonempty.flip(0).cumsum(0).flip(0) == 1)  # the last non-empty span, as a mask
+    N = torch.where(last & (t >= u[-1]), torch.ones_like(N), N)
     for k in range(1, degree + 1):
-        i = torch.arange(N.shape[1] - 1)
+        i = torch.arange(N.shape[1] - 1, device=u.device)
         d1, d2 = u[i + k] - u[i], u[i + k + 1] - u[i + 1]
         a = torch.where(d1 > 0, (t - u[i]) / torch.where(d1 > 0, d1, torch.ones_like(d1)), torch.zeros_like(t - u[i]))
         b = torch.where(d2 > 0, (u[i + k + 1] - t) / torch.where(d2 > 0, d2, torch.ones_like(d2)), torch.zeros_like(t - u[i]))
@@ -235,24 +238,30 @@ def bspline_basis(t: torch.Tensor, knots: torch.Tensor, degree: int) -> torch.Te
 
 def nurbs_coefficients(t: torch.Tensor, knots: torch.Tensor, degree: int, w: torch.Tensor) -> torch.Tensor:
     """Eq. 4: R_i(t) = N_{i,p}(t) w_i / sum_j N_{j,p}(t) w_j, (n, K); differentiable in w."""
-    N = bspline_basis(t, knots, degree).to(w.dtype).to(w.device)
+    N = bspline_basis(t, knots.to(device=w.device, dtype=w.dtype), degree)
     num = N * w
     return num / num.sum(1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
 
 
+def _curve_t(t: torch.Tensor) -> torch.Tensor:
+    """t as an (n, 1) floating column, on its own device and in its own (floating) dtype."""
+    t = torch.as_tensor(t)
+    return t.reshape(-1, 1).to(t.dtype if t.is_floating_point() else torch.get_default_dtype())
+
+
 def bezier_coefficients(t: torch.Tensor, num_points: int) -> torch.Tensor:
-    """Bernstein polynomials binom(K-1, i) t^i (1 - t)^(K-1-i), (n, K)."""
+    """Bernstein polynomials binom(K-1, i) t^i (1 - t)^(K-1-i), (n, K), in the dtype and on the device of t."""
     n = num_points - 1
-    t = t.reshape(-1, 1).to(torch.float64)
-    i = torch.arange(num_points, dtype=torch.float64)
-    binom = torch.tensor([math.comb(n, k) for k in range(num_points)], dtype=torch.float64)
+    t = _curve_t(t)
+    i = torch.arange(num_points, dtype=t.dtype, device=t.device)
+    binom = torch.tensor([math.comb(n, k) for k in range(num_points)], dtype=t.dtype, device=t.device)
     return binom * t ** i * (1 - t) ** (n - i)
 
 
 def polychain_coefficients(t: torch.Tensor, num_points: int) -> torch.Tensor:
-    """Piecewise-linear hat functions centred on t = i / (K - 1), (n, K)."""
-    t = t.reshape(-1, 1).to(torch.float64)
-    i = torch.arange(num_points, dtype=torch.float64)
+    """Piecewise-linear hat functions centred on t = i / (K - 1), (n, K), in the dtype and on the device of t."""
+    t = _curve_t(t)
+    i = torch.arange(num_points, dtype=t.dtype, device=t.device)
     return (1 - (t * (num_points - 1) - i).abs()).clamp_min(0)
 
 
@@ -273,18 +282,19 @@ class Curve(nn.Module):
         frac = (torch.arange(1, num_points - 1, dtype=start.dtype, device=start.device) / (num_points - 1))[:, None]
         self.inner = nn.Parameter((1 - frac) * self.start + frac * self.end)
         if kind == "nurbs":
-            self.register_buffer("knots", clamped_knots(num_points, self.degree))
+            self.register_buffer("knots", clamped_knots(num_points, self.degree, start.dtype, start.device))
             self.rho = nn.Parameter(torch.full((num_points,), math.log(math.e - 1.0), dtype=start.dtype, device=start.device))
 
     def weights(self) -> torch.Tensor | None:
         return F.softplus(self.rho) if self.kind == "nurbs" else None
 
     def coefficients(self, t) -> torch.Tensor:
-        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        """(n, K) coefficients of the control points at the n values of t, computed on the device and in
+        the dtype of the curve's parameters (t given as numbers or a tensor on any device)."""
+        t = torch.as_tensor(t, dtype=self.inner.dtype, device=self.inner.device).reshape(-1)
         if self.kind == "nurbs":
             return nurbs_coefficients(t, self.knots, self.degree, self.weights())
-        c = bezier_coefficients(t, self.num_points) if self.kind == "bezier" else polychain_coefficients(t, self.num_points)
-        return c.to(self.start.dtype).to(self.start.device)
+        return bezier_coefficients(t, self.num_points) if self.kind == "bezier" else polychain_coefficients(t, self.num_points)
 
     def point(self, t) -> torch.Tensor:
         """C(t) as a flat parameter vector (d,)."""
@@ -336,7 +346,8 @@ def extra_objective(losses1, losses2, t1: float, t2: float, groups, alpha: float
     if e3 and align_weight > 0:
         R_align = 0.5 * (align_regularizer(t1, losses1[e3].mean()) + align_regularizer(t2, losses2[e3].mean()))  # Eq. 6
         J = J + align_weight * R_align  # Eq. 7
-    return J, {"L_T": float(L_T.detach()), "R_o": float(R_o.detach()), "R_align": float(R_align.detach())}
+    # detached 0-dim tensors on the losses' device: the training loop sums them there and reads them once per epoch
+    return J, {"L_T": L_T.detach(), "R_o": R_o.detach(), "R_align": R_align.detach()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -665,17 +676,17 @@ def main(argv=None):
         while not phase_over(args.warmup_epochs):
             epoch = S["epoch"] + 1
             model.train()
-            sums, n = torch.zeros(T), 0
+            sums, n, A_epoch = torch.zeros(T, device=dev), 0, torch.zeros(T, T, device=dev)  # summed on the device
             for x, ys in run.progress(run.batches("train", epoch + 5000), f"warm-up {epoch + 1}", run.num_batches()):
                 opt.zero_grad(set_to_none=True)
                 with run.autocast():
                     losses = run.losses(model(x), ys).float()
                 G = jacobian(losses, shared, retain_graph=True)  # task gradients on the shared parameters
-                A_sum += cosine_matrix(G.double()).cpu()
+                A_epoch += cosine_matrix(G.detach().float())
                 n_A += 1
                 losses.mean().backward()  # LS warm-up
                 opt.step()
-                sums += losses.detach().cpu()
+                sums += losses.detach()
                 n += 1
                 S["phase_steps"] += 1
                 S["total_steps"] += 1
@@ -683,9 +694,10 @@ def main(argv=None):
                     break
             if sched is not None:
                 sched.step()
+            A_sum += A_epoch.cpu().double()  # one host transfer per epoch; the running sum in float64 on the host
             S["epoch"] = epoch
             S["work"] = {"model": model.state_dict(), "opt": opt.state_dict(), "A_sum": A_sum, "n_A": n_A}
-            log(epoch, _row(run, "warmup", sums, n))
+            log(epoch, _row(run, "warmup", sums.cpu(), n))
             save()
         A = (A_sum / max(n_A, 1)).numpy()
         labels = spectral_groups(A, 3, args.seed) if args.grouping == "spectral" else kmeans_groups(A, 3, args.seed)
@@ -717,8 +729,7 @@ def main(argv=None):
             agg = make_aggregator("ls" if rule == "stl" else rule, len(tasks), dataset=args.dataset, **hyper)
         except (TypeError, ValueError) as e:
             raise UsageError(f"--hyper: {e}")
-        for p in agg.parameters():
-            p.data = p.data.to(dev)
+        move_tensors_(agg.parameters(), dev)
         if S["work"] is not None:
             model.load_state_dict(S["work"]["model"])
             agg = S["work"]["agg"]
@@ -733,7 +744,7 @@ def main(argv=None):
         while not phase_over(args.endpoint_epochs):
             epoch = S["epoch"] + 1
             model.train()
-            sums, n = torch.zeros(T), 0
+            sums, n = torch.zeros(T, device=dev), 0
             for x, ys in run.progress(run.batches("train", epoch + 1000 * (k + 1)), f"{phase} ({rule}) {epoch + 1}", run.num_batches()):
                 opt.zero_grad(set_to_none=True)
                 with run.autocast():
@@ -747,7 +758,7 @@ def main(argv=None):
                     with torch.no_grad(), bn_frozen(model), run.autocast():
                         after = run.losses(model(x), ys).float()[idx]
                     agg.post_step(losses.detach(), after)
-                sums += all_losses.detach().cpu()
+                sums += all_losses.detach()
                 n += 1
                 S["phase_steps"] += 1
                 S["total_steps"] += 1
@@ -755,6 +766,7 @@ def main(argv=None):
                     break
             if sched is not None:
                 sched.step()
+            sums = sums.cpu()  # the epoch's one read of the training losses
             agg.epoch_end(sums[idx.cpu()] / max(n, 1))
             S["epoch"] = epoch
             val = None
@@ -798,7 +810,7 @@ def main(argv=None):
         while not phase_over(args.epochs):
             epoch = S["epoch"] + 1
             template.train()
-            sums, n, parts_sum = torch.zeros(T), 0, {"objective": 0.0, "R_o": 0.0, "R_align": 0.0}
+            sums, n, parts_sum = torch.zeros(T, device=dev), 0, torch.zeros(3, device=dev)  # objective, R_o, R_align
             for x, ys in run.progress(run.batches("train", epoch), f"curve epoch {epoch + 1}", run.num_batches()):
                 opt.zero_grad(set_to_none=True)
                 t1, t2 = torch.rand(2).tolist()  # t ~ U[0, 1], two samples for Eq. 2
@@ -814,10 +826,8 @@ def main(argv=None):
                 if args.clip_grad:
                     nn.utils.clip_grad_norm_(curve.parameters(), args.clip_grad)
                 opt.step()
-                sums += 0.5 * (outs[0][0] + outs[1][0]).detach().cpu()
-                parts_sum["objective"] += float(J.detach())
-                parts_sum["R_o"] += parts["R_o"]
-                parts_sum["R_align"] += parts["R_align"]
+                sums += 0.5 * (outs[0][0] + outs[1][0]).detach()
+                parts_sum += torch.stack([J.detach(), parts["R_o"], parts["R_align"]])
                 n += 1
                 S["phase_steps"] += 1
                 S["total_steps"] += 1
@@ -831,7 +841,8 @@ def main(argv=None):
                 val = evaluate_point(run, template, curve, 0.5 if eval_t == "val" else eval_t, ["val"])["val"]
             S["work"] = {"curve": curve.state_dict(), "opt": opt.state_dict(),
                          "sched": sched.state_dict() if sched is not None else None}
-            log(epoch, _row(run, "curve", sums, n, {k_: v / max(n, 1) for k_, v in parts_sum.items()}, val))
+            parts_mean = dict(zip(("objective", "R_o", "R_align"), (parts_sum.cpu() / max(n, 1)).tolist()))
+            log(epoch, _row(run, "curve", sums.cpu(), n, parts_mean, val))
             save()
         timed("stage2", t0)
         S["phase"] = "curve"
@@ -888,7 +899,7 @@ def main(argv=None):
         "grouping": args.grouping if T > 3 else None, "task_affinity": S["affinity"],
         "curve": {"kind": curve.kind, "control_points": curve.num_points, "trainable_points": curve.num_points - 2,
                   "degree": curve.degree if curve.kind == "nurbs" else None,
-                  "knots": curve.knots.tolist() if curve.kind == "nurbs" else None,
+                  "knots": clamped_knots(curve.num_points, curve.degree).tolist() if curve.kind == "nurbs" else None,
                   "weights": w.detach().cpu().tolist() if w is not None else None},
         "alpha": args.alpha, "align_weight": args.align_weight, "l2": args.l2,
         "peak_memory_mb_stage1": S["peak_mb"].get("stage1"), "peak_memory_mb_stage2": S["peak_mb"].get("stage2"),

@@ -524,7 +524,7 @@ def main(argv=None):
         module.train()
         if phn:
             target.train()
-        sums, cos_sum, n = torch.zeros(K, device=dev), 0.0, 0
+        sums, cos_sum, n = torch.zeros(K, device=dev), torch.zeros((), device=dev), 0  # read once per epoch
         epoch_moves = {"balance": 0, "descent": 0, "fallback": 0}
         for x, ys in run.progress(run.batches("train", epoch), f"{args.method} epoch {epoch + 1}", run.num_batches()):
             r = sample_ray(K, args.alpha).to(dev)
@@ -538,19 +538,20 @@ def main(argv=None):
                 losses = run.losses(outputs, ys).float()
             if args.method == "cosmos":
                 loss, cos = cosmos_loss(losses, r, args.lamda)
-                cos_sum += float(cos.detach())
+                cos_sum += cos.detach().float()
                 loss.backward()
             elif args.method == "phn-ls":
                 (r * losses).sum().backward()
             else:  # phn-epo: G w.r.t. every hypernetwork parameter (official), the update K beta^T G
                 G = jacobian(losses, trainable)
-                C = (G @ G.T).double().cpu().numpy()
-                beta, move = epo_weights(losses.detach().double().cpu().numpy() + args.epo_offset, C, r.double().cpu().numpy(),
-                                         args.epo_eps, args.epo_relax)
+                # the EPO LP runs on the host in float64 (none on MPS): one transfer of the K x K Gram, l and r
+                host = torch.cat([(G @ G.T).reshape(-1), losses.detach().float(), r.float()]).cpu().double().numpy()
+                C, l_host, r_host = host[:K * K].reshape(K, K), host[K * K:K * K + K], host[K * K + K:]
+                beta, move = epo_weights(l_host + args.epo_offset, C, r_host, args.epo_eps, args.epo_relax)
                 epoch_moves[move] += 1
                 if beta is None:  # the official fallback: the normalised ray
                     epoch_moves["fallback"] += 1
-                    beta = (r / r.sum()).double().cpu().numpy()
+                    beta = r_host / r_host.sum()
                 w = torch.as_tensor(K * beta, dtype=G.dtype, device=G.device)
                 set_flat_grad(trainable, w @ G)
             if not phn:
@@ -569,7 +570,7 @@ def main(argv=None):
         row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums.cpu())}
         row["lr"] = opt.param_groups[0]["lr"]
         if args.method == "cosmos":
-            row["train_cosine"] = cos_sum / max(n, 1)
+            row["train_cosine"] = float(cos_sum) / max(n, 1)
         if args.method == "phn-epo":
             row.update({f"epo_{k}": v for k, v in epoch_moves.items()})
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:

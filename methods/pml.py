@@ -288,7 +288,8 @@ class WeightEnsemble(nn.Module):
 def sample_alphas(p: float, T: int, W: int, batch_shape: Sequence[int] = (), device="cpu") -> torch.Tensor:
     """W weightings from the symmetric Dirichlet Dir(p 1_T): shape (*batch_shape, W, T)."""
     conc = torch.full((T,), float(p), device=device)
-    return torch.distributions.Dirichlet(conc).sample((*batch_shape, W))
+    # validate_args=False: the argument check is a host sync per step, and conc > 0 by construction
+    return torch.distributions.Dirichlet(conc, validate_args=False).sample((*batch_shape, W))
 
 
 def concentration(args, epoch: int) -> float:
@@ -353,7 +354,8 @@ class LossBalancer:
         return torch.stack(self.history).mean(0).abs().clamp_min(self.eps)
 
     def state_dict(self) -> dict:
-        return {"window": self.window, "history": [h.cpu() for h in self.history]}
+        # one host transfer for the whole window (rows of one CPU tensor)
+        return {"window": self.window, "history": list(torch.stack(self.history).cpu()) if self.history else []}
 
     def load_state_dict(self, s: dict) -> None:
         self.window, self.history = s["window"], list(s["history"])
@@ -369,7 +371,7 @@ def grad_balanced_backward(ens: WeightEnsemble, alphas: torch.Tensor, losses: to
     W, T = losses.shape
     everything = shared + [q for t in range(T) for q in ens.task_parameters(t)]
     acc = {p: torch.zeros_like(p) for p in everything}
-    norms = torch.zeros(W, T)
+    norms = torch.zeros(W, T, device=losses.device)  # on the device: no host sync per (sample, task)
     if extra is not None and extra.requires_grad:
         for p, g in zip(everything, torch.autograd.grad(extra, everything, retain_graph=True, allow_unused=True)):
             if g is not None:
@@ -380,7 +382,7 @@ def grad_balanced_backward(ens: WeightEnsemble, alphas: torch.Tensor, losses: to
         grads = torch.autograd.grad(losses[i, t], shared + heads, retain_graph=n < len(jobs) - 1, allow_unused=True)
         gs, hs = grads[:len(shared)], grads[len(shared):]
         norm = torch.sqrt(sum((g.float() ** 2).sum() for g in gs if g is not None))
-        norms[i, t] = float(norm)
+        norms[i, t] = norm.detach()
         coef = alphas[i, t] / (norm + eps)  # alpha_i,t g~_i,t on the shared parameters
         for p, g in zip(shared, gs):
             if g is not None:
@@ -601,16 +603,18 @@ def train_dataset(args, run: Run):
     for epoch in run.epochs():
         ens.train()
         p_now = concentration(args, epoch)
-        sums, reg_sum, n, t0 = torch.zeros(T), 0.0, 0, time.time()
+        # logged sums stay on the device during the epoch and are read once at its end
+        sums, reg_sum, n, t0 = torch.zeros(T, device=dev), torch.zeros((), device=dev), 0, time.time()
         for x, ys in run.progress(run.batches("train", epoch), f"pml epoch {epoch + 1}", run.num_batches()):
             L, R = pml_step(run, args, ens, opt, x, ys, p_now, balancer)
-            sums += L.mean(0).cpu()
-            reg_sum += float(R)
+            sums += L.detach().mean(0)
+            reg_sum += torch.as_tensor(R).detach().to(reg_sum)
             n += 1
             if run.step():
                 break
         if sched is not None:
             sched.step()
+        sums, reg_sum = sums.cpu(), float(reg_sum)
         row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)}
         row.update({"train_reg": reg_sum / max(n, 1), "p": p_now, "train_seconds": round(time.time() - t0, 3)})
         row["val_hypervolume"] = None

@@ -92,7 +92,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from itertools import combinations
 from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -101,7 +100,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from common.aggregators import AGGREGATORS, Aggregator, aggregate, describe, make_aggregator  # noqa: E402
-from common.device import UsageError, synchronize  # noqa: E402
+from common.device import UsageError, move_tensors_, synchronize  # noqa: E402
 from common.metrics import hv_reference, hypervolume  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import Run, base_parser, bn_frozen, clip_shared, flat_metrics, main_guard, set_flat_grad, parse_hyper  # noqa: E402
@@ -130,9 +129,9 @@ METHOD_DEFAULTS = {
 # --------------------------------------------------------------------------------------------
 # Algorithm 1, lines 1-6: per-task loss gradients, worst-case perturbations, SAM and flat gradients
 # --------------------------------------------------------------------------------------------
-def _flat(grads, params) -> torch.Tensor:
-    if len(params) == 0:  # e.g. parameter-free heads (the toy problem)
-        return torch.zeros(0)
+def _flat(grads, params, device=None) -> torch.Tensor:
+    if len(params) == 0:  # e.g. parameter-free heads (the toy problem): empty, on the model's device
+        return torch.zeros(0, device=device)
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
@@ -156,9 +155,8 @@ def perturbation(g: torch.Tensor, w: torch.Tensor | None, rho: float, adaptive: 
         norm, direction = (t * g).norm(), t * t * g
     else:
         norm, direction = g.norm(), g
-    if not (norm > 0 and torch.isfinite(norm)):
-        return torch.zeros_like(g)
-    return direction * (rho / norm)
+    ok = (norm > 0) & torch.isfinite(norm)  # no Python branch on a device value: no host sync per task
+    return torch.where(ok, direction * (rho / torch.where(ok, norm, torch.ones_like(norm))), torch.zeros_like(g))
 
 
 class perturbed:
@@ -252,8 +250,8 @@ def sam_gradients(model, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive:
     with bn_frozen(model):
         for i in range(T):
             # line 3: worst-case perturbations, Eq. 11 (shared, one per task) and Eq. 7 (own head)
-            g_ns = _flat(head_loss[i], heads[i])
-            theta_ns = _flat([p.detach() for p in heads[i]], heads[i]) if adaptive else None
+            g_ns = _flat(head_loss[i], heads[i], device)
+            theta_ns = _flat([p.detach() for p in heads[i]], heads[i], device) if adaptive else None
             eps_sh = perturbation(G_loss[i], theta_sh, rho_sh, adaptive)
             eps_ns = perturbation(g_ns, theta_ns, rho_ns, adaptive)
             eps_sh_n.append(eps_sh.norm())
@@ -346,23 +344,24 @@ def apply_gradients(model, d: torch.Tensor, g: SAMGrads) -> None:
             p.grad = gi.detach().clone()
 
 
-def conflict(G: torch.Tensor) -> bool:
-    """Gradient conflict in a batch (Figure 3): some pair of rows with a negative inner product."""
-    T = G.shape[0]
-    return any(float(G[i] @ G[j]) < 0 for i, j in combinations(range(T), 2))
+def conflict(G: torch.Tensor) -> torch.Tensor:
+    """Gradient conflict in a batch (Figure 3): some pair of rows with a negative inner product (a bool
+    tensor on G's device)."""
+    return (torch.triu(G @ G.T, diagonal=1) < 0).any()
 
 
 def step_statistics(g: SAMGrads, d: torch.Tensor, parts: dict) -> dict:
-    """Per-batch quantities of Figures 2 and 3."""
+    """Per-batch quantities of Figures 2 and 3, as 0-dim tensors on the device (summed there, read once
+    per epoch: logging costs no host sync per step)."""
     G_flat = g.G_flat
-    return {"conflict_loss": float(conflict(g.G_loss)), "conflict_flat": float(conflict(G_flat)),
-            "conflict_sam": float(conflict(g.G_sam)),
-            "conflict_intra": float(any(float(a @ b) < 0 for a, b in zip(g.G_loss, G_flat))),
-            "norm_update": float(d.norm()),
-            "norm_agg_loss": float(parts["loss"].norm()) if "loss" in parts else float("nan"),
-            "norm_agg_flat": float(parts["flat"].norm()) if "flat" in parts else float("nan"),
-            "norm_task_loss": float(g.G_loss.norm(dim=1).mean()), "norm_task_flat": float(G_flat.norm(dim=1).mean()),
-            "sharpness": float(g.sharpness.mean())}
+    return {"conflict_loss": conflict(g.G_loss).float(), "conflict_flat": conflict(G_flat).float(),
+            "conflict_sam": conflict(g.G_sam).float(),
+            "conflict_intra": ((g.G_loss * G_flat).sum(1) < 0).any().float(),
+            "norm_update": d.detach().norm(),
+            "norm_agg_loss": parts["loss"].detach().norm() if "loss" in parts else float("nan"),
+            "norm_agg_flat": parts["flat"].detach().norm() if "flat" in parts else float("nan"),
+            "norm_task_loss": g.G_loss.norm(dim=1).mean(), "norm_task_flat": G_flat.norm(dim=1).mean(),
+            "sharpness": g.sharpness.detach().mean()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,8 +499,7 @@ def main(argv=None):
         except (TypeError, ValueError) as e:
             raise UsageError(f"--hyper: {e}")
         for a in all_aggregators(aggs):
-            for p in a.parameters():
-                p.data = p.data.to(dev)
+            move_tensors_(a.parameters(), dev)
         clip = aggs.loss.default_max_norm if args.clip_grad is None else args.clip_grad
     best = [(-float("inf"), None)] * len(models)
     seconds_sam = 0.0
@@ -530,7 +528,7 @@ def main(argv=None):
     for epoch in run.epochs():
         for m in models:
             m.train()
-        sums, sharp_sum, n = torch.zeros(T), torch.zeros(T), 0
+        sums, sharp_sum, n = torch.zeros(T, device=dev), torch.zeros(T, device=dev), 0  # read once per epoch
         stats_sum: dict[str, float] = {}
         for x, ys in run.progress(run.batches("train", epoch), f"sam_mtl epoch {epoch + 1}", run.num_batches()):
             t0 = time.perf_counter()
@@ -556,8 +554,8 @@ def main(argv=None):
                     with torch.no_grad(), bn_frozen(m), run.autocast():
                         after = run.losses(m(x), ys).float()
                     aggs.loss.post_step(g.losses, after)
-                batch_losses.append(g.losses.cpu())
-                batch_sharp.append(g.sharpness.cpu())
+                batch_losses.append(g.losses.detach())
+                batch_sharp.append(g.sharpness.detach())
             synchronize(dev)
             seconds_sam += time.perf_counter() - t0
             sums += torch.cat(batch_losses)
@@ -571,7 +569,7 @@ def main(argv=None):
         for _, sc in opts:
             if sc is not None:
                 sc.step()
-        mean_losses, mean_sharp = sums / max(n, 1), sharp_sum / max(n, 1)
+        mean_losses, mean_sharp = sums.cpu() / max(n, 1), sharp_sum.cpu() / max(n, 1)
         if not stl:
             aggs.loss.epoch_end(mean_losses)
             if aggs.flat is not None:
@@ -582,7 +580,7 @@ def main(argv=None):
                 a.epoch_end(_objective(torch.stack([mean_losses[i], mean_sharp[i]])))
         row = {f"train_loss_{t.name}": float(s) for t, s in zip(data.tasks, mean_losses)}
         row.update({f"sharpness_{t.name}": float(s) for t, s in zip(data.tasks, mean_sharp)})
-        row.update({k: v / max(n, 1) for k, v in stats_sum.items()})
+        row.update({k: float(v) / max(n, 1) for k, v in stats_sum.items()})
         if not stl and aggs.loss.last_weights is not None:
             row.update({f"weight_{t.name}": float(v) for t, v in zip(data.tasks, aggs.loss.last_weights.detach().float().cpu().reshape(-1))})
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:

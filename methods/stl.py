@@ -51,7 +51,7 @@ def main(argv=None):
     for epoch in run.epochs():
         for m in models:
             m.train()
-        sums, n = torch.zeros(T), 0
+        sums, n = torch.zeros(T, device=run.device), 0  # read once per epoch, not per step
         for x, ys in run.progress(run.batches("train", epoch), f"stl epoch {epoch + 1}", run.num_batches()):
             losses = []
             for t, (m, (o, _)) in enumerate(zip(models, opts)):
@@ -61,14 +61,14 @@ def main(argv=None):
                 loss.backward()
                 o.step()
                 losses.append(loss.detach())
-            sums += torch.stack(losses).float().cpu()
+            sums += torch.stack(losses).float()
             n += 1
             if run.step():
                 break
         for _, sc in opts:
             if sc is not None:
                 sc.step()
-        row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)}
+        row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums.cpu())}
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
             val = {}
             for t, m in enumerate(models):

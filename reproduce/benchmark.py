@@ -5,6 +5,7 @@
     python -m reproduce.benchmark --shape multimnist --methods ls,mgda,pml --steps 5 --device cpu
     python -m reproduce.benchmark --shape cityscapes-segnet --filters 8,16,32,64,64 --device cpu --jacobian
     python -m reproduce.benchmark --harness-tax --device cpu                 # baselines.py vs a bare loop
+    python -m reproduce.benchmark --host-syncs                              # host round-trips per step, every method
 
 For one dataset shape (synthetic tensors of the real sizes: no dataset files needed) it builds each
 method's model afresh, runs --warmup untimed and --steps timed optimisation steps on one fixed batch
@@ -38,6 +39,11 @@ torch.func.vjp + vmap, and torch.func.vmap(grad), and checks that they agree.
 of --max-steps (the fastest of --tax-repeats runs each) and divides the time difference by the step
 difference (setup and evaluation cancel), against a bare PyTorch loop over the same model and the
 same batches (Run.batches of the same seed).
+
+--host-syncs (instead of timing) counts the host synchronisations of one training step of every method
+script, rule, mode, curve and balancing, on the fake accelerator of reproduce/fake_device.py (see
+reproduce/host_syncs.py); it writes host_syncs.json / host_syncs.md to --out (default
+results/benchmark/host_syncs/).
 
 Outputs in --out (default results/benchmark/<shape>/<device type>/): benchmark.json (every
 measurement, the device, the date, the versions) and benchmark.md (the table). Timing is synchronised
@@ -134,7 +140,12 @@ def parse_args(argv=None):
                    help="the two --max-steps of the harness-tax runs (default 3,13; K2 - K1 steps are timed)")
     p.add_argument("--tax-repeats", type=int, default=3,
                    help="runs per K in the harness-tax measurement; the fastest counts (default 3)")
-    p.add_argument("--data-root", default="data", help="where multimnist-lite's cache lives, for --harness-tax (default data/)")
+    p.add_argument("--host-syncs", action="store_true",
+                   help="instead of timing: count the host synchronisations of one training step of every method script, rule, "
+                        "mode, curve and balancing on the fake accelerator (reproduce/host_syncs.py); --methods filters by script")
+    p.add_argument("--host-sync-steps", default="2,6", metavar="K1,K2",
+                   help="the two --max-steps of the --host-syncs runs (default 2,6; at most 12, one epoch)")
+    p.add_argument("--data-root", default="data", help="where multimnist-lite's cache lives, for --harness-tax and --host-syncs (default data/)")
     p.add_argument("--out", default=None, help="output folder (default results/benchmark/<shape>/<device type>/)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     return p.parse_args(argv)
@@ -768,8 +779,40 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def host_sync_report(args) -> dict:
+    """--host-syncs: the table of reproduce/host_syncs.py, written to --out (default results/benchmark/host_syncs/)."""
+    from reproduce import host_syncs
+
+    try:
+        k1, k2 = (int(v) for v in args.host_sync_steps.split(","))
+        assert 1 <= k1 < k2 <= 12
+    except (ValueError, AssertionError):
+        raise UsageError(f"--host-sync-steps must be two integers K1,K2 with 1 <= K1 < K2 <= 12 (got {args.host_sync_steps!r})")
+    only = None if args.methods == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    rows = host_syncs.study(args.data_root, k1, k2, only, say)
+    if not rows:
+        raise UsageError(f"--methods {args.methods!r} matches no --host-syncs row (scripts: baselines, pfl, extra, sam_mtl, pml, "
+                         "palora, avgnorm, stl, or a row label such as 'baselines mgda')")
+    report = {"host_syncs": rows, "steps": [k1, k2], "versions": {"torch": torch.__version__},
+              "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+              "command": "python -m reproduce.benchmark " + " ".join(sys.argv[1:] if args.argv is None else args.argv)}
+    out = args.out or os.path.join("results", "benchmark", "host_syncs")
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, "host_syncs.json"), report)
+    md = host_syncs.markdown(rows, k1, k2)
+    with open(os.path.join(out, "host_syncs.md"), "w") as fh:
+        fh.write(md)
+    say(md)
+    say(f"[benchmark] wrote {os.path.join(out, 'host_syncs.json')} and host_syncs.md")
+    return report
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.host_syncs:
+        args.argv = argv
+        return host_sync_report(args)
     spec, methods, device = resolve(args)
     out = args.out or os.path.join("results", "benchmark", args.shape, device.type)
     if os.path.exists(out) and not os.path.isdir(out):

@@ -106,7 +106,7 @@ def test_curve_starts_on_the_segment():
 
 @pytest.mark.parametrize("K", [3, 4])
 def test_single_segment_nurbs_with_equal_weights_is_bezier(K):
-    t = torch.linspace(0, 1, 41)
+    t = torch.linspace(0, 1, 41, dtype=torch.float64)  # the coefficient functions compute in t's dtype
     w = torch.ones(K, dtype=torch.float64)
     deg = K - 1  # one segment: the clamped knot vector has no interior knot
     R = ex.nurbs_coefficients(t, ex.clamped_knots(K, deg), deg, w)
@@ -117,6 +117,57 @@ def test_single_segment_nurbs_with_equal_weights_is_bezier(K):
     # unequal weights make it a different (rational) curve
     w2 = torch.tensor([1.0] + [3.0] * (K - 2) + [1.0], dtype=torch.float64)
     assert not torch.allclose(ex.nurbs_coefficients(t, ex.clamped_knots(K, deg), deg, w2), ex.bezier_coefficients(t, K))
+
+
+# Coefficients at t = 0, .13, .5, .77, 1 printed by the curve code before the device fix (it computed
+# in float64 on the CPU and cast): the fix computes in the parameters' dtype and device, same values.
+T_OLD = [0.0, 0.13, 0.5, 0.77, 1.0]
+RHO_OLD = [0.3, -1.0, 0.7, 2.0, -0.2]
+OLD_COEFFICIENTS = {
+    ("nurbs", 4): [[1, 0, 0, 0], [0.79417676, 0.1305363, 0.06869054, 0.00659635], [0.11815786, 0.12997285, 0.45771387, 0.29415545],
+                   [0.00706657, 0.02602325, 0.30680743, 0.66010278], [0, 0, 0, 1]],
+    ("nurbs", 5): [[1, 0, 0, 0, 0], [0.57062763, 0.26155052, 0.152418, 0.01540394, 0], [0, 0.06741796, 0.47483972, 0.45774236, 0],
+                   [0, 0.00471488, 0.15015778, 0.78687227, 0.05825502], [0, 0, 0, 0, 1]],
+    ("bezier", 4): [[1, 0, 0, 0], [0.658503, 0.29519099, 0.044109, 0.002197], [0.125, 0.375, 0.375, 0.125],
+                    [0.012167, 0.122199, 0.40910101, 0.45653301], [0, 0, 0, 1]],
+    ("bezier", 5): [[1, 0, 0, 0, 0], [0.57289761, 0.34242156, 0.07674966, 0.00764556, 0.00028561], [0.0625, 0.25, 0.375, 0.25, 0.0625],
+                    [0.00279841, 0.03747436, 0.18818647, 0.42001036, 0.3515304], [0, 0, 0, 0, 1]],
+    ("polychain", 4): [[1, 0, 0, 0], [0.61, 0.39, 0, 0], [0, 0.5, 0.5, 0], [0, 0, 0.69, 0.31], [0, 0, 0, 1]],
+    ("polychain", 5): [[1, 0, 0, 0, 0], [0.48, 0.52, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0.92, 0.08], [0, 0, 0, 0, 1]],
+}
+
+
+def _old_curve(kind, K, device="cpu"):
+    c = ex.Curve(torch.zeros(3), torch.ones(3), kind, K, 3)
+    if kind == "nurbs":
+        with torch.no_grad():
+            c.rho.copy_(torch.tensor(RHO_OLD[:K]))
+    return c.to(device)
+
+
+@pytest.mark.parametrize("kind,K", sorted(OLD_COEFFICIENTS))
+def test_curve_coefficients_on_cpu_unchanged_by_the_device_fix(kind, K):
+    c = _old_curve(kind, K)
+    C = c.coefficients(T_OLD)
+    assert C.dtype == torch.float32 and C.device.type == "cpu"
+    assert torch.allclose(C, torch.tensor(OLD_COEFFICIENTS[kind, K]), atol=2e-7)
+    if kind == "nurbs":
+        assert c.knots.dtype == torch.float32  # the parameters' dtype: no float64 buffer to move to MPS
+
+
+@pytest.mark.parametrize("kind", ["nurbs", "bezier", "polychain"])
+def test_curve_moved_to_another_device_computes_there(kind):
+    # The bug: a NURBS curve built on the CPU and moved to the device kept t on the CPU against its
+    # knots buffer on the device ("Tensor on device cpu is not on the expected device meta!" here, a
+    # device mismatch at the first stage-2 step on CUDA). The meta device rejects every CPU mix.
+    c = _old_curve(kind, 5, "meta")
+    for t in (0.3, [0.0, 0.5, 1.0], torch.linspace(0, 1, 7)):  # a number, a list, a CPU tensor (plot_along_t)
+        C = c.coefficients(t)
+        assert C.device.type == "meta" and C.dtype == torch.float32 and C.shape[1] == 5
+    p = c.point(0.3)
+    assert p.device.type == "meta" and p.shape == (3,)
+    (p.sum() + c.coefficients([0.2, 0.9]).sum()).backward()  # a stage-2 step reaches the control points on the device
+    assert c.inner.grad is not None and c.inner.grad.device.type == "meta"
 
 
 def test_local_support_of_a_control_point():
@@ -181,12 +232,12 @@ def test_objective_eq7_by_hand():
     L_T = 0.5 * (2.0 + 1.5) + 0.1 * 0.25 * 40.0
     R_o = 0.5 * (math.exp((1 - 2) * 0.5) + math.exp((3 - 1) * (-0.5)))
     R_al = 0.5 * (math.exp(-0.25) * 3.5 + math.exp(-0.25) * 4.5)
-    assert parts["L_T"] == pytest.approx(L_T) and parts["R_o"] == pytest.approx(R_o)
-    assert parts["R_align"] == pytest.approx(R_al)
+    assert float(parts["L_T"]) == pytest.approx(L_T) and float(parts["R_o"]) == pytest.approx(R_o)
+    assert float(parts["R_align"]) == pytest.approx(R_al)
     assert J.item() == pytest.approx(L_T + alpha * R_o + R_al)
     # without R_align the third cluster joins L_T
     J0, parts0 = ex.extra_objective(l1, l2, t1, t2, groups, alpha, 0.0)
-    assert parts0["L_T"] == pytest.approx(0.5 * (l1.mean() + l2.mean()).item()) and parts0["R_align"] == 0
+    assert float(parts0["L_T"]) == pytest.approx(0.5 * (l1.mean() + l2.mean()).item()) and float(parts0["R_align"]) == 0
     # R_align is largest at the centre of the curve
     assert ex.align_regularizer(0.5, 1.0) == pytest.approx(1.0)
     assert ex.align_regularizer(0.0, 1.0) == ex.align_regularizer(1.0, 1.0) == pytest.approx(math.exp(-0.5))
