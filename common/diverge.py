@@ -39,7 +39,8 @@ class FiniteWatch:
         if self.first is None or self.first.device != dev:
             self.first = torch.full((2,), -1, dtype=torch.long, device=dev) if self.first is None else self.first.to(dev)
         bad = ~torch.isfinite(v)
-        task = self._ids[key][torch.argmax(bad.to(torch.uint8))]
+        # index_select, not [tensor]: indexing with a 0-d tensor reads it back to the host (a sync per step)
+        task = self._ids[key].index_select(0, torch.argmax(bad.to(torch.uint8)).reshape(1)).reshape(())
         cand = torch.stack((torch.full((), step, dtype=torch.long, device=dev), task))
         self.first = torch.where(bad.any() & (self.first[0] < 0), cand, self.first)
 
