@@ -25,10 +25,16 @@ optimiser (Adam) does line 9. Variants of the paper's ablations (--mode):
     second-aggre  Table 6: g_sh = Agg2(g^loss, g^flat), a second aggregation instead of the sum.
     each-aggre    Table 6: g_sh^i = Agg2(g_sh^{i,loss}, g_sh^{i,flat}) per task, then g_sh = Agg(g_sh^1 .. g_sh^m)
                   (m + 1 aggregations per step).
-    stl           Table 7 "F-STL": one single-task model per task, each trained with SAM (Algorithm 1
-                  with m = 1: g_sh = g^{SAM}). "F-LS" of Table 7 is --aggregator ls (linear, so
-                  individual and direct coincide).
-Agg2 is the same rule instantiated for two objectives; the "losses" of a flat sub-problem are the
+    ls            Table 7 "F-LS": "LS, casting MTL as a single objective, ... with SAM": plain SAM
+                  (Foret et al. 2021) on L = sum_i L^i, ONE perturbation eps = rho g / ||g|| of all
+                  parameters (shared and every head, one norm), g = grad L; the update is grad L at
+                  theta + eps. The default mode of --aggregator ls. Algorithm 1 with the LS rule (a
+                  perturbation per task, shared and head parts normalised separately, so a combined
+                  radius rho sqrt 2 per task) stays available as --aggregator ls --mode individual.
+    stl           Table 7 "F-STL": one single-task model per task, each trained with plain SAM on its
+                  own loss (one perturbation of radius rho over all of its parameters).
+The single-objective modes (ls, stl) use one radius, rho_sh = rho_ns (--rho). Agg2 is the same rule
+instantiated for two objectives; the "losses" of a flat sub-problem are the
 measured sharpness L^i(theta + eps^i) - L^i(theta) (Eq. 12-13), floored at 1e-8 for the rules that
 take logarithms or ratios of losses.
 
@@ -79,6 +85,7 @@ Where this file differs from the official code (it follows the paper, or does be
     python methods/sam_mtl.py --aggregator pcgrad                 # F-PCGrad on multimnist-lite (offline)
     python methods/sam_mtl.py --aggregator mgda --mode direct     # Table 5's direct aggregation
     python methods/sam_mtl.py --aggregator cagrad --mode each-aggre
+    python methods/sam_mtl.py --aggregator ls                     # F-LS (Table 7): plain SAM on the summed loss
     python methods/sam_mtl.py --mode stl                          # F-STL (Table 7)
     python methods/sam_mtl.py --aggregator imtl --dataset nyuv2   # MTAN, rho 2 adaptive
 """
@@ -106,7 +113,8 @@ from common.metrics import hypervolume  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import Run, base_parser, bn_frozen, clip_shared, flat_metrics, main_guard, set_flat_grad, parse_hyper  # noqa: E402
 
-MODES = ("individual", "direct", "second-aggre", "each-aggre", "stl")
+MODES = ("individual", "direct", "second-aggre", "each-aggre", "ls", "stl")
+SINGLE_OBJECTIVE = ("ls", "stl")  # Table 7: plain SAM, one perturbation of all parameters
 
 # Per-dataset defaults (see the module docstring for the sources). Keys the harness does not know
 # (model, rho_sh, rho_ns, adaptive) are resolved in resolve_method_defaults().
@@ -219,13 +227,22 @@ class SAMGrads:
 
 
 def sam_gradients(model, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive: bool = False,
-                  autocast=None) -> SAMGrads:
+                  autocast=None, joint: bool = False) -> SAMGrads:
     """Algorithm 1, lines 1-6, on one batch. `loss_fn(outputs, ys)` -> the T task losses.
 
     One forward pass at theta (BatchNorm running statistics move here, once), the gradients of
     every L^i on theta_sh and theta_ns^i (line 2), then per task: the perturbations of Eq. 11 and 7
     (line 3), a forward/backward pass at the perturbed point (line 4; BatchNorm frozen, the same
-    dropout masks) and the exact restore of the weights. Line 5 is SAMGrads.G_flat."""
+    dropout masks) and the exact restore of the weights. Line 5 is SAMGrads.G_flat.
+
+    joint=True is single-objective SAM (Foret et al. 2021) on the summed loss L = sum_i L^i, the
+    "F-LS" and "F-STL" of Table 7 ("casting MTL as a single objective"): ONE perturbation of all
+    parameters [theta_sh, theta_ns^1 .. theta_ns^m], eps = rho_sh g / ||g|| with g = grad L (one
+    norm over everything; ASAM with `adaptive`), and one forward pass at theta + eps. The rows of
+    G_sam / head_sam are the per-task gradients there (their sum is the SAM gradient of L; they are
+    kept per task for the logged conflict statistics), eps_sh_norm / eps_ns_norm the norms of the
+    shared part and of head i's part of that one eps (their root sum of squares over the shared
+    part and all heads is rho_sh)."""
     from contextlib import nullcontext
 
     autocast = autocast or nullcontext
@@ -250,7 +267,24 @@ def sam_gradients(model, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive:
     bn_counters = [(b, b.clone()) for n, b in model.named_buffers() if n.endswith("num_batches_tracked")]
     G_sam, head_sam, pert, eps_sh_n, eps_ns_n = [], [], [], [], []
     with bn_frozen(model):
-        for i in range(T):
+        if joint:  # one perturbation of every parameter for L = sum_i L^i (single-objective SAM)
+            params = shared + [p for h in heads for p in h]
+            g_all = torch.cat([G_loss.sum(0)] + [_flat(head_loss[i], heads[i]) for i in range(T)])
+            theta = _flat([p.detach() for p in params], params) if adaptive else None
+            eps = perturbation(g_all, theta, rho_sh, adaptive)
+            sizes = [sum(p.numel() for p in shared)] + [sum(p.numel() for p in h) for h in heads]
+            parts = torch.split(eps, sizes)
+            eps_sh_n, eps_ns_n = [parts[0].norm()] * T, [e.norm() for e in parts[1:]]
+            with perturbed(params, eps):
+                _set_rng_state(rng_before, device)
+                with autocast():
+                    lp = _full(loss_fn(model(x), ys))
+                for i in range(T):
+                    grads = torch.autograd.grad(lp[i], shared + heads[i], retain_graph=i < T - 1, allow_unused=True)
+                    G_sam.append(_flat(grads[:len(shared)], shared))
+                    head_sam.append([g if g is not None else torch.zeros_like(p) for g, p in zip(grads[len(shared):], heads[i])])
+            pert = list(lp.detach())
+        for i in range(0 if joint else T):
             # line 3: worst-case perturbations, Eq. 11 (shared, one per task) and Eq. 7 (own head)
             g_ns = _flat(head_loss[i], heads[i])
             theta_ns = _flat([p.detach() for p in heads[i]], heads[i]) if adaptive else None
@@ -378,11 +412,13 @@ def _defaults_table() -> str:
 def parse_args(argv=None):
     p = base_parser("sam_mtl", __doc__ + "\n" + _defaults_table() + "\n\nAggregation rules and their defaults:\n" + describe())
     g = p.add_argument_group("SAM-MTL options")
-    g.add_argument("--aggregator", default="pcgrad", choices=sorted(AGGREGATORS),
-                   help="the gradient aggregation rule Agg of Algorithm 1 line 7 (default pcgrad -> F-PCGrad; ls -> F-LS)")
-    g.add_argument("--mode", default="individual", choices=MODES,
-                   help="individual: Algorithm 1 (default); direct: Agg of the SAM gradients (Table 5); "
-                        "second-aggre / each-aggre: Table 6; stl: F-STL, one SAM-trained model per task (Table 7)")
+    g.add_argument("--aggregator", default=None, choices=sorted(AGGREGATORS),
+                   help="the gradient aggregation rule Agg of Algorithm 1 line 7 (default pcgrad -> F-PCGrad; "
+                        "ls -> F-LS of Table 7, i.e. --mode ls)")
+    g.add_argument("--mode", default=None, choices=MODES,
+                   help="individual: Algorithm 1 (default, except with --aggregator ls); direct: Agg of the SAM "
+                        "gradients (Table 5); second-aggre / each-aggre: Table 6; ls: F-LS, plain SAM on the summed "
+                        "loss (Table 7; the default of --aggregator ls); stl: F-STL, one SAM-trained model per task (Table 7)")
     g.add_argument("--rho", type=float, default=None, help="set both radii rho_sh and rho_ns")
     g.add_argument("--rho-sh", type=float, default=None, help="radius of the shared perturbation, Eq. 11 (default: per dataset)")
     g.add_argument("--rho-ns", type=float, default=None, help="radius of each head's perturbation, Eq. 7 (default: per dataset)")
@@ -402,8 +438,21 @@ def validate_method_args(args) -> None:
             raise UsageError(f"--{k.replace('_', '-')} must be a finite number >= 0 (got {v})")
     if args.eval_every < 1:
         raise UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
-    if args.mode == "stl" and args.hyper:
-        raise UsageError("--hyper has no effect with --mode stl (F-STL uses no aggregator)")
+    if args.mode is None:
+        args.mode = "ls" if args.aggregator == "ls" else "individual"
+    if args.mode == "stl" and args.aggregator is not None:
+        raise UsageError("--aggregator has no effect with --mode stl (F-STL trains one single-task model per task)")
+    if args.mode == "ls" and args.aggregator not in (None, "ls"):
+        raise UsageError(f"--mode ls is F-LS (plain SAM on the summed loss); it takes no --aggregator {args.aggregator}")
+    if args.mode in SINGLE_OBJECTIVE and args.hyper:
+        raise UsageError(f"--hyper has no effect with --mode {args.mode} (no aggregator)")
+    if args.mode in SINGLE_OBJECTIVE:
+        args.aggregator = "ls" if args.mode == "ls" else None
+    else:
+        args.aggregator = args.aggregator or "pcgrad"
+    if args.mode in SINGLE_OBJECTIVE and None not in (args.rho_sh, args.rho_ns) and args.rho_sh != args.rho_ns:
+        raise UsageError(f"--mode {args.mode} perturbs all parameters with one radius: pass --rho "
+                         f"(got --rho-sh {args.rho_sh}, --rho-ns {args.rho_ns})")
     parse_hyper(args.hyper)
 
 
@@ -412,6 +461,9 @@ def resolve_method_defaults(args, run) -> None:
     if args.rho is not None:
         args.rho_sh = args.rho if args.rho_sh is None else args.rho_sh
         args.rho_ns = args.rho if args.rho_ns is None else args.rho_ns
+    if args.mode in SINGLE_OBJECTIVE:  # one radius: a radius given alone sets both
+        args.rho_sh = args.rho_ns if args.rho_sh is None else args.rho_sh
+        args.rho_ns = args.rho_sh if args.rho_ns is None else args.rho_ns
     for k in ("rho_sh", "rho_ns", "adaptive"):
         if getattr(args, k) is None:
             setattr(args, k, run.defaults[k])
@@ -488,11 +540,12 @@ def main(argv=None):
     run.write_config()
     data, T, dev = run.data, run.data.num_tasks, run.device
     stl = args.mode == "stl"
+    single = args.mode in SINGLE_OBJECTIVE  # F-LS / F-STL: plain SAM, no aggregator
     hyper = parse_hyper(args.hyper)
 
     # models: one multi-task model, or (F-STL) one single-task model per task
     models = [build_model(args.model, data, tasks=[t], pretrained=args.pretrained).to(dev) for t in range(T)] if stl else [build_model(args.model, data, pretrained=args.pretrained).to(dev)]
-    if stl:
+    if single:
         aggs, clip = None, (args.clip_grad or 0.0)
     else:
         try:
@@ -513,7 +566,7 @@ def main(argv=None):
         best = state.get("best", best)
         seconds_sam = state.get("seconds_sam", 0.0)
 
-    agg_params = [] if stl else [p for a in all_aggregators(aggs) for p in a.parameters()]
+    agg_params = [] if single else [p for a in all_aggregators(aggs) for p in a.parameters()]
     opts = [run.make_optimizer(list(m.parameters()) + (agg_params if k == 0 else [])) for k, m in enumerate(models)]
     if state is not None:
         for (o, sc), so, ss in zip(opts, state["opts"], state["scheds"]):
@@ -525,7 +578,7 @@ def main(argv=None):
         return lambda outs, ys: run.losses(outs, ys, task_ids=ids)
 
     loss_fns = [task_loss_fn([t]) for t in range(T)] if stl else [task_loss_fn(None)]
-    famo_like = (not stl) and type(aggs.loss).post_step is not Aggregator.post_step
+    famo_like = (not single) and type(aggs.loss).post_step is not Aggregator.post_step
 
     for epoch in run.epochs():
         for m in models:
@@ -537,9 +590,9 @@ def main(argv=None):
             batch_losses, batch_sharp, batch_stats = [], [], []
             for k, (m, (opt, _), lf) in enumerate(zip(models, opts, loss_fns)):
                 opt.zero_grad(set_to_none=True)
-                g = sam_gradients(m, x, ys, lf, args.rho_sh, args.rho_ns, args.adaptive, run.autocast)
-                if stl:  # Algorithm 1 with m = 1: g^loss + g^flat = g^SAM
-                    d, parts = g.G_sam[0], {}
+                g = sam_gradients(m, x, ys, lf, args.rho_sh, args.rho_ns, args.adaptive, run.autocast, joint=single)
+                if single:  # plain SAM on sum_i L^i (F-LS) or on the one task's loss (F-STL)
+                    d, parts = g.G_sam.sum(0), {}
                 else:
                     d, parts, used = combine(args.mode, aggs, g)
                     for rule, L in used:  # rules with learnable parameters (UW): train them on their losses
@@ -572,7 +625,7 @@ def main(argv=None):
             if sc is not None:
                 sc.step()
         mean_losses, mean_sharp = sums / max(n, 1), sharp_sum / max(n, 1)
-        if not stl:
+        if not single:
             aggs.loss.epoch_end(mean_losses)
             if aggs.flat is not None:
                 aggs.flat.epoch_end(_objective(mean_sharp))
@@ -583,7 +636,7 @@ def main(argv=None):
         row = {f"train_loss_{t.name}": float(s) for t, s in zip(data.tasks, mean_losses)}
         row.update({f"sharpness_{t.name}": float(s) for t, s in zip(data.tasks, mean_sharp)})
         row.update({k: v / max(n, 1) for k, v in stats_sum.items()})
-        if not stl and aggs.loss.last_weights is not None:
+        if not single and aggs.loss.last_weights is not None:
             row.update({f"weight_{t.name}": float(v) for t, v in zip(data.tasks, aggs.loss.last_weights.detach().float().cpu().reshape(-1))})
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
             val = evaluate(run, models, "val", stl)
@@ -606,11 +659,12 @@ def main(argv=None):
     log = _read_log(run.path("log.csv"))
     prim = [(test[t.name][t.metrics[0][0]], t.metrics[0][1]) for t in data.tasks]
     hv = hypervolume([[v for v, _ in prim]], [0.0] * T, maximize=True) if all(h for _, h in prim) else None
-    name = ("F-STL" if stl else "F-" + args.aggregator) + ("" if args.mode in ("individual", "stl") else f" ({args.mode})")
+    name = {"stl": "F-STL", "ls": "F-LS"}.get(args.mode) or (
+        "F-" + args.aggregator + ("" if args.mode == "individual" and args.aggregator != "ls" else f" ({args.mode})"))
     result = run.finish({
         "tasks": test, "hypervolume": hv,
         "front": [{"preference": None, "tasks": test}],  # one model: a single point
-        "variant": name, "aggregator": None if stl else args.aggregator, "mode": args.mode,
+        "variant": name, "aggregator": args.aggregator, "mode": args.mode,
         "rho_sh": args.rho_sh, "rho_ns": args.rho_ns, "adaptive": args.adaptive, "model": args.model,
         "clip_grad": clip,
         "conflict_fraction": {k: [float(r[k]) for r in log if r.get(k) not in (None, "")]
