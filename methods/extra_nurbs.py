@@ -59,8 +59,10 @@ Decisions where the paper is silent or the official code differs (REFERENCE_NOTE
 - BatchNorm: a point C(t) has no running statistics of its own; before evaluating any t they are
   re-estimated over the whole training set (cumulative average), as in Garipov et al. and the
   official code's evaluation; --bn-batches N uses only N shuffled training batches (smoke runs).
-- --max-steps caps every training phase (warm-up, each endpoint, the curve) so that a smoke run
-  goes through all of them; --select best keeps each endpoint's best validation epoch (the curve
+- --max-steps N is the total of the run (DESIGN.md), shared by its training phases (warm-up, each
+  endpoint, the curve): each phase, when it starts, gets the steps left divided by the phases left
+  (the last one the remainder), and at least one step, so that a smoke run goes through all of
+  them (N below the number of phases: one step each); --select best keeps each endpoint's best validation epoch (the curve
   keeps its last epoch: the choice of t replaces model selection there).
 
     python methods/extra_nurbs.py                                # EXTRA-L on multimnist-lite, offline
@@ -620,15 +622,24 @@ def main(argv=None):
         if phases.index(S["phase"]) > phases.index(phase):
             return False
         if S["phase"] != phase:
-            S.update(phase=phase, epoch=-1, phase_steps=0, work=None, best=None)
+            S.update(phase=phase, epoch=-1, phase_steps=0, work=None, best=None, phase_cap=None)
         return True
 
     def advance(phase):
         """`phase` is complete: the next one starts afresh."""
-        S.update(phase=phases[phases.index(phase) + 1], epoch=-1, phase_steps=0, work=None, best=None)
+        S.update(phase=phases[phases.index(phase) + 1], epoch=-1, phase_steps=0, work=None, best=None, phase_cap=None)
+
+    def capped():
+        """The current phase has spent its share of --max-steps (fixed when the phase starts)."""
+        if cap is None:
+            return False
+        if S.get("phase_cap") is None:
+            left = len(phases) - phases.index(S["phase"])
+            S["phase_cap"] = max(1, (cap - S["total_steps"]) // left)
+        return S["phase_steps"] >= S["phase_cap"]
 
     def phase_over(epochs):
-        return S["epoch"] + 1 >= epochs or (cap is not None and S["phase_steps"] >= cap)
+        return S["epoch"] + 1 >= epochs or capped()
 
     def timed(phase, t0):
         S["seconds"][phase] = S["seconds"].get(phase, 0.0) + time.time() - t0
@@ -674,7 +685,7 @@ def main(argv=None):
                 n += 1
                 S["phase_steps"] += 1
                 S["total_steps"] += 1
-                if cap is not None and S["phase_steps"] >= cap:
+                if capped():
                     break
             if sched is not None:
                 sched.step()
@@ -746,7 +757,7 @@ def main(argv=None):
                 n += 1
                 S["phase_steps"] += 1
                 S["total_steps"] += 1
-                if cap is not None and S["phase_steps"] >= cap:
+                if capped():
                     break
             if sched is not None:
                 sched.step()
@@ -816,7 +827,7 @@ def main(argv=None):
                 n += 1
                 S["phase_steps"] += 1
                 S["total_steps"] += 1
-                if cap is not None and S["phase_steps"] >= cap:
+                if capped():
                     break
             if sched is not None:
                 sched.step()
