@@ -56,6 +56,10 @@ Defaults (METHOD_DEFAULTS; sources: the official code github VietHoang1512/FS-MT
         train.py's defaults; the paper gives no batch size or learning rate for CityScapes. The
         standard protocol of the baselines it compares against is batch 8, lr 1e-4:
         --batch-size 8 --lr 1e-4).
+    Scene datasets, F-MGDA (--unit-gradients): as the official city2scape / nyuv2 train.py, every
+        g_sh^{i,loss} and g_sh^{i,flat} is divided by its norm before the min-norm solve and the
+        update is built from these unit vectors (g^loss = sum_i w_i g^{i,loss} / ||g^{i,loss}||, the
+        same for g^flat; their extra factor m only rescales Adam's step). Not in the paper.
     Scene datasets (cityscapes, nyuv2): the reported test metrics are the mean over the last 10
         epochs (section 4.2, "averaged over the last 10 epochs to align with previous work";
         --average-last N, 1 = the last epoch); elsewhere the last (or the best, celeba) epoch.
@@ -98,6 +102,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import dataclasses
 import math
 import os
 import sys
@@ -124,9 +129,10 @@ SINGLE_OBJECTIVE = ("ls", "stl")  # Table 7: plain SAM, one perturbation of all 
 # (model, rho_sh, rho_ns, adaptive) are resolved in resolve_method_defaults().
 _MNIST_FAMILY = dict(model="resnet18", epochs=200, batch_size=256, lr=1e-3, scheduler=None,
                      rho_sh=2.0, rho_ns=2.0, adaptive=True)
-_SCENE = dict(model="mtan", epochs=200, scheduler=(100, 0.5), rho_sh=2.0, rho_ns=2.0, adaptive=True, average_last=10)
+_SCENE = dict(model="mtan", epochs=200, scheduler=(100, 0.5), rho_sh=2.0, rho_ns=2.0, adaptive=True, average_last=10,
+              unit_gradients=("mgda",))
 METHOD_DEFAULTS = {
-    "*": dict(rho_sh=0.05, rho_ns=0.05, adaptive=False, average_last=1),
+    "*": dict(rho_sh=0.05, rho_ns=0.05, adaptive=False, average_last=1, unit_gradients=()),
     "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
     "multimnist3-lite": dict(epochs=20, batch_size=256, lr=1e-3),
     "multimnist": dict(_MNIST_FAMILY),
@@ -338,6 +344,14 @@ def _objective(v: torch.Tensor) -> torch.Tensor:
     return v.detach().float().clamp_min(1e-8)
 
 
+def unit_rows(g: SAMGrads) -> SAMGrads:
+    """The same SAMGrads with every g_sh^{i,loss} and g_sh^{i,flat} divided by its norm (the official
+    scene code's F-MGDA; zero rows stay zero)."""
+    G_loss = g.G_loss / g.G_loss.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    G_flat = g.G_flat / g.G_flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return dataclasses.replace(g, G_loss=G_loss, G_sam=G_loss + G_flat)
+
+
 def combine(mode: str, aggs, g: SAMGrads):
     """Algorithm 1 lines 7-8 (mode "individual") or an ablation of Tables 5-6. Returns the shared
     update direction, a dict of the aggregated directions, and the (rule, losses) pairs used (the
@@ -431,6 +445,10 @@ def parse_args(argv=None):
     g.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter of the aggregator, e.g. --hyper c=0.4 (repeatable; numbers are parsed)")
     g.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
+    g.add_argument("--unit-gradients", action=argparse.BooleanOptionalAction, default=None,
+                   help="divide every task's loss and flat gradient by its norm before aggregating and update with "
+                        "the unit vectors (default: on for F-MGDA, --mode individual, on cityscapes / nyuv2, as the "
+                        "official code; off elsewhere)")
     g.add_argument("--average-last", type=int, default=None, metavar="N",
                    help="report the mean test metrics of the last N epochs (default 10 on cityscapes / nyuv2, section 4.2; "
                         "1 elsewhere = the last epoch; ignored with --select best)")
@@ -476,6 +494,8 @@ def resolve_method_defaults(args, run) -> None:
     for k in ("rho_sh", "rho_ns", "adaptive", "average_last"):
         if getattr(args, k) is None:
             setattr(args, k, run.defaults[k])
+    if args.unit_gradients is None:
+        args.unit_gradients = args.mode == "individual" and args.aggregator in run.defaults["unit_gradients"]
     if args.model is None:
         args.model = run.defaults.get("model") or run.data.default_model
 
@@ -606,7 +626,7 @@ def main(argv=None):
                 if single:  # plain SAM on sum_i L^i (F-LS) or on the one task's loss (F-STL)
                     d, parts = g.G_sam.sum(0), {}
                 else:
-                    d, parts, used = combine(args.mode, aggs, g)
+                    d, parts, used = combine(args.mode, aggs, unit_rows(g) if args.unit_gradients else g)
                     for rule, L in used:  # rules with learnable parameters (UW): train them on their losses
                         if rule.needs == "losses" and list(rule.parameters()):
                             rule.loss(L).backward()
@@ -681,6 +701,7 @@ def main(argv=None):
         "front": [{"preference": None, "tasks": test}],  # one model: a single point
         "variant": name, "aggregator": args.aggregator, "mode": args.mode,
         "rho_sh": args.rho_sh, "rho_ns": args.rho_ns, "adaptive": args.adaptive, "model": args.model,
+        "unit_gradients": bool(args.unit_gradients),
         "clip_grad": clip,
         "conflict_fraction": {k: [float(r[k]) for r in log if r.get(k) not in (None, "")]
                               for k in ("conflict_loss", "conflict_flat", "conflict_sam", "conflict_intra")},

@@ -123,3 +123,23 @@ def test_extra_defaults_follow_the_official_code():
     recompute_bn_stats(net, net, iter(batches), args.bn_batches)
     assert len(seen) == 60  # every training batch, not the first 50
     assert torch.allclose(net.bn.running_mean, torch.full((2,), 29.5 + 1.5))
+
+
+def test_sam_mtl_f_mgda_on_scene_datasets_aggregates_unit_gradients(tmp_path):
+    assert sam_resolved(["--dataset", "nyuv2", "--model", "mtan", "--aggregator", "mgda"], tmp_path).unit_gradients is True
+    assert sam_resolved(["--dataset", "cityscapes", "--model", "mtan", "--aggregator", "mgda"], tmp_path).unit_gradients is True
+    assert sam_resolved(["--dataset", "nyuv2", "--model", "mtan", "--aggregator", "pcgrad"], tmp_path).unit_gradients is False
+    assert sam_resolved(["--dataset", "nyuv2", "--model", "mtan", "--aggregator", "mgda", "--mode", "direct"],
+                        tmp_path).unit_gradients is False
+    assert sam_resolved(["--model", "lenet", "--aggregator", "mgda"], tmp_path).unit_gradients is False
+    # by hand: g^1 = (3, 0), g^2 = (0, 1) -> unit (1, 0), (0, 1): min-norm weights (1/2, 1/2), g^loss = (1/2, 1/2)
+    # (on the raw rows MGDA would give w = (0.1, 0.9), g^loss = (0.3, 0.9)); h^1 = (0, 2), h^2 = (0, -4) -> unit
+    # (0, 1), (0, -1): g^flat = 0
+    g = sam_mtl.SAMGrads(torch.ones(2), torch.ones(2), torch.tensor([[3.0, 0.0], [0.0, 1.0]]),
+                         torch.tensor([[3.0, 2.0], [0.0, -3.0]]), [[]] * 2, [[]] * 2, torch.zeros(2), torch.zeros(2))
+    u = sam_mtl.unit_rows(g)
+    d, parts, _ = sam_mtl.combine("individual", sam_mtl.make_aggregators("mgda", 2, "individual"), u)
+    assert torch.allclose(parts["loss"], torch.tensor([0.5, 0.5]), atol=1e-6)
+    assert torch.allclose(parts["flat"], torch.zeros(2), atol=1e-6) and torch.allclose(d, torch.tensor([0.5, 0.5]), atol=1e-6)
+    d_raw, parts_raw, _ = sam_mtl.combine("individual", sam_mtl.make_aggregators("mgda", 2, "individual"), g)
+    assert torch.allclose(parts_raw["loss"], torch.tensor([0.3, 0.9]), atol=1e-6)
