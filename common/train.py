@@ -56,12 +56,16 @@ DATASET_DEFAULTS: dict[str, dict] = {
     "census": dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None),
     "utkface": dict(epochs=100, batch_size=256, lr=1e-3, scheduler=None),
     "celeba": dict(epochs=15, batch_size=256, lr=3e-4, scheduler=None, select="best"),
-    "cityscapes": dict(epochs=200, batch_size=8, lr=1e-4, scheduler=(100, 0.5)),
-    "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5)),
+    # augment: MTAN's random scale-crop + flip, on in the benchmark training codes (MTAN, Nash-MTL, FAMO,
+    # FairGrad, which EXTRA follows), the PaMaL / PaLoRA configs (apply_augmentation: true) and SAM-MTL's train.py
+    "cityscapes": dict(epochs=200, batch_size=8, lr=1e-4, scheduler=(100, 0.5), augment=True),
+    "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5), augment=True),
     # AvgNorm Table IX (ResNet column) and appendix "Training details", after the dense-prediction survey code:
-    # Adam 1e-4, weight decay 1e-4, batch 6, poly schedule, 100 / 60 epochs, the best epoch is reported
-    "nyud": dict(epochs=100, batch_size=6, lr=1e-4, weight_decay=1e-4, scheduler=("poly", 0.9), select="best"),
-    "pascal-context": dict(epochs=60, batch_size=6, lr=1e-4, weight_decay=1e-4, scheduler=("poly", 0.9), select="best"),
+    # Adam 1e-4, weight decay 1e-4, batch 6, poly schedule, 100 / 60 epochs, the best epoch is reported;
+    # augmentation of its appendix: random scale 0.5-2, horizontal flip, colour jitter
+    "nyud": dict(epochs=100, batch_size=6, lr=1e-4, weight_decay=1e-4, scheduler=("poly", 0.9), select="best", augment=True),
+    "pascal-context": dict(epochs=60, batch_size=6, lr=1e-4, weight_decay=1e-4, scheduler=("poly", 0.9), select="best",
+                           augment=True),
 }
 GLOBAL_DEFAULTS = dict(epochs=10, batch_size=256, lr=1e-3, weight_decay=0.0, scheduler=None, select="last")
 
@@ -114,11 +118,14 @@ def base_parser(method: str, description: str | None = None) -> argparse.Argumen
     g.add_argument("--data-seed", type=int, default=0, help="seed of dataset composition and held-out splits (default 0, same data for every run)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto: CUDA when present)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on CPU)")
-    g.add_argument("--augment", action="store_true", help="train-time augmentation of the scene datasets (MTAN random scale-crop + flip)")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="train-time augmentation (default: on for cityscapes / nyuv2, MTAN's random scale-crop + flip, and "
+                        "nyud / pascal-context, AvgNorm's scale 0.5-2 + flip + colour jitter, as the papers' codes; "
+                        "off elsewhere, where the loaders have none)")
     g.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
                    help="scene datasets (cityscapes, nyuv2, nyud, pascal-context): validate on a seeded FRACTION of the "
                         "training images instead of the test files (default: none, validation = test, as the benchmark codes; "
-                        "PaLoRA holds out 500/2975 = 0.168 of CityScapes, 95/795 = 0.12 of NYUv2)")
+                        "PaLoRA's default is the paper's 500/2975 of CityScapes, 95/795 of NYUv2)")
     g.add_argument("--image-size", default=None, metavar="HxW",
                    help="nyud / pascal-context: resize the images to H x W (default the paper's: 448x576 nyud, 512x512 pascal-context)")
     g.add_argument("--edge-thresholds", type=int, default=None, metavar="K",
@@ -405,10 +412,11 @@ class bn_frozen:
 
 
 @torch.no_grad()
-def recompute_bn_stats(forward: Callable[[torch.Tensor], object], module: torch.nn.Module, batch_iter: Iterable, max_batches: int = 50) -> None:
+def recompute_bn_stats(forward: Callable[[torch.Tensor], object], module: torch.nn.Module, batch_iter: Iterable,
+                       max_batches: int | None = 50) -> None:
     """Re-estimate BatchNorm running statistics of `module` with `forward` on training batches
     (cumulative average, momentum None), as the mode-connectivity literature does for points
-    whose weights were never trained together with their statistics."""
+    whose weights were never trained together with their statistics. max_batches None: every batch."""
     bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
@@ -419,7 +427,7 @@ def recompute_bn_stats(forward: Callable[[torch.Tensor], object], module: torch.
         m.momentum = None
     module.train()
     for i, (x, _) in enumerate(batch_iter):
-        if i >= max_batches:
+        if max_batches is not None and i >= max_batches:
             break
         forward(x)
     for m, mom in zip(bns, saved):
@@ -497,9 +505,10 @@ class Run:
         ds.update(method_defaults.get("*", {}))
         ds.update(method_defaults.get(a.dataset, {}))
         self.defaults = ds
-        for k in ("epochs", "batch_size", "lr", "weight_decay", "select", "model"):
+        for k in ("epochs", "batch_size", "lr", "weight_decay", "select", "model", "augment", "holdout"):
             if getattr(a, k, None) is None:
                 setattr(a, k, ds.get(k))
+        a.augment = bool(a.augment)
         self.scheduler_spec = parse_scheduler(a.scheduler) if getattr(a, "scheduler", None) is not None else ds.get("scheduler")
         if a.eval_batch_size is None:
             a.eval_batch_size = min(2 * a.batch_size, 1024)

@@ -25,10 +25,16 @@ optimiser (Adam) does line 9. Variants of the paper's ablations (--mode):
     second-aggre  Table 6: g_sh = Agg2(g^loss, g^flat), a second aggregation instead of the sum.
     each-aggre    Table 6: g_sh^i = Agg2(g_sh^{i,loss}, g_sh^{i,flat}) per task, then g_sh = Agg(g_sh^1 .. g_sh^m)
                   (m + 1 aggregations per step).
-    stl           Table 7 "F-STL": one single-task model per task, each trained with SAM (Algorithm 1
-                  with m = 1: g_sh = g^{SAM}). "F-LS" of Table 7 is --aggregator ls (linear, so
-                  individual and direct coincide).
-Agg2 is the same rule instantiated for two objectives; the "losses" of a flat sub-problem are the
+    ls            Table 7 "F-LS": "LS, casting MTL as a single objective, ... with SAM": plain SAM
+                  (Foret et al. 2021) on L = sum_i L^i, ONE perturbation eps = rho g / ||g|| of all
+                  parameters (shared and every head, one norm), g = grad L; the update is grad L at
+                  theta + eps. The default mode of --aggregator ls. Algorithm 1 with the LS rule (a
+                  perturbation per task, shared and head parts normalised separately, so a combined
+                  radius rho sqrt 2 per task) stays available as --aggregator ls --mode individual.
+    stl           Table 7 "F-STL": one single-task model per task, each trained with plain SAM on its
+                  own loss (one perturbation of radius rho over all of its parameters).
+The single-objective modes (ls, stl) use one radius, rho_sh = rho_ns (--rho). Agg2 is the same rule
+instantiated for two objectives; the "losses" of a flat sub-problem are the
 measured sharpness L^i(theta + eps^i) - L^i(theta) (Eq. 12-13), floored at 1e-8 for the rules that
 take logarithms or ratios of losses.
 
@@ -46,9 +52,17 @@ Defaults (METHOD_DEFAULTS; sources: the official code github VietHoang1512/FS-MT
     celeba: ResNet-18 (the official MultiFaces ResNet), Adam 5e-4, batch 256, 100 epochs, lr x 0.85
         every 10 epochs, rho 2 adaptive, best epoch by validation (celeba/train.py).
     nyuv2: MTAN, Adam 1e-4, batch 2, 200 epochs, StepLR(100, 0.5), rho 2 adaptive (nyuv2/train.py).
-    cityscapes: MTAN, Adam 1e-4, batch 8, 200 epochs, StepLR(100, 0.5), rho 2 adaptive (city2scape/
-        bash.sh passes batch 8 and lr 1e-4, the standard protocol the paper compares against;
-        train.py's set_defaults, copied from NYUv2, say batch 2 and lr 2e-4).
+    cityscapes: MTAN, Adam 2e-4, batch 2, 200 epochs, StepLR(100, 0.5), rho 2 adaptive (city2scape/
+        train.py's defaults; the paper gives no batch size or learning rate for CityScapes. The
+        standard protocol of the baselines it compares against is batch 8, lr 1e-4:
+        --batch-size 8 --lr 1e-4).
+    Scene datasets, F-MGDA (--unit-gradients): as the official city2scape / nyuv2 train.py, every
+        g_sh^{i,loss} and g_sh^{i,flat} is divided by its norm before the min-norm solve and the
+        update is built from these unit vectors (g^loss = sum_i w_i g^{i,loss} / ||g^{i,loss}||, the
+        same for g^flat; their extra factor m only rescales Adam's step). Not in the paper.
+    Scene datasets (cityscapes, nyuv2): the reported test metrics are the mean over the last 10
+        epochs (section 4.2, "averaged over the last 10 epochs to align with previous work";
+        --average-last N, 1 = the last epoch); elsewhere the last (or the best, celeba) epoch.
     multimnist-lite / multimnist3-lite (offline, LeNet): the harness budget of methods/baselines.py
         (10 / 20 epochs, Adam 1e-3, batch 256) and plain SAM radii rho_sh = rho_ns = 0.05 (train.py's default).
 --adaptive is ASAM (Kwon et al. 2021), as the official --adaptive: eps = rho T^2 g / ||T g||, T = |w|,
@@ -79,6 +93,7 @@ Where this file differs from the official code (it follows the paper, or does be
     python methods/sam_mtl.py --aggregator pcgrad                 # F-PCGrad on multimnist-lite (offline)
     python methods/sam_mtl.py --aggregator mgda --mode direct     # Table 5's direct aggregation
     python methods/sam_mtl.py --aggregator cagrad --mode each-aggre
+    python methods/sam_mtl.py --aggregator ls                     # F-LS (Table 7): plain SAM on the summed loss
     python methods/sam_mtl.py --mode stl                          # F-STL (Table 7)
     python methods/sam_mtl.py --aggregator imtl --dataset nyuv2   # MTAN, rho 2 adaptive
 """
@@ -87,6 +102,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import dataclasses
 import math
 import os
 import sys
@@ -105,15 +121,17 @@ from common.metrics import hv_reference, hypervolume  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
 from common.train import Run, base_parser, bn_frozen, clip_shared, flat_metrics, main_guard, set_flat_grad, parse_hyper  # noqa: E402
 
-MODES = ("individual", "direct", "second-aggre", "each-aggre", "stl")
+MODES = ("individual", "direct", "second-aggre", "each-aggre", "ls", "stl")
+SINGLE_OBJECTIVE = ("ls", "stl")  # Table 7: plain SAM, one perturbation of all parameters
 
 # Per-dataset defaults (see the module docstring for the sources). Keys the harness does not know
 # (model, rho_sh, rho_ns, adaptive) are resolved in resolve_method_defaults().
 _MNIST_FAMILY = dict(model="resnet18", epochs=200, batch_size=256, lr=1e-3, scheduler=None,
                      rho_sh=2.0, rho_ns=2.0, adaptive=True)
-_SCENE = dict(model="mtan", epochs=200, lr=1e-4, scheduler=(100, 0.5), rho_sh=2.0, rho_ns=2.0, adaptive=True)
+_SCENE = dict(model="mtan", epochs=200, scheduler=(100, 0.5), rho_sh=2.0, rho_ns=2.0, adaptive=True, average_last=10,
+              unit_gradients=("mgda",))
 METHOD_DEFAULTS = {
-    "*": dict(rho_sh=0.05, rho_ns=0.05, adaptive=False),
+    "*": dict(rho_sh=0.05, rho_ns=0.05, adaptive=False, average_last=1, unit_gradients=()),
     "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
     "multimnist3-lite": dict(epochs=20, batch_size=256, lr=1e-3),
     "multimnist": dict(_MNIST_FAMILY),
@@ -121,8 +139,8 @@ METHOD_DEFAULTS = {
     "multifashion-mnist": dict(_MNIST_FAMILY),
     "celeba": dict(model="resnet18", epochs=100, batch_size=256, lr=5e-4, scheduler=(10, 0.85), select="best",
                    rho_sh=2.0, rho_ns=2.0, adaptive=True),
-    "nyuv2": dict(_SCENE, batch_size=2),
-    "cityscapes": dict(_SCENE, batch_size=8),
+    "nyuv2": dict(_SCENE, batch_size=2, lr=1e-4),
+    "cityscapes": dict(_SCENE, batch_size=2, lr=2e-4),
 }
 
 
@@ -217,13 +235,22 @@ class SAMGrads:
 
 
 def sam_gradients(model, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive: bool = False,
-                  autocast=None) -> SAMGrads:
+                  autocast=None, joint: bool = False) -> SAMGrads:
     """Algorithm 1, lines 1-6, on one batch. `loss_fn(outputs, ys)` -> the T task losses.
 
     One forward pass at theta (BatchNorm running statistics move here, once), the gradients of
     every L^i on theta_sh and theta_ns^i (line 2), then per task: the perturbations of Eq. 11 and 7
     (line 3), a forward/backward pass at the perturbed point (line 4; BatchNorm frozen, the same
-    dropout masks) and the exact restore of the weights. Line 5 is SAMGrads.G_flat."""
+    dropout masks) and the exact restore of the weights. Line 5 is SAMGrads.G_flat.
+
+    joint=True is single-objective SAM (Foret et al. 2021) on the summed loss L = sum_i L^i, the
+    "F-LS" and "F-STL" of Table 7 ("casting MTL as a single objective"): ONE perturbation of all
+    parameters [theta_sh, theta_ns^1 .. theta_ns^m], eps = rho_sh g / ||g|| with g = grad L (one
+    norm over everything; ASAM with `adaptive`), and one forward pass at theta + eps. The rows of
+    G_sam / head_sam are the per-task gradients there (their sum is the SAM gradient of L; they are
+    kept per task for the logged conflict statistics), eps_sh_norm / eps_ns_norm the norms of the
+    shared part and of head i's part of that one eps (their root sum of squares over the shared
+    part and all heads is rho_sh)."""
     from contextlib import nullcontext
 
     autocast = autocast or nullcontext
@@ -248,7 +275,24 @@ def sam_gradients(model, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive:
     bn_counters = [(b, b.clone()) for n, b in model.named_buffers() if n.endswith("num_batches_tracked")]
     G_sam, head_sam, pert, eps_sh_n, eps_ns_n = [], [], [], [], []
     with bn_frozen(model):
-        for i in range(T):
+        if joint:  # one perturbation of every parameter for L = sum_i L^i (single-objective SAM)
+            params = shared + [p for h in heads for p in h]
+            g_all = torch.cat([G_loss.sum(0)] + [_flat(head_loss[i], heads[i], device) for i in range(T)])
+            theta = _flat([p.detach() for p in params], params) if adaptive else None
+            eps = perturbation(g_all, theta, rho_sh, adaptive)
+            sizes = [sum(p.numel() for p in shared)] + [sum(p.numel() for p in h) for h in heads]
+            parts = torch.split(eps, sizes)
+            eps_sh_n, eps_ns_n = [parts[0].norm()] * T, [e.norm() for e in parts[1:]]
+            with perturbed(params, eps):
+                _set_rng_state(rng_before, device)
+                with autocast():
+                    lp = _full(loss_fn(model(x), ys))
+                for i in range(T):
+                    grads = torch.autograd.grad(lp[i], shared + heads[i], retain_graph=i < T - 1, allow_unused=True)
+                    G_sam.append(_flat(grads[:len(shared)], shared))
+                    head_sam.append([g if g is not None else torch.zeros_like(p) for g, p in zip(grads[len(shared):], heads[i])])
+            pert = list(lp.detach())
+        for i in range(0 if joint else T):
             # line 3: worst-case perturbations, Eq. 11 (shared, one per task) and Eq. 7 (own head)
             g_ns = _flat(head_loss[i], heads[i], device)
             theta_ns = _flat([p.detach() for p in heads[i]], heads[i], device) if adaptive else None
@@ -296,6 +340,14 @@ def all_aggregators(aggs) -> list:
 def _objective(v: torch.Tensor) -> torch.Tensor:
     """Losses handed to a sub-problem's rule: floored at 1e-8 (log- and ratio-based rules)."""
     return v.detach().float().clamp_min(1e-8)
+
+
+def unit_rows(g: SAMGrads) -> SAMGrads:
+    """The same SAMGrads with every g_sh^{i,loss} and g_sh^{i,flat} divided by its norm (the official
+    scene code's F-MGDA; zero rows stay zero)."""
+    G_loss = g.G_loss / g.G_loss.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    G_flat = g.G_flat / g.G_flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return dataclasses.replace(g, G_loss=G_loss, G_sam=G_loss + G_flat)
 
 
 def combine(mode: str, aggs, g: SAMGrads):
@@ -377,11 +429,13 @@ def _defaults_table() -> str:
 def parse_args(argv=None):
     p = base_parser("sam_mtl", __doc__ + "\n" + _defaults_table() + "\n\nAggregation rules and their defaults:\n" + describe())
     g = p.add_argument_group("SAM-MTL options")
-    g.add_argument("--aggregator", default="pcgrad", choices=sorted(AGGREGATORS),
-                   help="the gradient aggregation rule Agg of Algorithm 1 line 7 (default pcgrad -> F-PCGrad; ls -> F-LS)")
-    g.add_argument("--mode", default="individual", choices=MODES,
-                   help="individual: Algorithm 1 (default); direct: Agg of the SAM gradients (Table 5); "
-                        "second-aggre / each-aggre: Table 6; stl: F-STL, one SAM-trained model per task (Table 7)")
+    g.add_argument("--aggregator", default=None, choices=sorted(AGGREGATORS),
+                   help="the gradient aggregation rule Agg of Algorithm 1 line 7 (default pcgrad -> F-PCGrad; "
+                        "ls -> F-LS of Table 7, i.e. --mode ls)")
+    g.add_argument("--mode", default=None, choices=MODES,
+                   help="individual: Algorithm 1 (default, except with --aggregator ls); direct: Agg of the SAM "
+                        "gradients (Table 5); second-aggre / each-aggre: Table 6; ls: F-LS, plain SAM on the summed "
+                        "loss (Table 7; the default of --aggregator ls); stl: F-STL, one SAM-trained model per task (Table 7)")
     g.add_argument("--rho", type=float, default=None, help="set both radii rho_sh and rho_ns")
     g.add_argument("--rho-sh", type=float, default=None, help="radius of the shared perturbation, Eq. 11 (default: per dataset)")
     g.add_argument("--rho-ns", type=float, default=None, help="radius of each head's perturbation, Eq. 7 (default: per dataset)")
@@ -390,6 +444,13 @@ def parse_args(argv=None):
     g.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter of the aggregator, e.g. --hyper c=0.4 (repeatable; numbers are parsed)")
     g.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
+    g.add_argument("--unit-gradients", action=argparse.BooleanOptionalAction, default=None,
+                   help="divide every task's loss and flat gradient by its norm before aggregating and update with "
+                        "the unit vectors (default: on for F-MGDA, --mode individual, on cityscapes / nyuv2, as the "
+                        "official code; off elsewhere)")
+    g.add_argument("--average-last", type=int, default=None, metavar="N",
+                   help="report the mean test metrics of the last N epochs (default 10 on cityscapes / nyuv2, section 4.2; "
+                        "1 elsewhere = the last epoch; ignored with --select best)")
     return p.parse_args(argv)
 
 
@@ -401,8 +462,23 @@ def validate_method_args(args) -> None:
             raise UsageError(f"--{k.replace('_', '-')} must be a finite number >= 0 (got {v})")
     if args.eval_every < 1:
         raise UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
-    if args.mode == "stl" and args.hyper:
-        raise UsageError("--hyper has no effect with --mode stl (F-STL uses no aggregator)")
+    if args.average_last is not None and args.average_last < 1:
+        raise UsageError(f"--average-last must be a positive integer (got {args.average_last})")
+    if args.mode is None:
+        args.mode = "ls" if args.aggregator == "ls" else "individual"
+    if args.mode == "stl" and args.aggregator is not None:
+        raise UsageError("--aggregator has no effect with --mode stl (F-STL trains one single-task model per task)")
+    if args.mode == "ls" and args.aggregator not in (None, "ls"):
+        raise UsageError(f"--mode ls is F-LS (plain SAM on the summed loss); it takes no --aggregator {args.aggregator}")
+    if args.mode in SINGLE_OBJECTIVE and args.hyper:
+        raise UsageError(f"--hyper has no effect with --mode {args.mode} (no aggregator)")
+    if args.mode in SINGLE_OBJECTIVE:
+        args.aggregator = "ls" if args.mode == "ls" else None
+    else:
+        args.aggregator = args.aggregator or "pcgrad"
+    if args.mode in SINGLE_OBJECTIVE and None not in (args.rho_sh, args.rho_ns) and args.rho_sh != args.rho_ns:
+        raise UsageError(f"--mode {args.mode} perturbs all parameters with one radius: pass --rho "
+                         f"(got --rho-sh {args.rho_sh}, --rho-ns {args.rho_ns})")
     parse_hyper(args.hyper)
 
 
@@ -411,9 +487,14 @@ def resolve_method_defaults(args, run) -> None:
     if args.rho is not None:
         args.rho_sh = args.rho if args.rho_sh is None else args.rho_sh
         args.rho_ns = args.rho if args.rho_ns is None else args.rho_ns
-    for k in ("rho_sh", "rho_ns", "adaptive"):
+    if args.mode in SINGLE_OBJECTIVE:  # one radius: a radius given alone sets both
+        args.rho_sh = args.rho_ns if args.rho_sh is None else args.rho_sh
+        args.rho_ns = args.rho_sh if args.rho_ns is None else args.rho_ns
+    for k in ("rho_sh", "rho_ns", "adaptive", "average_last"):
         if getattr(args, k) is None:
             setattr(args, k, run.defaults[k])
+    if args.unit_gradients is None:
+        args.unit_gradients = args.mode == "individual" and args.aggregator in run.defaults["unit_gradients"]
     if args.model is None:
         args.model = run.defaults.get("model") or run.data.default_model
 
@@ -487,11 +568,12 @@ def main(argv=None):
     run.write_config()
     data, T, dev = run.data, run.data.num_tasks, run.device
     stl = args.mode == "stl"
+    single = args.mode in SINGLE_OBJECTIVE  # F-LS / F-STL: plain SAM, no aggregator
     hyper = parse_hyper(args.hyper)
 
     # models: one multi-task model, or (F-STL) one single-task model per task
     models = [build_model(args.model, data, tasks=[t], pretrained=args.pretrained).to(dev) for t in range(T)] if stl else [build_model(args.model, data, pretrained=args.pretrained).to(dev)]
-    if stl:
+    if single:
         aggs, clip = None, (args.clip_grad or 0.0)
     else:
         try:
@@ -503,6 +585,8 @@ def main(argv=None):
         clip = aggs.loss.default_max_norm if args.clip_grad is None else args.clip_grad
     best = [(-float("inf"), None)] * len(models)
     seconds_sam = 0.0
+    averaging = args.select == "last" and args.average_last > 1
+    tail: list[tuple[int, dict]] = []  # (epoch, test metrics) of the last --average-last epochs
     state = run.load_checkpoint()
     if state is not None:
         for m, s in zip(models, state["models"]):
@@ -510,8 +594,9 @@ def main(argv=None):
         aggs = state["aggs"]
         best = state.get("best", best)
         seconds_sam = state.get("seconds_sam", 0.0)
+        tail = state.get("tail", [])
 
-    agg_params = [] if stl else [p for a in all_aggregators(aggs) for p in a.parameters()]
+    agg_params = [] if single else [p for a in all_aggregators(aggs) for p in a.parameters()]
     opts = [run.make_optimizer(list(m.parameters()) + (agg_params if k == 0 else [])) for k, m in enumerate(models)]
     if state is not None:
         for (o, sc), so, ss in zip(opts, state["opts"], state["scheds"]):
@@ -523,7 +608,7 @@ def main(argv=None):
         return lambda outs, ys: run.losses(outs, ys, task_ids=ids)
 
     loss_fns = [task_loss_fn([t]) for t in range(T)] if stl else [task_loss_fn(None)]
-    famo_like = (not stl) and type(aggs.loss).post_step is not Aggregator.post_step
+    famo_like = (not single) and type(aggs.loss).post_step is not Aggregator.post_step
 
     for epoch in run.epochs():
         for m in models:
@@ -535,11 +620,11 @@ def main(argv=None):
             batch_losses, batch_sharp, batch_stats = [], [], []
             for k, (m, (opt, _), lf) in enumerate(zip(models, opts, loss_fns)):
                 opt.zero_grad(set_to_none=True)
-                g = sam_gradients(m, x, ys, lf, args.rho_sh, args.rho_ns, args.adaptive, run.autocast)
-                if stl:  # Algorithm 1 with m = 1: g^loss + g^flat = g^SAM
-                    d, parts = g.G_sam[0], {}
+                g = sam_gradients(m, x, ys, lf, args.rho_sh, args.rho_ns, args.adaptive, run.autocast, joint=single)
+                if single:  # plain SAM on sum_i L^i (F-LS) or on the one task's loss (F-STL)
+                    d, parts = g.G_sam.sum(0), {}
                 else:
-                    d, parts, used = combine(args.mode, aggs, g)
+                    d, parts, used = combine(args.mode, aggs, unit_rows(g) if args.unit_gradients else g)
                     for rule, L in used:  # rules with learnable parameters (UW): train them on their losses
                         if rule.needs == "losses" and list(rule.parameters()):
                             rule.loss(L).backward()
@@ -570,7 +655,7 @@ def main(argv=None):
             if sc is not None:
                 sc.step()
         mean_losses, mean_sharp = sums.cpu() / max(n, 1), sharp_sum.cpu() / max(n, 1)
-        if not stl:
+        if not single:
             aggs.loss.epoch_end(mean_losses)
             if aggs.flat is not None:
                 aggs.flat.epoch_end(_objective(mean_sharp))
@@ -581,7 +666,7 @@ def main(argv=None):
         row = {f"train_loss_{t.name}": float(s) for t, s in zip(data.tasks, mean_losses)}
         row.update({f"sharpness_{t.name}": float(s) for t, s in zip(data.tasks, mean_sharp)})
         row.update({k: float(v) / max(n, 1) for k, v in stats_sum.items()})
-        if not stl and aggs.loss.last_weights is not None:
+        if not single and aggs.loss.last_weights is not None:
             row.update({f"weight_{t.name}": float(v) for t, v in zip(data.tasks, aggs.loss.last_weights.detach().float().cpu().reshape(-1))})
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
             val = evaluate(run, models, "val", stl)
@@ -591,32 +676,38 @@ def main(argv=None):
                 score = run.selection_score({data.tasks[i].name: val[data.tasks[i].name] for i in (ids or range(T))})
                 if args.select == "best" and score > best[k][0]:
                     best[k] = (score, copy.deepcopy(m.state_dict()))
+        if averaging and epoch >= args.epochs - args.average_last:  # section 4.2: mean of the last N epochs
+            tail.append((epoch, evaluate(run, models, "test", stl)))
         run.log_epoch(epoch, row)
         run.save_checkpoint(epoch, {"models": [m.state_dict() for m in models], "opts": [o.state_dict() for o, _ in opts],
                                     "scheds": [sc.state_dict() if sc is not None else None for _, sc in opts],
-                                    "aggs": aggs, "best": best, "seconds_sam": seconds_sam})
+                                    "aggs": aggs, "best": best, "seconds_sam": seconds_sam, "tail": tail})
 
     for k, m in enumerate(models):
         if args.select == "best" and best[k][1] is not None:
             m.load_state_dict(best[k][1])
-    test = evaluate(run, models, "test", stl)
+    # the window ends with the final epoch; none of it trained (e.g. --max-steps): the final model
+    test = mean_metrics([t for _, t in tail]) if tail else evaluate(run, models, "test", stl)
     # the report: every step guarded, so that a finished training always writes metrics.json
     plots = run.guarded("plots", plot_training, run.path("log.csv"), run.out, data.task_names, default=[]) \
         if os.path.isfile(run.path("log.csv")) else []
     log = run.guarded("log.csv", _read_log, run.path("log.csv"), default=[])
     hv, hv_note = run.guarded("hypervolume", single_point_hypervolume, test, data.tasks, default=(None, None))
-    name = ("F-STL" if stl else "F-" + args.aggregator) + ("" if args.mode in ("individual", "stl") else f" ({args.mode})")
+    name = {"stl": "F-STL", "ls": "F-LS"}.get(args.mode) or (
+        "F-" + args.aggregator + ("" if args.mode == "individual" and args.aggregator != "ls" else f" ({args.mode})"))
     result = run.finish({
         "tasks": test, "hypervolume": hv,
         "front": [{"preference": None, "tasks": test}],  # one model: a single point
-        "variant": name, "aggregator": None if stl else args.aggregator, "mode": args.mode,
+        "variant": name, "aggregator": args.aggregator, "mode": args.mode,
         "rho_sh": args.rho_sh, "rho_ns": args.rho_ns, "adaptive": args.adaptive, "model": args.model,
+        "unit_gradients": bool(args.unit_gradients),
         "clip_grad": clip,
         "conflict_fraction": {k: [float(r[k]) for r in log if r.get(k) not in (None, "")]
                               for k in ("conflict_loss", "conflict_flat", "conflict_sam", "conflict_intra")},
         "train_sharpness": run.guarded("train_sharpness", lambda: {t.name: float(log[-1][f"sharpness_{t.name}"]) for t in data.tasks})
         if log else None, "hypervolume_note": hv_note,
         "sam_seconds": round(seconds_sam, 3), "plots": plots,
+        "test_epochs_averaged": [e + 1 for e, _ in tail] or None,
         "parameters": sum(count_parameters(m.parameters()) for m in models)})
     return result
 
@@ -641,6 +732,11 @@ def evaluate(run, models, split: str, stl: bool = False) -> dict:
         m.eval()
         out.update(run.evaluate(m, split, task_ids=[k] if stl else None))
     return out
+
+
+def mean_metrics(results: list[dict]) -> dict:
+    """{task: {metric: mean over `results`}} of several {task: {metric: value}} evaluations."""
+    return {t: {k: float(np.mean([r[t][k] for r in results])) for k in results[0][t]} for t in results[0]}
 
 
 def _read_log(path: str) -> list[dict]:

@@ -27,8 +27,8 @@ Rows: `bare` (LS as a plain PyTorch loop: forward, summed loss, backward, Adam, 
 every rule of common/aggregators.py (AGGREGATORS, the step of methods/baselines.py), and the
 method files: `avgnorm` (Eq. 6 weights on the last shared layer), `pml` (the T-member weight
 ensemble, pml_step), `palora` (m forward passes, one per preference; also reported per forward
-pass), `sam_mtl` (F-LS: T extra perturbed forward/backward passes), `extra` (stage 2: two points of
-the NURBS curve per batch). A method file that cannot be imported is reported as skipped, with why.
+pass), `sam_mtl` (Algorithm 1 with the LS rule: T extra perturbed forward/backward passes),
+`extra` (stage 2: two points of the NURBS curve per batch). A method file that cannot be imported is reported as skipped, with why.
 
 --jacobian times the alternatives for the T x d Jacobian of the task losses w.r.t. the shared
 parameters (forward included): a loop of torch.autograd.grad with retain_graph (common.train.jacobian),
@@ -390,7 +390,7 @@ def make_palora(b: Bench):
 
 
 def make_sam_mtl(b: Bench):
-    """SAM-MTL (F-LS, Algorithm 1): the T loss gradients, then per task a perturbed forward and
+    """SAM-MTL (Algorithm 1 with the LS rule): the T loss gradients, then per task a perturbed forward and
     backward, the loss and flat directions aggregated, each head its SAM gradient."""
     sam = importlib.import_module("sam_mtl")
     d = b.defaults(sam)

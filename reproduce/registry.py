@@ -609,8 +609,8 @@ def _palora_entries() -> list:
                    "PaLoRA paper, Table 1", [Block("cityscapes", cityscapes_cols() + [PARAMS, CONTROL], rows_of(city), flags=PFL_CITY,
                                                    note="SegNet, Adam 1e-4, 100 epochs; PaLoRA rank 4, m = 5, gradient balancing, halved at 75 "
                                                         "(methods/palora.py's default; the STL / baseline rows keep common/'s StepLR(100, 0.5): "
-                                                        "no scheduler flag). The paper holds out 500 training images for validation (the loader's "
-                                                        "holdout option is not a command-line flag: we train on all 2975).")],
+                                                        "no scheduler flag). PaLoRA holds out 500 of the 2975 training images for validation as the paper "
+                                                        "(methods/palora.py's default); the STL / baseline rows train on all 2975.")],
                    notes=("COSMOS: paper's Δp is '≪ 1%'.",)))
     nyu = [("STL", STL, (36.58, 62.62, 0.6958, 0.2737, 25.27, 18.25, 32.33, 59.09, 70.00, 0), "stl", "✗"),
            ("LS", BL("ls"), (36.33, 62.98, 0.5507, 0.2224, 27.71, 21.84, 26.44, 51.72, 63.90, 0), "", "✗"),
@@ -628,7 +628,8 @@ def _palora_entries() -> list:
                    "PaLoRA paper, Table 2", [Block("nyuv2", nyuv2_cols() + [PARAMS, CONTROL], rows_of(nyu),
                                                    note="SegNet, Adam 1e-4, 200 epochs, batch 2; PaLoRA rank 4, m = 6 evenly spread "
                                                         "preferences over the whole simplex (the official code's first-6-of-28 lattice leaves "
-                                                        "one task at zero weight). The paper holds out 95 images for validation.")]))
+                                                        "one task at zero weight). PaLoRA holds out 95 of the 795 training images for validation as the "
+                                                        "paper (methods/palora.py's default); the STL / baseline rows train on all 795.")]))
 
     fig3_rows = [R("STL", STL, role="stl")] + [R(l, BL(r)) for l, r in (
         ("LS", "ls"), ("UW", "uw"), ("MGDA", "mgda"), ("DWA", "dwa"), ("PCGrad", "pcgrad"), ("IMTL", "imtl"),
@@ -761,8 +762,8 @@ def _sam_entries() -> list:
     E.append(Entry("sam_mtl_table3", "sam_mtl", "table", "3", "NYUv2 (3 tasks), MTAN on SegNet: vanilla vs flat-based methods",
                    "SAM-MTL paper, Table 3", [Block("nyuv2", nyuv2_cols() + [DM], [R(l, m, p, role=r) for l, m, p, r in nyu3],
                                                     flags=MTAN_BENCH, reference="published",
-                                                    note="The paper averages the last 10 epochs; we report the last epoch. "
-                                                         "F- rows: ρ = 2 adaptive (FS-MTL's scene setup).")]))
+                                                    note="F- rows: the mean of the last 10 epochs, as the paper (sam_mtl.py's scene default), "
+                                                         "ρ = 2 adaptive (FS-MTL's scene setup); the other rows: the last epoch.")]))
 
     city4 = [("STL", STL, (74.01, 93.16, 0.0125, 27.77, None), "stl"),
              ("LS", BL("ls"), (75.18, 93.49, 0.0155, 46.77, 22.60), ""),
@@ -783,7 +784,9 @@ def _sam_entries() -> list:
     E.append(Entry("sam_mtl_table4", "sam_mtl", "table", "4", "CityScapes (2 tasks), MTAN on SegNet: vanilla vs flat-based methods",
                    "SAM-MTL paper, Table 4", [Block("cityscapes", cityscapes_cols() + [DM], [R(l, m, p, role=r) for l, m, p, r in city4],
                                                     flags=MTAN_BENCH, reference="published",
-                                                    note="F-MGDA's Abs Err reads 0.0120 here and 0.0129 in Table 5.")]))
+                                                    note="F-MGDA's Abs Err reads 0.0120 here and 0.0129 in Table 5. F- rows: FS-MTL's "
+                                                         "train.py setting (batch 2, Adam 2e-4; the paper gives none), the mean of the last 10 "
+                                                         "epochs; the other rows: batch 8, Adam 1e-4, the last epoch.")]))
     E.append(Entry("sam_mtl_table5", "sam_mtl", "table", "5", "Direct aggregation of SAM gradients vs the proposed decomposition, CityScapes (MGDA)",
                    "SAM-MTL paper, Table 5", [Block("cityscapes", cityscapes_cols() + [DM], [
                        R("STL", STL, (74.01, 93.16, 0.0125, 27.77, None), role="stl"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -184,29 +185,79 @@ def test_thin_reduces_a_thick_line_to_one_pixel_width():
     assert t.sum(0)[2:10].eq(1).all() and t.sum() <= 12
 
 
-def test_matching_is_one_to_one_and_nearest_first():
+def test_matching_is_one_to_one():
     gt = torch.zeros(5, 5, dtype=torch.bool)
     gt[2, 2] = True
     pred = torch.zeros(1, 5, 5, dtype=torch.bool)
     pred[0, 2, 1] = pred[0, 2, 3] = True  # two predictions at distance 1 from one GT pixel
     assert match_edges(pred, gt, 1.5).tolist() == [1]  # a distance transform would count both
-    # nearest first: b (distance 0) takes x; a (distance 1) then has no partner within 1.5
-    gt2 = torch.zeros(1, 6, dtype=torch.bool).expand(3, 6).clone()
+    gt2 = torch.zeros(3, 6, dtype=torch.bool)
     gt2[1, 2] = True
     p = torch.zeros(1, 3, 6, dtype=torch.bool)
     p[0, 1, 2] = p[0, 1, 3] = True
     assert match_edges(p, gt2, 1.5).tolist() == [1]
     assert disk_offsets(1.0) == [(0, 0), (-1, 0), (0, -1), (0, 1), (1, 0)]
+    # no ground truth, or no prediction near it: nothing matches
+    assert match_edges(p, torch.zeros(3, 6, dtype=torch.bool), 1.5).tolist() == [0]
+    assert match_edges(torch.zeros(2, 3, 6, dtype=torch.bool), gt2, 1.5).tolist() == [0, 0]
 
 
-def test_greedy_matching_is_at_most_the_optimum():
-    # a - x at 1, a - y at 2, b - x at 2, b - y out of reach: greedy takes a - x and leaves b alone
-    # (1 match) where a maximum matching pairs a - y and b - x (2): greedy never over-counts
+def test_matching_is_maximum_on_a_shifted_two_pixel_segment():
+    # GT x = (0, 2), y = (0, 3); prediction a = (0, 3), b = (0, 4): the segment shifted by one pixel,
+    # radius 1. Nearest-first greedy pairs a - y (distance 0) and leaves b without a partner (x is 2
+    # away): 1 match. The maximum matching pairs a - x and b - y: 2.
+    gt = torch.zeros(1, 7, dtype=torch.bool)
+    gt[0, 2] = gt[0, 3] = True
+    pred = torch.zeros(1, 1, 7, dtype=torch.bool)
+    pred[0, 0, 3] = pred[0, 0, 4] = True
+    assert match_edges(pred, gt, 1.0).tolist() == [2]
+    # a - x at 1, a - y at 2, b - x at 2, b - y out of reach (radius 2): also 2
     gt = torch.zeros(1, 8, dtype=torch.bool)
-    gt[0, 3] = gt[0, 6] = True   # x at 3, y at 6
+    gt[0, 3] = gt[0, 6] = True
     pred = torch.zeros(1, 1, 8, dtype=torch.bool)
-    pred[0, 0, 4] = pred[0, 0, 1] = True  # a at 4, b at 1
-    assert match_edges(pred, gt, 2.0).tolist() == [1]
+    pred[0, 0, 4] = pred[0, 0, 1] = True
+    assert match_edges(pred, gt, 2.0).tolist() == [2]
+
+
+def test_matching_equals_brute_force_maximum_on_random_maps():
+    # the matching size against a brute-force maximum matching (augmenting paths in pure Python)
+    rng = np.random.default_rng(0)
+    H, W, r = 9, 11, 1.5
+    gt = torch.from_numpy(rng.random((H, W)) < 0.25)
+    pred = torch.from_numpy(rng.random((4, H, W)) < 0.3)
+
+    def brute(p):
+        P = [tuple(v) for v in torch.nonzero(p).tolist()]
+        G = [tuple(v) for v in torch.nonzero(gt).tolist()]
+        adj = [[j for j, g in enumerate(G) if (a[0] - g[0]) ** 2 + (a[1] - g[1]) ** 2 <= r * r] for a in P]
+        owner = {}
+
+        def augment(i, seen):
+            for j in adj[i]:
+                if j not in seen:
+                    seen.add(j)
+                    if j not in owner or augment(owner[j], seen):
+                        owner[j] = i
+                        return True
+            return False
+        return sum(augment(i, set()) for i in range(len(P)))
+
+    want = [brute(p) for p in pred]
+    assert match_edges(pred, gt, r).tolist() == want
+
+
+def test_odsf_does_not_thin_the_ground_truth():
+    # a 4-connected staircase GT (18 px); prediction = GT. The prediction is thinned (edgesEvalImg
+    # thins E) to the 9 diagonal pixels plus the end pixel (10 px); the GT is used as given, as in
+    # edgesEvalImg / correspondPixels: P = 10/10, R = 10/18, F = 2 P R / (P + R) = 5/7 (thinning the
+    # GT as well would give 1).
+    g = torch.zeros(12, 12)
+    for i in range(1, 10):
+        g[i, i] = g[i, i + 1] = 1
+    assert int(thin(g.bool()).sum()) == 10
+    c = edge_counts(g.clone(), g, edge_thresholds(3), 0.0075)
+    assert c[:, 0].tolist() == [10, 18, 10, 10]
+    assert ods_f(*c)[0] == pytest.approx(5 / 7)
 
 
 def test_odsf_on_hand_made_maps():
@@ -277,3 +328,12 @@ def test_meters_report_exactly_the_spec_metrics():
     m = TaskMeter(spec)
     m.update(torch.ones(1, 1, 2, 2), 2 * torch.ones(1, 1, 2, 2))
     assert list(m.compute()) == ["abs_err", "rel_err"]
+
+
+def test_odsf_cost_script_runs_and_rejects_bad_input(capsys):
+    from reproduce.odsf_cost import main
+    assert main(["--size", "24x30", "--thresholds", "3", "--repeats", "1", "--regions", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "| band | 3 |" in out and "| noise | 3 |" in out
+    assert main(["--size", "24"]) == 2
+    assert "error" in capsys.readouterr().err

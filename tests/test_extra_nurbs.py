@@ -390,7 +390,7 @@ def test_many_tasks_grouping_alignment_and_endpoint_checkpoints(tmp_path):
     # four accuracies: the exact hypervolume of the front (reference 0), no longer limited to 2-3 tasks
     P = [[f["tasks"][f"task{i}"]["acc"] for i in range(4)] for f in m["front"]]
     assert m["hypervolume"] == pytest.approx(hypervolume(P, [0.0] * 4, maximize=True)) and m["hypervolume_ref"] == [0.0] * 4
-    assert m["steps"] == 2 * 4  # warm-up, two endpoints, curve
+    assert m["steps"] == 4  # warm-up, two endpoints, curve: one step each (--max-steps is the total)
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [r["phase"] for r in rows] == ["warmup", "endpoint1", "endpoint2", "curve"]
     # stage 2 alone from the endpoint checkpoints of another run (the harness's checkpoint format)
@@ -402,6 +402,16 @@ def test_many_tasks_grouping_alignment_and_endpoint_checkpoints(tmp_path):
     m = read_json(tmp_path / "ck" / "metrics.json")
     assert m["endpoint_ckpt"] == [str(ck)] * 2 and m["steps"] == 1
     assert m["front"][0]["tasks"] == m["front"][-1]["tasks"]  # identical endpoints
+
+
+def test_max_steps_is_the_total_of_the_run(tmp_path):
+    # DESIGN.md: --max-steps N stops after N optimisation steps in total; the phases share them
+    # (endpoint1 5 // 3 = 1, endpoint2 4 // 2 = 2, the curve the remaining 2)
+    out = tmp_path / "cap"
+    ex.main(["--dataset", "tiny2", "--out", str(out), "--epochs", "3", "--max-steps", "5", "--grid", "3"] + FAST)
+    assert read_json(out / "metrics.json")["steps"] == 5
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [r["phase"] for r in rows] == ["endpoint1", "endpoint2", "curve"]
 
 
 def test_cityscapes_real_format_with_mtan(tmp_path, monkeypatch):

@@ -187,6 +187,45 @@ def test_flat_gradient_first_order_on_non_quadratic():
     assert errs[0] > 0 and errs[1] / errs[0] < 0.02  # the error is O(rho^2): first-order match
 
 
+def test_f_ls_is_one_sam_perturbation_of_the_summed_loss_on_a_quadratic():
+    # Table 7 F-LS: L = L_a + L_b on theta = [th (shared), v_a, v_b (heads)]; g = grad L, one eps =
+    # rho g / ||g|| over all seven coordinates; the update is grad L at theta + eps, by hand
+    model, loss_fn, mats = quad_problem()
+    rho = 0.3
+    g = sam_gradients(model, torch.zeros(1, 1), None, loss_fn, rho, rho, joint=True)
+    th = model.encoder.theta.detach()
+    vs = [h.v.detach() for h in model.heads]
+    (Ha, ba, Aa, ca), (Hb, bb, Ab, cb) = mats
+    g_th = (Ha + Hb) @ th + ba + bb
+    g_v = [Aa @ vs[0] + ca, Ab @ vs[1] + cb]
+    gall = torch.cat([g_th] + g_v)
+    eps = rho * gall / gall.norm()
+    e_th, e_a, e_b = eps[:3], eps[3:5], eps[5:]
+    assert torch.allclose(g.G_sam.sum(0), (Ha + Hb) @ (th + e_th) + ba + bb, atol=1e-12)
+    assert torch.allclose(g.head_sam[0][0], Aa @ (vs[0] + e_a) + ca, atol=1e-12)
+    assert torch.allclose(g.head_sam[1][0], Ab @ (vs[1] + e_b) + cb, atol=1e-12)
+    # one ball of radius rho over all parameters (Algorithm 1 has one per task and part: rho sqrt 2)
+    total = (g.eps_sh_norm[0] ** 2 + (g.eps_ns_norm ** 2).sum()).sqrt()
+    assert torch.allclose(total, torch.tensor(rho, dtype=total.dtype), atol=1e-12)
+    assert torch.allclose(g.eps_sh_norm, torch.full((2,), float(e_th.norm()), dtype=torch.float64))
+    # the perturbed losses are those at theta + eps, the model is restored
+    La = 0.5 * (th + e_th) @ Ha @ (th + e_th) + ba @ (th + e_th) + 0.5 * (vs[0] + e_a) @ Aa @ (vs[0] + e_a) + ca @ (vs[0] + e_a)
+    assert torch.allclose(g.perturbed[0], La, atol=1e-12)
+    assert torch.equal(model.encoder.theta.detach(), th)
+    # per-task Algorithm 1 with LS gives a different update (two perturbations)
+    gi = sam_gradients(model, torch.zeros(1, 1), None, loss_fn, rho, rho)
+    assert (gi.G_sam.sum(0) - g.G_sam.sum(0)).norm() > 1e-3
+
+
+def test_f_stl_perturbs_shared_and_head_with_one_radius():
+    torch.manual_seed(0)
+    model = MTLModel(LeNetEncoder(1), [lenet_head(10)], ["t0"])
+    x, ys = lenet_batch(T=1)
+    g = sam_gradients(model, x, ys, ce_losses, 0.2, 0.2, joint=True)
+    assert torch.allclose((g.eps_sh_norm ** 2 + g.eps_ns_norm ** 2).sqrt(), torch.tensor([0.2]), atol=1e-6)
+    assert (g.eps_sh_norm > 0).all() and (g.eps_ns_norm > 0).all()
+
+
 @pytest.mark.parametrize("rule", ["pcgrad", "mgda", "cagrad", "imtl", "ls"])
 def test_rho_zero_equals_plain_aggregator(rule):
     x, ys = lenet_batch()
@@ -317,6 +356,19 @@ def test_end_to_end_f_stl_and_each_aggre_on_toy(tmp_path):
     out, res = run_main(tmp_path, "famo", "--dataset", "toy", "--aggregator", "famo", "--max-steps", "3")
     ck = torch.load(out / "checkpoint.pt", weights_only=False)["state"]
     assert (ck["aggs"].loss.logits.detach() != 0).any()  # FAMO's logits move after each step (post_step)
+
+
+def test_end_to_end_f_ls_is_the_default_mode_of_ls(tmp_path):
+    out, res = run_main(tmp_path, "fls", "--aggregator", "ls", "--max-steps", "2", "--rho", "0.1")
+    check_outputs(out)
+    assert res["mode"] == "ls" and res["variant"] == "F-LS" and res["rho_sh"] == res["rho_ns"] == 0.1
+    _, res = run_main(tmp_path, "fls2", "--aggregator", "ls", "--mode", "individual", "--max-steps", "1")
+    assert res["variant"] == "F-ls (individual)"
+    for bad in (["--mode", "ls", "--aggregator", "pcgrad"], ["--mode", "ls", "--rho-sh", "0.1", "--rho-ns", "0.2"],
+                ["--mode", "stl", "--aggregator", "mgda"]):
+        with pytest.raises(sam_mtl.UsageError):
+            run_main(tmp_path, "bad", *bad)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_bad_flag_exits_2_with_one_line(tmp_path):
