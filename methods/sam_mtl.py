@@ -107,41 +107,15 @@ import math
 import os
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from common.aggregators import AGGREGATORS, Aggregator, aggregate, describe, make_aggregator  # noqa: E402
-from common.device import UsageError, move_tensors_, synchronize  # noqa: E402
-from common.metrics import hv_reference, hypervolume  # noqa: E402
-from common.models import build_model, count_parameters  # noqa: E402
-from common.train import Run, base_parser, bn_frozen, clip_shared, flat_metrics, main_guard, set_flat_grad, parse_hyper  # noqa: E402
+import numpy as np
+import torch
 
 MODES = ("individual", "direct", "second-aggre", "each-aggre", "ls", "stl")
 SINGLE_OBJECTIVE = ("ls", "stl")  # Table 7: plain SAM, one perturbation of all parameters
-
-# Per-dataset defaults (see the module docstring for the sources). Keys the harness does not know
-# (model, rho_sh, rho_ns, adaptive) are resolved in resolve_method_defaults().
-_MNIST_FAMILY = dict(model="resnet18", epochs=200, batch_size=256, lr=1e-3, scheduler=None,
-                     rho_sh=2.0, rho_ns=2.0, adaptive=True)
-_SCENE = dict(model="mtan", epochs=200, scheduler=(100, 0.5), rho_sh=2.0, rho_ns=2.0, adaptive=True, average_last=10,
-              unit_gradients=("mgda",))
-METHOD_DEFAULTS = {
-    "*": dict(rho_sh=0.05, rho_ns=0.05, adaptive=False, average_last=1, unit_gradients=()),
-    "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
-    "multimnist3-lite": dict(epochs=20, batch_size=256, lr=1e-3),
-    "multimnist": dict(_MNIST_FAMILY),
-    "multifashion": dict(_MNIST_FAMILY),
-    "multifashion-mnist": dict(_MNIST_FAMILY),
-    "celeba": dict(model="resnet18", epochs=100, batch_size=256, lr=5e-4, scheduler=(10, 0.85), select="best",
-                   rho_sh=2.0, rho_ns=2.0, adaptive=True),
-    "nyuv2": dict(_SCENE, batch_size=2, lr=1e-4),
-    "cityscapes": dict(_SCENE, batch_size=2, lr=2e-4),
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,9 +208,30 @@ class SAMGrads:
         return self.perturbed - self.losses
 
 
-def sam_gradients(model, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive: bool = False,
+@contextmanager
+def _running_stats_once(model: torch.nn.Module):
+    """The perturbed passes use batch statistics in BatchNorm, but its running statistics and step
+    counters stay as the first pass left them (momentum 0, counters put back): they move once per step,
+    as the official disable_running_stats."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (momentum, count) in zip(bns, saved):
+                m.momentum = momentum
+                if count is not None:
+                    m.num_batches_tracked.copy_(count)
+
+
+def sam_gradients(model, shared, heads, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive: bool = False,
                   autocast=None, joint: bool = False) -> SAMGrads:
-    """Algorithm 1, lines 1-6, on one batch. `loss_fn(outputs, ys)` -> the T task losses.
+    """Algorithm 1, lines 1-6, on one batch. `model(x)` -> the outputs, `loss_fn(outputs, ys)` -> the
+    T task losses; `shared` are the parameters theta_sh, `heads[i]` those of task i's head theta_ns^i
+    (T = len(heads); a head may have no parameters).
 
     One forward pass at theta (BatchNorm running statistics move here, once), the gradients of
     every L^i on theta_sh and theta_ns^i (line 2), then per task: the perturbations of Eq. 11 and 7
@@ -251,12 +246,9 @@ def sam_gradients(model, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive:
     kept per task for the logged conflict statistics), eps_sh_norm / eps_ns_norm the norms of the
     shared part and of head i's part of that one eps (their root sum of squares over the shared
     part and all heads is rho_sh)."""
-    from contextlib import nullcontext
-
     autocast = autocast or nullcontext
-    shared = model.shared_parameters()
-    T = model.num_tasks
-    heads = [model.task_parameters(t) for t in range(T)]
+    shared, heads = list(shared), [list(h) for h in heads]
+    T = len(heads)
     device = shared[0].device
     rng_before = _rng_state(device)
     with autocast():
@@ -272,9 +264,8 @@ def sam_gradients(model, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive:
     G_loss = torch.stack(G_loss)
 
     theta_sh = _flat([p.detach() for p in shared], shared) if adaptive else None
-    bn_counters = [(b, b.clone()) for n, b in model.named_buffers() if n.endswith("num_batches_tracked")]
     G_sam, head_sam, pert, eps_sh_n, eps_ns_n = [], [], [], [], []
-    with bn_frozen(model):
+    with _running_stats_once(model):
         if joint:  # one perturbation of every parameter for L = sum_i L^i (single-objective SAM)
             params = shared + [p for h in heads for p in h]
             g_all = torch.cat([G_loss.sum(0)] + [_flat(head_loss[i], heads[i], device) for i in range(T)])
@@ -310,9 +301,6 @@ def sam_gradients(model, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive:
             head_sam.append([g if g is not None else torch.zeros_like(p) for g, p in zip(grads[len(shared):], heads[i])])
             pert.append(li.detach())
     _set_rng_state(rng_after, device)
-    with torch.no_grad():
-        for b, saved in bn_counters:
-            b.copy_(saved)
     return SAMGrads(losses.detach(), torch.stack(pert), G_loss, torch.stack(G_sam), head_loss, head_sam,
                     torch.stack(eps_sh_n), torch.stack(eps_ns_n))
 
@@ -320,17 +308,16 @@ def sam_gradients(model, x, ys, loss_fn, rho_sh: float, rho_ns: float, adaptive:
 # --------------------------------------------------------------------------------------------
 # Algorithm 1, lines 7-8: aggregate the loss and the flat gradients, and the ablation variants
 # --------------------------------------------------------------------------------------------
-def make_aggregators(name: str, num_tasks: int, mode: str, dataset: str | None = None, **hyper) -> SimpleNamespace:
-    """One instance of the rule per sub-problem: `loss` (also the rule of direct / each-aggre),
-    `flat`, `second` (two objectives: g^loss, g^flat) and `each` (two objectives per task)."""
-    aggs = SimpleNamespace(loss=make_aggregator(name, num_tasks, dataset=dataset, **hyper), flat=None, second=None, each=[])
-    if mode in ("individual", "second-aggre"):
-        aggs.flat = make_aggregator(name, num_tasks, dataset=dataset, **hyper)
-    if mode == "second-aggre":
-        aggs.second = make_aggregator(name, 2, dataset=dataset, **hyper)
-    if mode == "each-aggre":
-        aggs.each = [make_aggregator(name, 2, dataset=dataset, **hyper) for _ in range(num_tasks)]
-    return aggs
+def rules_for(mode: str, num_tasks: int, make, apply=None) -> SimpleNamespace:
+    """The aggregation rules of one mode's sub-problems, a fresh one from `make(k)` (a rule for k
+    objectives) each, so that stateful rules keep one state per sub-problem: `loss` (Agg over the
+    g_sh^{i,loss}; also the rule of direct / each-aggre), `flat` (Agg over the g_sh^{i,flat}),
+    `second` (Agg2 over g^loss, g^flat) and `each` (per task Agg2 over g_sh^{i,loss}, g_sh^{i,flat}).
+    A rule is turned into a direction by `apply(rule, G, losses)` (G: k x d rows, losses: k values);
+    without `apply` a rule is itself a callable rule(G, losses) -> direction."""
+    return SimpleNamespace(loss=make(num_tasks), flat=make(num_tasks) if mode in ("individual", "second-aggre") else None,
+                           second=make(2) if mode == "second-aggre" else None,
+                           each=[make(2) for _ in range(num_tasks)] if mode == "each-aggre" else [], apply=apply)
 
 
 def all_aggregators(aggs) -> list:
@@ -351,14 +338,16 @@ def unit_rows(g: SAMGrads) -> SAMGrads:
 
 
 def combine(mode: str, aggs, g: SAMGrads):
-    """Algorithm 1 lines 7-8 (mode "individual") or an ablation of Tables 5-6. Returns the shared
-    update direction, a dict of the aggregated directions, and the (rule, losses) pairs used (the
-    rules with learnable parameters, e.g. UW, are trained on exactly these losses)."""
+    """Algorithm 1 lines 7-8 (mode "individual") or an ablation of Tables 5-6, with the rules `aggs` of
+    rules_for(mode, ...). Returns the shared update direction, a dict of the aggregated directions,
+    and the (rule, losses) pairs used (the rules with learnable parameters, e.g. UW, are trained on
+    exactly these losses)."""
     used = []
+    apply = getattr(aggs, "apply", None) or (lambda rule, G, L: rule(G, L))
 
     def agg(rule, G, L):
         used.append((rule, L))
-        return aggregate(rule, G, L)
+        return apply(rule, G, L)
 
     G_flat = g.G_flat
     has_flat = bool(G_flat.abs().max() > 0)  # rho = 0: no flat sub-problem (a zero Jacobian)
@@ -387,12 +376,14 @@ def combine(mode: str, aggs, g: SAMGrads):
     return d, parts, used
 
 
-def apply_gradients(model, d: torch.Tensor, g: SAMGrads) -> None:
-    """Write the update into .grad: the shared direction (line 8) and each head's own SAM gradient
-    (Eq. 14); the optimiser step is line 9."""
-    set_flat_grad(model.shared_parameters(), d)
-    for i in range(model.num_tasks):
-        for p, gi in zip(model.task_parameters(i), g.head_sam[i]):
+def apply_gradients(shared, heads, d: torch.Tensor, g: SAMGrads) -> None:
+    """Write the update into .grad: the shared direction d (line 8) into `shared` and each head's own
+    SAM gradient (Eq. 14) into heads[i]; the optimiser step is line 9."""
+    shared = list(shared)
+    for p, v in zip(shared, _unflat(d, shared)):
+        p.grad = v.to(p.dtype).clone()  # own storage: in-place clipping must not touch d
+    for head, grads in zip(heads, g.head_sam):
+        for p, gi in zip(head, grads):
             p.grad = gi.detach().clone()
 
 
@@ -416,9 +407,51 @@ def step_statistics(g: SAMGrads, d: torch.Tensor, parts: dict) -> dict:
             "sharpness": g.sharpness.detach().mean()}
 
 
+
+# ============================ runner: command line and training loop (needs common/) ============================
+def _common() -> None:
+    """Put the suite's root on sys.path so that `common` (the harness) imports; only the runner calls it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+# Per-dataset defaults (see the module docstring for the sources). Keys the harness does not know
+# (model, rho_sh, rho_ns, adaptive) are resolved in resolve_method_defaults().
+_MNIST_FAMILY = dict(model="resnet18", epochs=200, batch_size=256, lr=1e-3, scheduler=None,
+                     rho_sh=2.0, rho_ns=2.0, adaptive=True)
+_SCENE = dict(model="mtan", epochs=200, scheduler=(100, 0.5), rho_sh=2.0, rho_ns=2.0, adaptive=True, average_last=10,
+              unit_gradients=("mgda",))
+METHOD_DEFAULTS = {
+    "*": dict(rho_sh=0.05, rho_ns=0.05, adaptive=False, average_last=1, unit_gradients=()),
+    "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multimnist3-lite": dict(epochs=20, batch_size=256, lr=1e-3),
+    "multimnist": dict(_MNIST_FAMILY),
+    "multifashion": dict(_MNIST_FAMILY),
+    "multifashion-mnist": dict(_MNIST_FAMILY),
+    "celeba": dict(model="resnet18", epochs=100, batch_size=256, lr=5e-4, scheduler=(10, 0.85), select="best",
+                   rho_sh=2.0, rho_ns=2.0, adaptive=True),
+    "nyuv2": dict(_SCENE, batch_size=2, lr=1e-4),
+    "cityscapes": dict(_SCENE, batch_size=2, lr=2e-4),
+}
+
+
 # --------------------------------------------------------------------------------------------
 # arguments and defaults
 # --------------------------------------------------------------------------------------------
+def make_aggregators(name: str, num_tasks: int, mode: str, dataset: str | None = None, **hyper) -> SimpleNamespace:
+    """rules_for(mode) with the suite's rule `name` (common/aggregators.py), applied by its `aggregate`."""
+    _common()
+    from common.aggregators import aggregate, make_aggregator
+
+    return rules_for(mode, num_tasks, lambda k: make_aggregator(name, k, dataset=dataset, **hyper), apply=aggregate)
+
+
+def model_parts(model) -> tuple[list, list]:
+    """The shared parameters and the per-task head parameters of one of the suite's models."""
+    return model.shared_parameters(), [model.task_parameters(t) for t in range(model.num_tasks)]
+
+
 def _defaults_table() -> str:
     lines = ["Per-dataset defaults of this method (override with the flags):"]
     for ds, d in METHOD_DEFAULTS.items():
@@ -427,6 +460,10 @@ def _defaults_table() -> str:
 
 
 def parse_args(argv=None):
+    _common()
+    from common.aggregators import AGGREGATORS, describe
+    from common.train import base_parser
+
     p = base_parser("sam_mtl", __doc__ + "\n" + _defaults_table() + "\n\nAggregation rules and their defaults:\n" + describe())
     g = p.add_argument_group("SAM-MTL options")
     g.add_argument("--aggregator", default=None, choices=sorted(AGGREGATORS),
@@ -456,6 +493,10 @@ def parse_args(argv=None):
 
 def validate_method_args(args) -> None:
     """Bad values of this method's flags -> UsageError, before anything is written to --out."""
+    _common()
+    from common.device import UsageError
+    from common.train import parse_hyper
+
     for k in ("rho", "rho_sh", "rho_ns"):
         v = getattr(args, k)
         if v is not None and not (v >= 0 and math.isfinite(v)):
@@ -561,6 +602,12 @@ def plot_training(log_path: str, out_dir: str, task_names) -> list[str]:
 # main
 # --------------------------------------------------------------------------------------------
 def main(argv=None):
+    _common()
+    from common.aggregators import Aggregator
+    from common.device import UsageError, move_tensors_, synchronize
+    from common.models import build_model, count_parameters
+    from common.train import Run, bn_frozen, clip_shared, flat_metrics, parse_hyper
+
     args = parse_args(argv)
     validate_method_args(args)
     run = Run(args, "sam_mtl", METHOD_DEFAULTS)
@@ -604,6 +651,8 @@ def main(argv=None):
             if sc is not None and ss is not None:
                 sc.load_state_dict(ss)
 
+    parts_of = [model_parts(m) for m in models]
+
     def task_loss_fn(ids):
         return lambda outs, ys: run.losses(outs, ys, task_ids=ids)
 
@@ -618,9 +667,9 @@ def main(argv=None):
         for x, ys in run.progress(run.batches("train", epoch), f"sam_mtl epoch {epoch + 1}", run.num_batches()):
             t0 = time.perf_counter()
             batch_losses, batch_sharp, batch_stats = [], [], []
-            for k, (m, (opt, _), lf) in enumerate(zip(models, opts, loss_fns)):
+            for k, (m, (shared, heads), (opt, _), lf) in enumerate(zip(models, parts_of, opts, loss_fns)):
                 opt.zero_grad(set_to_none=True)
-                g = sam_gradients(m, x, ys, lf, args.rho_sh, args.rho_ns, args.adaptive, run.autocast, joint=single)
+                g = sam_gradients(m, shared, heads, x, ys, lf, args.rho_sh, args.rho_ns, args.adaptive, run.autocast, joint=single)
                 if single:  # plain SAM on sum_i L^i (F-LS) or on the one task's loss (F-STL)
                     d, parts = g.G_sam.sum(0), {}
                 else:
@@ -632,7 +681,7 @@ def main(argv=None):
                     raise run.diverged(f"the {args.aggregator} update is not finite at step {run.global_step + 1}",
                                        "smaller radii (--rho-sh / --rho-ns)")
                 batch_stats.append(step_statistics(g, d, parts))
-                apply_gradients(m, d, g)
+                apply_gradients(shared, heads, d, g)
                 clip_shared(m, clip)
                 opt.step()
                 if famo_like:  # FAMO: the losses of the same batch after the step
@@ -716,6 +765,9 @@ def single_point_hypervolume(test: dict, tasks) -> tuple[float | None, str | Non
     """The hypervolume of the one model's point in its tasks' primary metrics, reference
     common.metrics.hv_reference: for accuracy-like metrics (reference 0) the product of the values,
     in any number of tasks (40 F1 scores on CelebA). A task at 0 makes it 0, and the note says which."""
+    _common()
+    from common.metrics import hv_reference, hypervolume
+
     P = [[test[t.name][t.primary] for t in tasks]]
     hv = hypervolume(P, hv_reference(tasks), maximize=[t.metrics[0][1] for t in tasks])
     ref = hv_reference(tasks)
@@ -747,4 +799,7 @@ def _read_log(path: str) -> list[dict]:
 
 
 if __name__ == "__main__":
+    _common()
+    from common.train import main_guard
+
     main_guard(main)

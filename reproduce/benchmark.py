@@ -400,10 +400,10 @@ def make_sam_mtl(b: Bench):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        g = sam.sam_gradients(model, b.x, b.ys, lambda out, ys: task_losses(b.data, out, ys), d["rho_sh"], d["rho_ns"],
+        g = sam.sam_gradients(model, *sam.model_parts(model), b.x, b.ys, lambda out, ys: task_losses(b.data, out, ys), d["rho_sh"], d["rho_ns"],
                               d["adaptive"], b.autocast)
         direction, _, _ = sam.combine("individual", aggs, g)
-        sam.apply_gradients(model, direction, g)
+        sam.apply_gradients(*sam.model_parts(model), direction, g)
         opt.step()
     return step, lambda: sum(a.solver_seconds for a in sam.all_aggregators(aggs)), {
         "rule": "ls", "rho_sh": d["rho_sh"], "adaptive": d["adaptive"], "forward_passes": 1 + b.T}

@@ -19,11 +19,12 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "methods"))
 
 import sam_mtl  # noqa: E402
-from common.aggregators import make_aggregator  # noqa: E402
+from common.aggregators import AGGREGATORS, make_aggregator  # noqa: E402
+from common.device import UsageError  # noqa: E402
 from common.models import LeNetEncoder, MTLModel, lenet_head  # noqa: E402
 from common.metrics import hypervolume  # noqa: E402
 from common.train import aggregator_backward  # noqa: E402
-from sam_mtl import SAMGrads, combine, conflict, make_aggregators, perturbation, sam_gradients  # noqa: E402
+from sam_mtl import SAMGrads, combine, conflict, make_aggregators, model_parts, perturbation, sam_gradients  # noqa: E402
 
 DATA_ROOT = os.path.join(ROOT, "data")
 
@@ -128,7 +129,7 @@ def test_perturbation_norms_and_directions():
 def test_sam_gradients_perturbation_norms_shared_and_heads():
     model = lenet_mtl()
     x, ys = lenet_batch()
-    g = sam_gradients(model, x, ys, ce_losses, rho_sh=0.07, rho_ns=0.3)
+    g = sam_gradients(model, *model_parts(model), x, ys, ce_losses, rho_sh=0.07, rho_ns=0.3)
     assert torch.allclose(g.eps_sh_norm, torch.full((2,), 0.07), atol=1e-6)
     assert torch.allclose(g.eps_ns_norm, torch.full((2,), 0.3), atol=1e-6)
     assert g.G_loss.shape == g.G_sam.shape == (2, sum(p.numel() for p in model.shared_parameters()))
@@ -147,7 +148,7 @@ def test_restore_is_bit_identical_and_bn_moves_once():
     rng_ref = torch.get_rng_state()
     torch.manual_seed(5)
     model.train()
-    sam_gradients(model, x, ys, ce_losses, rho_sh=0.5, rho_ns=0.5, adaptive=True)
+    sam_gradients(model, *model_parts(model), x, ys, ce_losses, rho_sh=0.5, rho_ns=0.5, adaptive=True)
     assert torch.equal(torch.get_rng_state(), rng_ref)  # the perturbed passes leave the RNG where one forward would
     for (k, v), (_, r) in zip(model.state_dict().items(), ref.state_dict().items()):
         assert torch.equal(v, r), k  # parameters bit-identical; BN running stats = after one forward
@@ -159,7 +160,7 @@ def test_flat_gradient_on_quadratic_is_rho_H_g_over_norm():
     model, loss_fn, mats = quad_problem()
     x = torch.zeros(1, 1)
     rho_sh, rho_ns = 0.2, 0.1
-    g = sam_gradients(model, x, None, loss_fn, rho_sh, rho_ns)
+    g = sam_gradients(model, *model_parts(model), x, None, loss_fn, rho_sh, rho_ns)
     th = model.encoder.theta.detach()
     for i, (H, b, A, c) in enumerate(mats):
         gi = H @ th + b
@@ -179,7 +180,7 @@ def test_flat_gradient_first_order_on_non_quadratic():
     th = model.encoder.theta.detach()
     errs = []
     for rho in (1e-1, 1e-2):
-        g = sam_gradients(model, x, None, loss_fn, rho, rho)
+        g = sam_gradients(model, *model_parts(model), x, None, loss_fn, rho, rho)
         H, b = mats[0][0], mats[0][1]
         Hfull = H + torch.diag(6 * 0.7 * th)
         gi = H @ th + b + 3 * 0.7 * th ** 2
@@ -192,7 +193,7 @@ def test_f_ls_is_one_sam_perturbation_of_the_summed_loss_on_a_quadratic():
     # rho g / ||g|| over all seven coordinates; the update is grad L at theta + eps, by hand
     model, loss_fn, mats = quad_problem()
     rho = 0.3
-    g = sam_gradients(model, torch.zeros(1, 1), None, loss_fn, rho, rho, joint=True)
+    g = sam_gradients(model, *model_parts(model), torch.zeros(1, 1), None, loss_fn, rho, rho, joint=True)
     th = model.encoder.theta.detach()
     vs = [h.v.detach() for h in model.heads]
     (Ha, ba, Aa, ca), (Hb, bb, Ab, cb) = mats
@@ -213,7 +214,7 @@ def test_f_ls_is_one_sam_perturbation_of_the_summed_loss_on_a_quadratic():
     assert torch.allclose(g.perturbed[0], La, atol=1e-12)
     assert torch.equal(model.encoder.theta.detach(), th)
     # per-task Algorithm 1 with LS gives a different update (two perturbations)
-    gi = sam_gradients(model, torch.zeros(1, 1), None, loss_fn, rho, rho)
+    gi = sam_gradients(model, *model_parts(model), torch.zeros(1, 1), None, loss_fn, rho, rho)
     assert (gi.G_sam.sum(0) - g.G_sam.sum(0)).norm() > 1e-3
 
 
@@ -221,7 +222,7 @@ def test_f_stl_perturbs_shared_and_head_with_one_radius():
     torch.manual_seed(0)
     model = MTLModel(LeNetEncoder(1), [lenet_head(10)], ["t0"])
     x, ys = lenet_batch(T=1)
-    g = sam_gradients(model, x, ys, ce_losses, 0.2, 0.2, joint=True)
+    g = sam_gradients(model, *model_parts(model), x, ys, ce_losses, 0.2, 0.2, joint=True)
     assert torch.allclose((g.eps_sh_norm ** 2 + g.eps_ns_norm ** 2).sqrt(), torch.tensor([0.2]), atol=1e-6)
     assert (g.eps_sh_norm > 0).all() and (g.eps_ns_norm > 0).all()
 
@@ -235,10 +236,10 @@ def test_rho_zero_equals_plain_aggregator(rule):
     aggregator_backward(make_aggregator(rule, 2), plain, ce_losses(plain(x), ys))
     torch.manual_seed(3)
     sam.train()  # LeNet has dropout: the perturbed passes must replay the same masks
-    g = sam_gradients(sam, x, ys, ce_losses, 0.0, 0.0)
+    g = sam_gradients(sam, *model_parts(sam), x, ys, ce_losses, 0.0, 0.0)
     assert torch.equal(g.G_flat, torch.zeros_like(g.G_flat))
     d, parts, _ = combine("individual", make_aggregators(rule, 2, "individual"), g)
-    sam_mtl.apply_gradients(sam, d, g)
+    sam_mtl.apply_gradients(*model_parts(sam), d, g)
     for p, q in zip(plain.shared_parameters(), sam.shared_parameters()):
         assert torch.allclose(p.grad, q.grad, atol=1e-6, rtol=1e-5)
     if rule == "pcgrad":  # unweighted heads in both: identical
@@ -283,10 +284,10 @@ def test_second_and_each_aggregation_mgda_hand_computed():
 def lenet_sam_grads():
     model = lenet_mtl()
     x, ys = lenet_batch()
-    return sam_gradients(model, x, ys, ce_losses, 0.05, 0.05)
+    return sam_gradients(model, *model_parts(model), x, ys, ce_losses, 0.05, 0.05)
 
 
-@pytest.mark.parametrize("rule", sorted(sam_mtl.AGGREGATORS))
+@pytest.mark.parametrize("rule", sorted(AGGREGATORS))
 def test_every_rule_works_in_every_mode(rule, lenet_sam_grads):
     g = lenet_sam_grads
     for mode in ("individual", "direct", "second-aggre", "each-aggre"):
@@ -366,7 +367,7 @@ def test_end_to_end_f_ls_is_the_default_mode_of_ls(tmp_path):
     assert res["variant"] == "F-ls (individual)"
     for bad in (["--mode", "ls", "--aggregator", "pcgrad"], ["--mode", "ls", "--rho-sh", "0.1", "--rho-ns", "0.2"],
                 ["--mode", "stl", "--aggregator", "mgda"]):
-        with pytest.raises(sam_mtl.UsageError):
+        with pytest.raises(UsageError):
             run_main(tmp_path, "bad", *bad)
     assert not (tmp_path / "bad").exists()
 
