@@ -76,59 +76,8 @@ import sys
 import time
 from argparse import Namespace
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from common.device import UsageError, synchronize  # noqa: E402
-from common.metrics import hv_reference, hypervolume  # noqa: E402
-from common.models import build_model, count_parameters  # noqa: E402
-from common.train import (DATASET_DEFAULTS, GLOBAL_DEFAULTS, Run, base_parser, clip_shared, describe_scheduler,  # noqa: E402
-                          flat_metrics, jacobian, main_guard, set_flat_grad)
-
-# Per-dataset settings: the harness's benchmark defaults (epochs, batch size, lr, schedule) apply
-# to every dataset (common/train.py DATASET_DEFAULTS); AvgNorm adds its own, the same everywhere:
-# the last shared layer (paper, section V-F 5), recomputed every step, clipping off (Table IX).
-METHOD_DEFAULTS = {"*": {"grad_on": "last", "every": 1, "eps": 1e-8, "clip_grad": 0.0}}
-PAPER_GRID = "1,2,5,10,50"  # the values of the paper's searched weights (Tables VI, VII; appendix)
-
-
-def defaults_table() -> str:
-    """The per-dataset defaults, for --help."""
-    lines = ["Defaults per dataset (common/train.py benchmark settings; AvgNorm's own flags are the same everywhere: "
-             + ", ".join(f"{k.replace('_', '-')} {v:g}" if not isinstance(v, str) else f"{k.replace('_', '-')} {v}"
-                         for k, v in METHOD_DEFAULTS["*"].items()) + "):"]
-    for name, d in DATASET_DEFAULTS.items():
-        d = {**GLOBAL_DEFAULTS, **d, **METHOD_DEFAULTS.get(name, {})}
-        sched = describe_scheduler(d.get("scheduler"))
-        lines.append(f"  {name:20s} epochs {d['epochs']}, batch {d['batch_size']}, Adam lr {d['lr']:g}, {sched}, select {d.get('select', 'last')}")
-    return "\n".join(lines)
-
-
-def parse_args(argv=None):
-    p = base_parser("avgnorm", __doc__ + "\n" + defaults_table())
-    g = p.add_argument_group("AvgNorm options")
-    g.add_argument("--variant", choices=["avgnorm", "reciprocal", "static"], default="avgnorm",
-                   help="avgnorm: w_i = S / ||g_i||, S = ||sum_i g_i|| (Eq. 6, default); reciprocal: w_i = 1 / ||g_i|| "
-                        "(the variant the paper rejects); static: the fixed weights of --weights (Uniform by default)")
-    g.add_argument("--grad-on", choices=["last", "all"], default=None,
-                   help="parameters theta of the gradients g_i: the last layer of the shared encoder (default, as the paper) "
-                        "or all shared parameters")
-    g.add_argument("--every", type=int, default=None,
-                   help="recompute the weights (and the gradient reports) every K steps, reusing them in between (default 1)")
-    g.add_argument("--eps", type=float, default=None,
-                   help="near-zero guard: a task gradient norm below this (or not finite) keeps the task's previous weight "
-                        "(default 1e-8)")
-    g.add_argument("--weights", default=None, metavar="W1,W2,..",
-                   help="static loss weights lambda_t, one per task (--variant static; default all 1 = Uniform)")
-    g.add_argument("--grid", nargs="?", const=PAPER_GRID, default=None, metavar="VALUES|FILE",
-                   help=f"grid search over static loss weights instead of AvgNorm: comma-separated values tried for every task "
-                        f"(all combinations; bare --grid = \"{PAPER_GRID}\"), or a file with one weight vector per line "
-                        f"('#' comments); each point is a full run under --out/grid/, the best on validation is reported "
-                        f"(default --out results/avgnorm-grid/<dataset>/seed<seed>/)")
-    g.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
-    return p.parse_args(argv)
+import numpy as np
+import torch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -175,42 +124,129 @@ def gradient_report(G: torch.Tensor, w: torch.Tensor) -> dict[str, torch.Tensor]
             "S": G.sum(dim=0).norm(), "agg_norm": dn}
 
 
-def shared_target(model, grad_on: str) -> list[torch.nn.Parameter]:
-    return model.last_shared_parameters() if grad_on == "last" else model.shared_parameters()
+
+def _flat_grads(grads, params) -> torch.Tensor:
+    """One row of G: the gradients of `params` flattened and concatenated (an unused one counts 0)."""
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
-def train_step(model, losses: torch.Tensor, w: torch.Tensor | None, weigh, grad_on: str):
-    """One backward of Eq. 2-3 with detached weights.
+def weighted_backward(losses: torch.Tensor, w: torch.Tensor | None, weigh, theta, heads=None):
+    """One backward of Eq. 2-3, sum_t w_t L_t with detached weights; fills .grad.
 
-    When the gradients are needed this step (`weigh` given: it maps G to the weights):
-    - grad_on last: G = the Jacobian on the last shared layer (graph kept), then sum_t w_t L_t;
-    - grad_on all: one backward per task gives task t's gradient on the shared parameters (row t
-      of G) and on its own head at once; shared .grad = sum_t w_t g_t, head t's = w_t times its own.
-    Otherwise just sum_t w_t L_t with the weights `w`. Returns (w, G or None).
+    `weigh` None: the weights `w` are reused (no gradients measured this step). Otherwise `weigh`
+    maps G (T x d, row t = g_t = grad_theta L_t) to the weights, and theta are the parameters the
+    g_t are measured on:
+    - heads None (the paper: theta = the last shared layer): G one task at a time with the graph
+      kept, then one backward of sum_t w_t L_t through the whole model;
+    - heads[t] = task t's head parameters (theta = all shared parameters): one backward per task
+      gives row t of G and the gradient of its own head at once; theta's .grad = sum_t w_t g_t
+      (Eq. 3), head t's = w_t times its own.
+    Returns (w, G or None).
     """
     T = len(losses)
     if weigh is None:
         (w.to(losses) * losses).sum().backward()
         return w, None
-    if grad_on == "last":
-        G = jacobian(losses, model.last_shared_parameters(), retain_graph=True)
+    theta = list(theta)
+    if heads is None:
+        G = torch.stack([_flat_grads(torch.autograd.grad(losses[t], theta, retain_graph=True, allow_unused=True), theta)
+                         for t in range(T)]).to(losses.dtype)
         w = weigh(G)
         (w.to(losses) * losses).sum().backward()
         return w, G
-    shared = model.shared_parameters()
-    heads = [model.task_parameters(t) for t in range(T)]
+    heads = [list(h) for h in heads]
     rows, head_grads = [], []
     for t in range(T):
-        grads = torch.autograd.grad(losses[t], shared + heads[t], retain_graph=t < T - 1, allow_unused=True)
-        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads[:len(shared)], shared)]))
-        head_grads.append(grads[len(shared):])
+        grads = torch.autograd.grad(losses[t], theta + heads[t], retain_graph=t < T - 1, allow_unused=True)
+        rows.append(_flat_grads(grads[:len(theta)], theta))
+        head_grads.append(grads[len(theta):])
     G = torch.stack(rows)
     w = weigh(G)
-    set_flat_grad(shared, w.to(G) @ G)                                     # Eq. 3
+    d = w.to(G) @ G                                                         # Eq. 3
+    for p, v in zip(theta, torch.split(d, [p.numel() for p in theta])):
+        p.grad = v.view_as(p).to(p.dtype).clone()
     for t in range(T):
         for p, g in zip(heads[t], head_grads[t]):
             p.grad = g * w[t].to(g) if g is not None else torch.zeros_like(p)
     return w, G
+
+
+
+# ============================ runner: command line and training loop (needs common/) ============================
+def _common() -> None:
+    """Make `common` (the suite's harness) importable from methods/: the runner half's imports need it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.dirname(here) not in sys.path:
+        sys.path.insert(0, os.path.dirname(here))
+
+
+def _usage(message: str) -> Exception:
+    """The harness's UsageError (exit status 2, one line) with `message`."""
+    _common()
+    from common.device import UsageError
+
+    return UsageError(message)
+
+
+# Per-dataset settings: the harness's benchmark defaults (epochs, batch size, lr, schedule) apply
+# to every dataset (common/train.py DATASET_DEFAULTS); AvgNorm adds its own, the same everywhere:
+# the last shared layer (paper, section V-F 5), recomputed every step, clipping off (Table IX).
+METHOD_DEFAULTS = {"*": {"grad_on": "last", "every": 1, "eps": 1e-8, "clip_grad": 0.0}}
+PAPER_GRID = "1,2,5,10,50"  # the values of the paper's searched weights (Tables VI, VII; appendix)
+
+
+def defaults_table() -> str:
+    """The per-dataset defaults, for --help."""
+    _common()
+    from common.train import DATASET_DEFAULTS, GLOBAL_DEFAULTS, describe_scheduler
+
+    lines = ["Defaults per dataset (common/train.py benchmark settings; AvgNorm's own flags are the same everywhere: "
+             + ", ".join(f"{k.replace('_', '-')} {v:g}" if not isinstance(v, str) else f"{k.replace('_', '-')} {v}"
+                         for k, v in METHOD_DEFAULTS["*"].items()) + "):"]
+    for name, d in DATASET_DEFAULTS.items():
+        d = {**GLOBAL_DEFAULTS, **d, **METHOD_DEFAULTS.get(name, {})}
+        sched = describe_scheduler(d.get("scheduler"))
+        lines.append(f"  {name:20s} epochs {d['epochs']}, batch {d['batch_size']}, Adam lr {d['lr']:g}, {sched}, select {d.get('select', 'last')}")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    _common()
+    from common.train import base_parser
+
+    p = base_parser("avgnorm", __doc__ + "\n" + defaults_table())
+    g = p.add_argument_group("AvgNorm options")
+    g.add_argument("--variant", choices=["avgnorm", "reciprocal", "static"], default="avgnorm",
+                   help="avgnorm: w_i = S / ||g_i||, S = ||sum_i g_i|| (Eq. 6, default); reciprocal: w_i = 1 / ||g_i|| "
+                        "(the variant the paper rejects); static: the fixed weights of --weights (Uniform by default)")
+    g.add_argument("--grad-on", choices=["last", "all"], default=None,
+                   help="parameters theta of the gradients g_i: the last layer of the shared encoder (default, as the paper) "
+                        "or all shared parameters")
+    g.add_argument("--every", type=int, default=None,
+                   help="recompute the weights (and the gradient reports) every K steps, reusing them in between (default 1)")
+    g.add_argument("--eps", type=float, default=None,
+                   help="near-zero guard: a task gradient norm below this (or not finite) keeps the task's previous weight "
+                        "(default 1e-8)")
+    g.add_argument("--weights", default=None, metavar="W1,W2,..",
+                   help="static loss weights lambda_t, one per task (--variant static; default all 1 = Uniform)")
+    g.add_argument("--grid", nargs="?", const=PAPER_GRID, default=None, metavar="VALUES|FILE",
+                   help=f"grid search over static loss weights instead of AvgNorm: comma-separated values tried for every task "
+                        f"(all combinations; bare --grid = \"{PAPER_GRID}\"), or a file with one weight vector per line "
+                        f"('#' comments); each point is a full run under --out/grid/, the best on validation is reported "
+                        f"(default --out results/avgnorm-grid/<dataset>/seed<seed>/)")
+    g.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
+    return p.parse_args(argv)
+
+
+def shared_target(model, grad_on: str) -> list[torch.nn.Parameter]:
+    return model.last_shared_parameters() if grad_on == "last" else model.shared_parameters()
+
+
+def train_step(model, losses: torch.Tensor, w: torch.Tensor | None, weigh, grad_on: str):
+    """weighted_backward on one of the suite's models: the g_t on its last shared layer (grad_on
+    last) or on all its shared parameters, with its heads (grad_on all)."""
+    heads = [model.task_parameters(t) for t in range(len(losses))] if grad_on == "all" else None
+    return weighted_backward(losses, w, weigh, shared_target(model, grad_on), heads)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,9 +256,9 @@ def parse_vector(text: str, what: str) -> list[float]:
     try:
         vals = [float(v) for v in text.replace(",", " ").split()]
     except ValueError:
-        raise UsageError(f"{what} {text!r} must be numbers separated by commas, e.g. 1,2,5")
+        raise _usage(f"{what} {text!r} must be numbers separated by commas, e.g. 1,2,5")
     if not vals or not all(math.isfinite(v) and v > 0 for v in vals):
-        raise UsageError(f"{what} {text!r} must hold positive finite numbers")
+        raise _usage(f"{what} {text!r} must hold positive finite numbers")
     return vals
 
 
@@ -235,13 +271,13 @@ def grid_points(spec: str, num_tasks: int, dedupe_scale: bool = True) -> list[li
             with open(spec) as fh:
                 lines = [ln.split("#", 1)[0].strip() for ln in fh]
         except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"--grid {spec}: cannot read it ({type(e).__name__})")
+            raise _usage(f"--grid {spec}: cannot read it ({type(e).__name__})")
         points = [parse_vector(ln, f"--grid {spec}: line") for ln in lines if ln]
         if not points:
-            raise UsageError(f"--grid {spec}: no weight vector in it (one line per point, e.g. 1,2)")
+            raise _usage(f"--grid {spec}: no weight vector in it (one line per point, e.g. 1,2)")
         for pt in points:
             if len(pt) != num_tasks:
-                raise UsageError(f"--grid {spec}: the line {','.join(f'{v:g}' for v in pt)} has {len(pt)} weights, "
+                raise _usage(f"--grid {spec}: the line {','.join(f'{v:g}' for v in pt)} has {len(pt)} weights, "
                                  f"this dataset has {num_tasks} tasks")
     else:
         values = sorted(set(parse_vector(spec, "--grid")))
@@ -258,13 +294,13 @@ def grid_points(spec: str, num_tasks: int, dedupe_scale: bool = True) -> list[li
 def check_flags(args) -> None:
     """The method flags given on the command line, checked before anything is loaded or written."""
     if args.every is not None and args.every < 1:
-        raise UsageError(f"--every must be a positive integer (got {args.every})")
+        raise _usage(f"--every must be a positive integer (got {args.every})")
     if args.eps is not None and not (args.eps > 0 and math.isfinite(args.eps)):
-        raise UsageError(f"--eps must be a positive number (got {args.eps})")
+        raise _usage(f"--eps must be a positive number (got {args.eps})")
     if args.eval_every < 1:
-        raise UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
+        raise _usage(f"--eval-every must be a positive integer (got {args.eval_every})")
     if args.weights is not None and (args.variant != "static" or args.grid is not None):
-        raise UsageError("--weights sets the fixed weights of --variant static (the grid sets its own); add --variant static or drop it")
+        raise _usage("--weights sets the fixed weights of --variant static (the grid sets its own); add --variant static or drop it")
 
 
 def fill_defaults(args, run: Run) -> None:
@@ -279,7 +315,7 @@ def static_weights(args, T: int) -> list[float]:
         return [1.0] * T
     w = parse_vector(args.weights, "--weights")
     if len(w) != T:
-        raise UsageError(f"--weights has {len(w)} values; this dataset has {T} tasks (one weight per task)")
+        raise _usage(f"--weights has {len(w)} values; this dataset has {T} tasks (one weight per task)")
     return w
 
 
@@ -289,6 +325,11 @@ def static_weights(args, T: int) -> list[float]:
 def fit(args, run: Run, weights: list[float] | None = None) -> dict:
     """Train with args.variant (static: `weights`), write log.csv / checkpoints / plots / metrics.json
     in run.out, and return the result (with the final validation metrics for the grid)."""
+    _common()
+    from common.device import synchronize
+    from common.models import build_model, count_parameters
+    from common.train import clip_shared, flat_metrics
+
     data, T, dev = run.data, run.data.num_tasks, run.device
     names = data.task_names
     model = build_model(args.model, data, pretrained=args.pretrained).to(dev)
@@ -479,6 +520,9 @@ def plot_grid(path: str, points: list[dict], names: list[str], best: int, criter
 # The grid search driver
 # ----------------------------------------------------------------------------------------------
 def grid_search(args, run: Run) -> dict:
+    _common()
+    from common.train import Run
+
     data, T = run.data, run.data.num_tasks
     names = data.task_names
     dedupe = not args.clip_grad and args.weight_decay == 0
@@ -540,6 +584,9 @@ def front_hypervolume(front: list[dict], tasks) -> tuple[float | None, list[floa
     """Hypervolume of the grid points' test primary metrics, reference point from
     common.metrics.hv_reference (the suite's one rule for every front method: 0 for accuracy, F1,
     mIoU, maxF and odsF; 1 for depth error, 90 degrees for normals)."""
+    _common()
+    from common.metrics import hv_reference, hypervolume
+
     P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front], dtype=float)
     higher = [t.metrics[0][1] for t in tasks]
     ref = hv_reference(tasks)
@@ -548,6 +595,9 @@ def front_hypervolume(front: list[dict], tasks) -> tuple[float | None, list[floa
 
 # ----------------------------------------------------------------------------------------------
 def main(argv=None):
+    _common()
+    from common.train import Run
+
     args = parse_args(argv)
     check_flags(args)
     if args.grid is not None:
@@ -569,4 +619,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _common()
+    from common.train import main_guard
+
     main_guard(main)

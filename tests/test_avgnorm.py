@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(ROOT, "methods"))
 import avgnorm  # noqa: E402
 from common.device import UsageError  # noqa: E402
 from common.metrics import delta_m  # noqa: E402
+import common.models  # noqa: E402
 from common.models import MTLModel, build_model  # noqa: E402
 from common.train import jacobian  # noqa: E402
 
@@ -255,7 +256,7 @@ def test_nyuv2_format_files(tmp_path, monkeypatch):
             nrm = rng.normal(size=hw + (3,))
             np.save(base / "normal" / f"{i}.npy", (nrm / np.linalg.norm(nrm, axis=-1, keepdims=True)).astype(np.float32))
     # the real SegNet architecture with narrow filters, so that the test stays fast on a CPU
-    monkeypatch.setattr(avgnorm, "build_model", lambda name, data, **kw: build_model(name, data, filters=(4, 8, 8, 8, 8)))
+    monkeypatch.setattr(common.models, "build_model", lambda name, data, **kw: build_model(name, data, filters=(4, 8, 8, 8, 8)))
     m = avgnorm.main(["--dataset", "nyuv2", "--data-root", str(tmp_path), "--batch-size", "2", "--epochs", "1",
                       "--out", str(tmp_path / "o")] + FAST)
     assert m["steps"] == 2 and set(m["mean_weights"]) == {"segmentation", "depth", "normal"}
