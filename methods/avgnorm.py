@@ -57,6 +57,11 @@ paper starts from ImageNet weights; nothing can be downloaded here). Delta-m% fo
 negative = better than single-task), the opposite of the paper's Eq. 5. Gradient clipping is off by
 default, as in the paper's ResNet setting (Table IX).
 
+Copy this one file into another project for the method half (torch only, above the "runner" banner):
+avgnorm_weights(G) is Eq. 6 on any T x d matrix of task gradients, weighted_backward(losses, w, weigh,
+theta, heads) one training backward of Eq. 2-3 with theta (and heads) any parameters the caller names.
+The runner half (command line, training loop, grid) imports the suite's common/ only when it runs.
+
     python methods/avgnorm.py                                  # multimnist-lite, offline
     python methods/avgnorm.py --variant reciprocal             # w_i = 1 / ||g_i||
     python methods/avgnorm.py --grad-on all --every 5

@@ -90,6 +90,12 @@ Where this file differs from the official code (it follows the paper, or does be
 - With FAMO the flat sub-problem's logits are not updated after the step (that would need m more
   perturbed passes per step); the loss sub-problem's are, as in methods/baselines.py.
 
+Copy this one file into another project for the method half (torch only, above the "runner" banner):
+sam_gradients(model, shared, heads, ...) on any nn.Module whose shared and head parameters the caller
+names, combine(mode, rules_for(mode, T, make), g) with any rule `make(k)` gives (a callable
+rule(G, losses) -> direction), apply_gradients(shared, heads, d, g). The runner half (command line,
+training loop) imports the suite's common/ only when it runs.
+
     python methods/sam_mtl.py --aggregator pcgrad                 # F-PCGrad on multimnist-lite (offline)
     python methods/sam_mtl.py --aggregator mgda --mode direct     # Table 5's direct aggregation
     python methods/sam_mtl.py --aggregator cagrad --mode each-aggre
