@@ -357,8 +357,8 @@ def _harness() -> None:
     if root not in sys.path:
         sys.path.insert(0, root)
     if importlib.util.find_spec("common") is None:  # this file was copied out of the suite
-        print(f"{os.path.basename(__file__)}: error: the command line needs the suite's common/ package in the folder "
-              "above this file's; the method half (import extra_nurbs) works without it", file=sys.stderr)
+        print(f"{os.path.basename(__file__)}: error: the command line needs the suite's common/ package, found next to "
+              "the methods/ folder; the method half (import extra_nurbs) works without it", file=sys.stderr)
         sys.exit(2)
 
 
