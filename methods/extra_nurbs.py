@@ -69,145 +69,29 @@ Decisions where the paper is silent or the official code differs (REFERENCE_NOTE
     python methods/extra_nurbs.py --endpoints ls fairgrad        # EXTRA-F
     python methods/extra_nurbs.py --endpoints stl --curve bezier # section 3.3 / Figure 4 ablation
     python methods/extra_nurbs.py --dataset cityscapes --endpoint-ckpt ls_a.pt ls_b.pt
+
+The file has two halves. The method half (torch and numpy; scikit-learn only for spectral_groups) is
+everything above the "runner" banner: the basis functions and the Curve (Eq. 4-5), FlatParams and
+model_at (a network at C(t)), extra_objective (Eq. 1-3, 6-7) and the task grouping (section 5.3). It
+works on any nn.Module, so this one file can be copied into another project: the curve spans all of
+the module's parameters (shared trunk and heads), the grouping takes the shared parameters the caller
+names. The runner half below the banner is this suite's command line and training loop; it imports the
+suite's common/ package only when it runs.
 """
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.func import functional_call  # noqa: E402
-
-from common.aggregators import AGGREGATORS, Aggregator, make_aggregator  # noqa: E402
-from common.device import UsageError, move_tensors_, peak_memory_mb, reset_peak_memory, seed_everything  # noqa: E402
-from common.metrics import HV_SPLIT, hv_reference, hypervolume, non_dominated  # noqa: E402
-from common.models import build_model, count_parameters  # noqa: E402
-from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, jacobian,  # noqa: E402
-                          main_guard, parse_hyper, recompute_bn_stats)
-
-# Appendix A.2. Cityscapes / NYUv2: MTAN, Adam 1e-4 halved after 100 epochs, 200 epochs, batch 8 / 2,
-# 4 / 5 control points (2 / 3 trainable; the official Cityscapes script used 5), t = 1/2 (A.1).
-# CelebA: 9-layer CNN, Adam 3e-4, 15 epochs, batch 256, 3 control points; MultiMNIST (PaMaL protocol):
-# LeNet, Adam 1e-3, batch 256, 10 epochs, 3 control points; both select t on the validation split.
-# grid: points of the t sweep (the official code sweeps 60; fewer on the expensive datasets);
-# warmup_epochs: e of section 5.3 (not given in the paper).
-METHOD_DEFAULTS = {
-    "*": dict(control_points=3, grid=21, eval_t="val", warmup_epochs=1, select="last"),
-    "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
-    "multimnist": dict(epochs=10, batch_size=256, lr=1e-3),
-    "multifashion": dict(epochs=10, batch_size=256, lr=1e-3),
-    "multifashion-mnist": dict(epochs=10, batch_size=256, lr=1e-3),
-    "celeba": dict(epochs=15, batch_size=256, lr=3e-4, control_points=3, grid=11, warmup_epochs=1),
-    "cityscapes": dict(epochs=200, batch_size=8, lr=1e-4, scheduler=(100, 0.5), control_points=4, grid=11,
-                       eval_t="0.5", model="mtan"),
-    "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5), control_points=5, grid=11,
-                  eval_t="0.5", model="mtan"),
-}
-
-# Hypervolume reference per task kind (primary metric), as in methods/palora.py.
-
-
-def parse_args(argv=None):
-    table = "\n".join(f"  {ds:<20s} " + ", ".join(f"{k}={v}" for k, v in d.items()) for ds, d in METHOD_DEFAULTS.items())
-    p = base_parser("extra_nurbs", __doc__ + "\nPer-dataset defaults (on top of the harness's):\n" + table)
-    g = p.add_argument_group("EXTRA: stage 1, the endpoints")
-    g.add_argument("--endpoints", nargs="+", default=["ls"], metavar="RULE",
-                   help="how the endpoints are trained: 'stl' (each on its own task / cluster) or an MTL rule of "
-                        "common/aggregators.py; one name trains both endpoints (two seeds), two names one each "
-                        "(default ls = EXTRA-L; 'ls fairgrad' = EXTRA-F; 'ls cagrad' = EXTRA-C)")
-    g.add_argument("--endpoint-tasks", choices=["auto", "all", "groups"], default="auto",
-                   help="tasks each endpoint trains on: all tasks, or endpoint 1 on cluster E1 and endpoint 2 on E2 "
-                        "(default auto: groups for stl and for more than 3 tasks, section 5.3; all otherwise)")
-    g.add_argument("--endpoint-ckpt", nargs=2, default=None, metavar=("A", "B"),
-                   help="load the endpoints instead of training them: checkpoint.pt files of methods/baselines.py or "
-                        "stl-style runs (['state']['model']) or plain state_dicts of the same backbone")
-    g.add_argument("--endpoint-epochs", type=int, default=None, help="epochs of each endpoint (default: --epochs)")
-    g.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
-                   help="hyperparameter of the endpoint rule, e.g. --hyper alpha=2 (repeatable)")
-    g = p.add_argument_group("EXTRA: stage 2, the curve")
-    g.add_argument("--curve", choices=["nurbs", "bezier", "polychain"], default="nurbs",
-                   help="curve family: NURBS (Eq. 4-5), Bezier or polygonal chain (Garipov et al.; Figure 4 ablation)")
-    g.add_argument("--control-points", type=int, default=None,
-                   help="K control points including the two fixed endpoints, K - 2 trainable "
-                        "(default: 4 cityscapes, 5 nyuv2, 3 celeba and MultiMNIST; appendix A.2)")
-    g.add_argument("--degree", type=int, default=3, help="NURBS degree p (default 3; lowered to K - 1 when K <= p)")
-    g.add_argument("--alpha", type=float, default=0.5, help="weight of the order-aware term R_o, Eq. 3 (default 0.5, B.6)")
-    g.add_argument("--align-weight", type=float, default=1.0,
-                   help="weight of R_align in Eq. 7 for the third cluster (default 1 as Eq. 7; 0 = ablation, E3 joins L_T)")
-    g.add_argument("--l2", type=float, default=0.0,
-                   help="lambda of the L2 term of Eq. 1, lambda ||C(t)||^2 / 2 (default 0, as the official code; the paper gives none)")
-    g.add_argument("--grouping", choices=["spectral", "kmeans", "random"], default="spectral",
-                   help="task clustering when there are more than 3 tasks (default spectral, section 5.3; Figure 7)")
-    g.add_argument("--warmup-epochs", type=int, default=None, help="epochs of the gradient warm-up before clustering (default 1)")
-    g = p.add_argument_group("EXTRA: evaluation")
-    g.add_argument("--grid", type=int, default=None, help="points of the t sweep in [0, 1] (default 21; 11 on celeba and the scene datasets)")
-    g.add_argument("--eval-t", default=None,
-                   help="the reported point: 'val' (best mean primary validation metric over the grid) or a number in "
-                        "[0, 1] (default 0.5 for cityscapes and nyuv2, appendix A.1; val elsewhere)")
-    g.add_argument("--bn-batches", type=int, default=None,
-                   help="training batches used to re-estimate BatchNorm statistics at each evaluated t "
-                        "(default: the whole training set, as the official code)")
-    g.add_argument("--eval-every", type=int, default=1, help="validate every N epochs during training (default 1)")
-    g.add_argument("--eval-batches", type=int, default=None,
-                   help="evaluate at most N batches of each split per t (default: the whole split; smoke runs)")
-    return p.parse_args(argv)
-
-
-def parse_eval_t(value) -> float | str:
-    if str(value).strip().lower() == "val":
-        return "val"
-    try:
-        t = float(value)
-    except ValueError:
-        t = float("nan")
-    if not 0.0 <= t <= 1.0:
-        raise UsageError(f"--eval-t must be 'val' or a number in [0, 1] (got {value!r})")
-    return t
-
-
-def validate(args) -> None:
-    """Method flags that can be checked before anything is written to --out."""
-    for name in ("alpha", "align_weight", "l2"):
-        v = getattr(args, name)
-        if not (v >= 0 and math.isfinite(v)):
-            raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {v})")
-    if args.control_points is not None and args.control_points < 3:
-        raise UsageError(f"--control-points must be >= 3 (two fixed endpoints and at least one trainable point; got {args.control_points})")
-    if args.degree < 1:
-        raise UsageError(f"--degree must be >= 1 (got {args.degree})")
-    for name in ("grid", "warmup_epochs", "endpoint_epochs"):
-        v = getattr(args, name)
-        if v is not None and v < (2 if name == "grid" else 1):
-            raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {2 if name == 'grid' else 1} (got {v})")
-    if (args.bn_batches is not None and args.bn_batches < 1) or args.eval_every < 1 or (
-            args.eval_batches is not None and args.eval_batches < 1):
-        raise UsageError("--bn-batches, --eval-every and --eval-batches must be positive integers")
-    if args.eval_t is not None:
-        parse_eval_t(args.eval_t)
-    if not 1 <= len(args.endpoints) <= 2:
-        raise UsageError(f"--endpoints takes one or two rules (got {len(args.endpoints)})")
-    known = ["stl"] + sorted(AGGREGATORS)
-    for r in args.endpoints:
-        if r not in known:
-            raise UsageError(f"--endpoints: unknown rule {r!r}; choose stl or one of: {', '.join(known[1:])}")
-    if args.endpoint_ckpt:
-        for path in args.endpoint_ckpt:
-            if not os.path.isfile(path):
-                raise UsageError(f"--endpoint-ckpt: no file {path!r}")
-    hyper = parse_hyper(args.hyper)
-    for r in set(args.endpoints):
-        try:
-            make_aggregator("ls" if r == "stl" else r, 2, **hyper)
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"--hyper for --endpoints {r}: {e}")
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,6 +207,21 @@ class FlatParams:
     def unflatten(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: v.view(s) for n, v, s in zip(self.names, torch.split(vec, self.sizes), self.shapes)}
 
+    def call(self, model: nn.Module, vec: torch.Tensor, *inputs):
+        """model(*inputs) with its parameters replaced by the flat vector `vec` (its buffers are the
+        model's own); differentiable in `vec`, so gradients of the losses at C(t) reach the curve."""
+        return functional_call(model, self.unflatten(vec), inputs)
+
+
+@torch.no_grad()
+def model_at(template: nn.Module, curve: Curve, t: float) -> nn.Module:
+    """A copy of `template` whose parameters are C(t). Its BatchNorm running statistics are still the
+    template's: a point of the curve has none of its own, so re-estimate them at C(t) on training
+    data before evaluating (Garipov et al.; the runner below does it over the training set)."""
+    model = copy.deepcopy(template)
+    torch.nn.utils.vector_to_parameters(curve.point(t).to(next(model.parameters()).dtype), model.parameters())
+    return model
+
 
 # ----------------------------------------------------------------------------------------------
 # The objectives: Eq. 1-3, 6-7
@@ -364,6 +263,18 @@ def cosine_matrix(G: torch.Tensor) -> torch.Tensor:
     """A_ij = g_i^T g_j / (|g_i| |g_j|) for the rows of G (T, d)."""
     U = G / G.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return U @ U.T
+
+
+def gradient_cosines(losses: torch.Tensor, shared) -> torch.Tensor:
+    """One batch's term of the affinity A of section 5.3: the cosine matrix (T, T) of the task gradients
+    on the `shared` parameters (the caller names them; an unused one counts as a zero gradient). The
+    graph is kept, so the caller's own backward of the same losses can follow."""
+    shared = list(shared)
+    rows = []
+    for loss in losses:  # one backward per task
+        grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(q)).reshape(-1) for g, q in zip(grads, shared)]))
+    return cosine_matrix(torch.stack(rows).detach().float())
 
 
 def spectral_groups(A: np.ndarray, k: int = 3, seed: int = 0) -> np.ndarray:
@@ -435,6 +346,148 @@ def order_groups(labels: np.ndarray, A: np.ndarray | None) -> tuple[list[int], l
     return e1, e2, e3
 
 
+# ======================= runner: command line and training loop (needs common/) =======================
+# Everything below is this suite's script: it reads the harness (data, models, aggregation rules, run
+# folders) from common/, imported when a runner function is called, never when the module is imported.
+
+
+def _harness() -> None:
+    """Put the suite's root (the folder above methods/) on sys.path, where the runner imports common/ from."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    if importlib.util.find_spec("common") is None:  # this file was copied out of the suite
+        print(f"{os.path.basename(__file__)}: error: the command line needs the suite's common/ package, found next to "
+              "the methods/ folder; the method half (import extra_nurbs) works without it", file=sys.stderr)
+        sys.exit(2)
+
+
+# Appendix A.2. Cityscapes / NYUv2: MTAN, Adam 1e-4 halved after 100 epochs, 200 epochs, batch 8 / 2,
+# 4 / 5 control points (2 / 3 trainable; the official Cityscapes script used 5), t = 1/2 (A.1).
+# CelebA: 9-layer CNN, Adam 3e-4, 15 epochs, batch 256, 3 control points; MultiMNIST (PaMaL protocol):
+# LeNet, Adam 1e-3, batch 256, 10 epochs, 3 control points; both select t on the validation split.
+# grid: points of the t sweep (the official code sweeps 60; fewer on the expensive datasets);
+# warmup_epochs: e of section 5.3 (not given in the paper).
+METHOD_DEFAULTS = {
+    "*": dict(control_points=3, grid=21, eval_t="val", warmup_epochs=1, select="last"),
+    "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multimnist": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multifashion": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multifashion-mnist": dict(epochs=10, batch_size=256, lr=1e-3),
+    "celeba": dict(epochs=15, batch_size=256, lr=3e-4, control_points=3, grid=11, warmup_epochs=1),
+    "cityscapes": dict(epochs=200, batch_size=8, lr=1e-4, scheduler=(100, 0.5), control_points=4, grid=11,
+                       eval_t="0.5", model="mtan"),
+    "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5), control_points=5, grid=11,
+                  eval_t="0.5", model="mtan"),
+}
+
+
+def parse_args(argv=None):
+    _harness()
+    from common.train import base_parser
+
+    table = "\n".join(f"  {ds:<20s} " + ", ".join(f"{k}={v}" for k, v in d.items()) for ds, d in METHOD_DEFAULTS.items())
+    p = base_parser("extra_nurbs", __doc__ + "\nPer-dataset defaults (on top of the harness's):\n" + table)
+    g = p.add_argument_group("EXTRA: stage 1, the endpoints")
+    g.add_argument("--endpoints", nargs="+", default=["ls"], metavar="RULE",
+                   help="how the endpoints are trained: 'stl' (each on its own task / cluster) or an MTL rule of "
+                        "common/aggregators.py; one name trains both endpoints (two seeds), two names one each "
+                        "(default ls = EXTRA-L; 'ls fairgrad' = EXTRA-F; 'ls cagrad' = EXTRA-C)")
+    g.add_argument("--endpoint-tasks", choices=["auto", "all", "groups"], default="auto",
+                   help="tasks each endpoint trains on: all tasks, or endpoint 1 on cluster E1 and endpoint 2 on E2 "
+                        "(default auto: groups for stl and for more than 3 tasks, section 5.3; all otherwise)")
+    g.add_argument("--endpoint-ckpt", nargs=2, default=None, metavar=("A", "B"),
+                   help="load the endpoints instead of training them: checkpoint.pt files of methods/baselines.py or "
+                        "stl-style runs (['state']['model']) or plain state_dicts of the same backbone")
+    g.add_argument("--endpoint-epochs", type=int, default=None, help="epochs of each endpoint (default: --epochs)")
+    g.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
+                   help="hyperparameter of the endpoint rule, e.g. --hyper alpha=2 (repeatable)")
+    g = p.add_argument_group("EXTRA: stage 2, the curve")
+    g.add_argument("--curve", choices=["nurbs", "bezier", "polychain"], default="nurbs",
+                   help="curve family: NURBS (Eq. 4-5), Bezier or polygonal chain (Garipov et al.; Figure 4 ablation)")
+    g.add_argument("--control-points", type=int, default=None,
+                   help="K control points including the two fixed endpoints, K - 2 trainable "
+                        "(default: 4 cityscapes, 5 nyuv2, 3 celeba and MultiMNIST; appendix A.2)")
+    g.add_argument("--degree", type=int, default=3, help="NURBS degree p (default 3; lowered to K - 1 when K <= p)")
+    g.add_argument("--alpha", type=float, default=0.5, help="weight of the order-aware term R_o, Eq. 3 (default 0.5, B.6)")
+    g.add_argument("--align-weight", type=float, default=1.0,
+                   help="weight of R_align in Eq. 7 for the third cluster (default 1 as Eq. 7; 0 = ablation, E3 joins L_T)")
+    g.add_argument("--l2", type=float, default=0.0,
+                   help="lambda of the L2 term of Eq. 1, lambda ||C(t)||^2 / 2 (default 0, as the official code; the paper gives none)")
+    g.add_argument("--grouping", choices=["spectral", "kmeans", "random"], default="spectral",
+                   help="task clustering when there are more than 3 tasks (default spectral, section 5.3; Figure 7)")
+    g.add_argument("--warmup-epochs", type=int, default=None, help="epochs of the gradient warm-up before clustering (default 1)")
+    g = p.add_argument_group("EXTRA: evaluation")
+    g.add_argument("--grid", type=int, default=None, help="points of the t sweep in [0, 1] (default 21; 11 on celeba and the scene datasets)")
+    g.add_argument("--eval-t", default=None,
+                   help="the reported point: 'val' (best mean primary validation metric over the grid) or a number in "
+                        "[0, 1] (default 0.5 for cityscapes and nyuv2, appendix A.1; val elsewhere)")
+    g.add_argument("--bn-batches", type=int, default=None,
+                   help="training batches used to re-estimate BatchNorm statistics at each evaluated t "
+                        "(default: the whole training set, as the official code)")
+    g.add_argument("--eval-every", type=int, default=1, help="validate every N epochs during training (default 1)")
+    g.add_argument("--eval-batches", type=int, default=None,
+                   help="evaluate at most N batches of each split per t (default: the whole split; smoke runs)")
+    return p.parse_args(argv)
+
+
+def parse_eval_t(value) -> float | str:
+    _harness()
+    from common.device import UsageError
+
+    if str(value).strip().lower() == "val":
+        return "val"
+    try:
+        t = float(value)
+    except ValueError:
+        t = float("nan")
+    if not 0.0 <= t <= 1.0:
+        raise UsageError(f"--eval-t must be 'val' or a number in [0, 1] (got {value!r})")
+    return t
+
+
+def validate(args) -> None:
+    """Method flags that can be checked before anything is written to --out."""
+    _harness()
+    from common.aggregators import AGGREGATORS, make_aggregator
+    from common.device import UsageError
+    from common.train import parse_hyper
+
+    for name in ("alpha", "align_weight", "l2"):
+        v = getattr(args, name)
+        if not (v >= 0 and math.isfinite(v)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {v})")
+    if args.control_points is not None and args.control_points < 3:
+        raise UsageError(f"--control-points must be >= 3 (two fixed endpoints and at least one trainable point; got {args.control_points})")
+    if args.degree < 1:
+        raise UsageError(f"--degree must be >= 1 (got {args.degree})")
+    for name in ("grid", "warmup_epochs", "endpoint_epochs"):
+        v = getattr(args, name)
+        if v is not None and v < (2 if name == "grid" else 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {2 if name == 'grid' else 1} (got {v})")
+    if (args.bn_batches is not None and args.bn_batches < 1) or args.eval_every < 1 or (
+            args.eval_batches is not None and args.eval_batches < 1):
+        raise UsageError("--bn-batches, --eval-every and --eval-batches must be positive integers")
+    if args.eval_t is not None:
+        parse_eval_t(args.eval_t)
+    if not 1 <= len(args.endpoints) <= 2:
+        raise UsageError(f"--endpoints takes one or two rules (got {len(args.endpoints)})")
+    known = ["stl"] + sorted(AGGREGATORS)
+    for r in args.endpoints:
+        if r not in known:
+            raise UsageError(f"--endpoints: unknown rule {r!r}; choose stl or one of: {', '.join(known[1:])}")
+    if args.endpoint_ckpt:
+        for path in args.endpoint_ckpt:
+            if not os.path.isfile(path):
+                raise UsageError(f"--endpoint-ckpt: no file {path!r}")
+    hyper = parse_hyper(args.hyper)
+    for r in set(args.endpoints):
+        try:
+            make_aggregator("ls" if r == "stl" else r, 2, **hyper)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--hyper for --endpoints {r}: {e}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Training phases
 # ----------------------------------------------------------------------------------------------
@@ -455,6 +508,9 @@ class TaskView:
 
 
 def load_endpoint(path: str, model: nn.Module) -> dict:
+    _harness()
+    from common.device import UsageError
+
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
@@ -590,6 +646,13 @@ def plot_affinity(path, A, groups, data) -> None:
 
 # ----------------------------------------------------------------------------------------------
 def main(argv=None):
+    _harness()
+    from common.aggregators import Aggregator, make_aggregator
+    from common.device import UsageError, move_tensors_, peak_memory_mb, reset_peak_memory, seed_everything
+    from common.metrics import HV_SPLIT, hv_reference, hypervolume, non_dominated
+    from common.models import build_model, count_parameters
+    from common.train import Run, aggregator_backward, bn_frozen, clip_shared, parse_hyper
+
     args = parse_args(argv)
     validate(args)
     run = Run(args, "extra_nurbs", METHOD_DEFAULTS)
@@ -697,8 +760,7 @@ def main(argv=None):
                 opt.zero_grad(set_to_none=True)
                 with run.autocast():
                     losses = run.losses(model(x), ys).float()
-                G = jacobian(losses, shared, retain_graph=True)  # task gradients on the shared parameters
-                A_epoch += cosine_matrix(G.detach().float())
+                A_epoch += gradient_cosines(losses, shared)  # task gradients on the shared parameters
                 n_A += 1
                 losses.mean().backward()  # LS warm-up
                 opt.step()
@@ -834,7 +896,7 @@ def main(argv=None):
                 for t in (t1, t2):
                     theta = curve.point(t)  # Eq. 4
                     with run.autocast():
-                        out = functional_call(template, flat.unflatten(theta), (x,))
+                        out = flat.call(template, theta, x)
                         outs.append((run.losses(out, ys).float(), (theta.float() ** 2).sum()))
                 J, parts = extra_objective(outs[0][0], outs[1][0], t1, t2, groups, args.alpha, args.align_weight,
                                            args.l2, outs[0][1], outs[1][1])
@@ -939,12 +1001,17 @@ def main(argv=None):
 @torch.no_grad()
 def evaluate_point(run: Run, template: nn.Module, curve: Curve, t: float, splits) -> dict:
     """Metrics of the network at C(t) on `splits`, BatchNorm statistics re-estimated at C(t) first."""
-    model = copy.deepcopy(template)
-    torch.nn.utils.vector_to_parameters(curve.point(t).to(next(model.parameters()).dtype), model.parameters())
+    _harness()
+    from common.train import recompute_bn_stats
+
+    model = model_at(template, curve, t)
     recompute_bn_stats(model, model, run.batches("train", 10 ** 6, shuffle=True), run.args.bn_batches)
     model.eval()
     return {s: run.evaluate(model, s, max_batches=run.args.eval_batches) for s in splits}
 
 
 if __name__ == "__main__":
+    _harness()
+    from common.train import main_guard
+
     main_guard(main)

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(ROOT, "methods"))
 
 import extra_nurbs as ex  # noqa: E402
 from common.data import MTLData, TensorMTL, load_dataset, register, task  # noqa: E402
+from common.device import UsageError  # noqa: E402
 from common.metrics import hypervolume  # noqa: E402
 from common import models as common_models  # noqa: E402
 from common.models import build_model  # noqa: E402
@@ -448,7 +449,7 @@ def test_cityscapes_real_format_with_mtan(tmp_path, monkeypatch):
 ])
 def test_bad_values_are_usage_errors_before_anything_is_written(tmp_path, flags, needle):
     out = tmp_path / "o"
-    with pytest.raises(ex.UsageError, match=needle.replace("-", "\\-")):
+    with pytest.raises(UsageError, match=needle.replace("-", "\\-")):
         ex.main(["--out", str(out)] + flags)
     assert not out.exists()
 
