@@ -3,11 +3,11 @@ the suite's common/; copied together they run EXAMPLE, the README example ("Use 
 project"): one rule from aggregators.py and baselines.py's gradient diagnostics in a researcher's own loop
 on a 2-task MLP that the test defines."""
 import os
-import shutil
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _lift import run_alone, run_example  # noqa: E402
 
 EXAMPLE = '''\
 import torch
@@ -43,29 +43,14 @@ assert (losses < 0.2).all(), losses  # from 2 and 1, the variances of the two ta
 '''
 
 
-def _run_alone(folder, files, code):
-    """Copy `files` (paths under the repository) into `folder` and run `code` there, where `common` must not
-    be importable (no PYTHONPATH, cwd = that folder); returns the completed process."""
-    for f in files:
-        shutil.copy(os.path.join(ROOT, f), folder)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["OMP_NUM_THREADS"] = "1"
-    check = "import importlib.util; assert importlib.util.find_spec('common') is None, 'common is importable'; "
-    return subprocess.run([sys.executable, "-c", check + code], cwd=folder, env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
 def test_baselines_and_aggregators_each_import_alone(tmp_path):
     for f, code in (("methods/baselines.py", "import baselines; baselines.cosine_and_norms"),
                     ("common/aggregators.py", "import aggregators; aggregators.make_aggregator('cagrad', 2)")):
         (tmp_path / f.split("/")[0]).mkdir()
-        r = _run_alone(tmp_path / f.split("/")[0], [f], code + "; print('ok')")
+        r = run_alone(tmp_path / f.split("/")[0], [f], code + "; print('ok')")
         assert r.returncode == 0 and "ok" in r.stdout, f + ": " + r.stderr
 
 
 def test_baselines_readme_example_with_one_rule_of_aggregators(tmp_path):
-    assert len(EXAMPLE.splitlines()) <= 30
-    (tmp_path / "example.py").write_text(EXAMPLE)
-    r = _run_alone(tmp_path, ["methods/baselines.py", "common/aggregators.py"],
-                   "import runpy; runpy.run_path('example.py', run_name='__main__'); print('example ok')")
+    r = run_example(tmp_path, ["methods/baselines.py", "common/aggregators.py"], EXAMPLE)
     assert r.returncode == 0 and "example ok" in r.stdout, r.stdout + r.stderr

@@ -2,11 +2,11 @@
 (COSMOS, PHN-LS) trains a 2-task MLP that the test defines. EXAMPLE is the README example
 ("Use one method in your own project")."""
 import os
-import shutil
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _lift import run_example  # noqa: E402
 
 EXAMPLE = '''\
 import torch
@@ -41,16 +41,7 @@ assert c1[0] / c1[1] > c2[0] / c2[1], (c1, c2)  # COSMOS: the loss vector turns 
 assert p1[0] < p2[0] and p2[1] < p1[1], (p1, p2)  # PHN-LS: each task does best at its own end
 '''
 
-# run in the folder holding only pfl.py and example.py: `common` must not be importable there
-RUN = ("import importlib.util, runpy; assert importlib.util.find_spec('common') is None, 'common is importable'; "
-       "runpy.run_path('example.py', run_name='__main__'); print('example ok')")
-
 
 def test_pfl_copied_alone_runs_the_readme_example(tmp_path):
-    assert len(EXAMPLE.splitlines()) <= 30
-    shutil.copy(os.path.join(ROOT, "methods", "pfl.py"), tmp_path)
-    (tmp_path / "example.py").write_text(EXAMPLE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["OMP_NUM_THREADS"] = "1"
-    r = subprocess.run([sys.executable, "-c", RUN], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    r = run_example(tmp_path, ["methods/pfl.py"], EXAMPLE)
     assert r.returncode == 0 and "example ok" in r.stdout, r.stdout + r.stderr
