@@ -15,6 +15,12 @@ FAMO re-evaluates the losses of the same batch after the step (BatchNorm statist
 pass, unlike the official code, which moves them twice) and updates its task logits.
 Gradient clipping of the shared parameters follows each rule's official code unless --clip-grad.
 
+The file has two halves. The method half (up to the "runner" banner) needs only torch:
+cosine_and_norms, the gradient diagnostics below; the rules themselves are common/aggregators.py,
+which a researcher copies alone as well (see tests/test_lift_baselines.py for a loop that uses one
+rule and these diagnostics on any nn.Module). The runner half (the command line and the training
+loop) imports the suite's harness (common/) when it runs.
+
 --log-grads N (the diagnostics of the AvgNorm paper, Figs. 7-8): every N steps, the gradient g_t of
 each task loss w.r.t. the last shared layer (one extra backward per task, through the heads and
 that layer only) and the aggregated gradient d the rule writes there (before clipping); log.csv
@@ -22,23 +28,37 @@ gets the epoch means of cos(g_t, d) (cos_<task>) and ||g_t|| (grad_norm_<task>).
 """
 from __future__ import annotations
 
-import copy
-import os
-import sys
-import time
+import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+def cosine_and_norms(G: torch.Tensor, last: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos(g_t, d) and ||g_t|| for the task gradients G (T x d) and d = the .grad now on `last` (the
+    aggregated gradient a rule wrote there; AvgNorm paper, Figs. 7-8). A zero d or g_t gives cosine 0."""
+    d = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in last]).float()
+    norms = G.norm(dim=1)
+    denom = norms * d.norm()
+    return torch.where(denom > 0, (G @ d) / denom.clamp_min(1e-30), torch.zeros_like(norms)), norms
 
-from common.aggregators import AGGREGATORS, Aggregator, describe, make_aggregator  # noqa: E402
-from common.device import UsageError, move_tensors_, synchronize  # noqa: E402
-from common.models import build_model, count_parameters  # noqa: E402
-from common.train import (Run, aggregator_backward, base_parser, bn_frozen, clip_shared, defaults_table, flat_metrics, jacobian,  # noqa: E402
-                          main_guard, parse_hyper)
+
+# ================= runner: command line and training loop (needs the suite's common/) =================
+import copy  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+
+def _harness() -> None:
+    """Put the repository root on sys.path so that the runner's lazy imports of common/ resolve."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
 
 
 def parse_args(argv=None):
+    _harness()
+    from common.aggregators import AGGREGATORS, describe
+    from common.train import base_parser, defaults_table
+
     p = base_parser("baselines", __doc__ + "\nRules and their defaults:\n" + describe())
     p.epilog = defaults_table()
     p.add_argument("--method", default="ls", choices=sorted(AGGREGATORS), help="the MTL rule (default ls)")
@@ -54,16 +74,13 @@ def parse_args(argv=None):
     return args
 
 
-def cosine_and_norms(G: torch.Tensor, last: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos(g_t, d) and ||g_t|| for the task gradients G (T x d) and d = the .grad now on `last`."""
-    d = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in last]).float()
-    norms = G.norm(dim=1)
-    denom = norms * d.norm()
-    return torch.where(denom > 0, (G @ d) / denom.clamp_min(1e-30), torch.zeros_like(norms)), norms
-
-
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_args(argv)  # puts common/ on the path
+    from common.aggregators import Aggregator, make_aggregator
+    from common.device import UsageError, move_tensors_, synchronize
+    from common.models import build_model, count_parameters
+    from common.train import Run, aggregator_backward, bn_frozen, clip_shared, flat_metrics, jacobian, parse_hyper
+
     run = Run(args, args.method)
     data, T, dev = run.data, run.data.num_tasks, run.device
     model = build_model(args.model, data, pretrained=args.pretrained).to(dev)
@@ -158,4 +175,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _harness()
+    from common.train import main_guard
+
     main_guard(main)

@@ -66,6 +66,12 @@ Where the official codes (ruchtem/cosmos, AvivNavon/pareto-hypernetworks) differ
   MLP([x, r]) (the tabular path of COSMOS; the toy "input" is a dummy 0) with the last layer
   zero-initialised, so both start at the same point as the other methods.
 
+The file has two halves. The method half (up to the "runner" banner) needs only torch, numpy and
+scipy (for EPO's LP): sample_ray, COSMOSModel / Upsampler / cosmos_loss, HyperNetwork /
+target_forward, epo_adjustments / epo_weights / phn_epo_weights; copy this file into another
+project and use them on any nn.Module. The runner half (the command line and the training loop)
+imports the suite's harness (common/) when it runs:
+
     python methods/pfl.py --method cosmos                     # multimnist-lite, offline, setting I
     python methods/pfl.py --method phn-ls
     python methods/pfl.py --method phn-epo --setting 2        # 150 epochs
@@ -74,107 +80,13 @@ Where the official codes (ruchtem/cosmos, AvivNavon/pareto-hypernetworks) differ
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch.func import functional_call  # noqa: E402
-
-from common.device import UsageError  # noqa: E402
-from common.metrics import HV_SPLIT, evaluation_grid, front_summary  # noqa: E402
-from common.models import MTLModel, build_model, count_parameters  # noqa: E402
-from common.train import (Run, base_parser, clip_shared, describe_scheduler, jacobian,  # noqa: E402
-                          main_guard, set_flat_grad)
-
-METHODS = ("cosmos", "phn-ls", "phn-epo")
-
-# ----------------------------------------------------------------------------------------------
-# Defaults: (method family, setting) -> {dataset or "*": {...}}
-# Sources: ruchtem/cosmos multi_objective/settings.py (generic, cosmos, hyperSolver_ln/_epo and the
-# per-dataset dicts), PML appendix K (settings I and II), PaLoRA section 5.2 (CityScapes).
-# ----------------------------------------------------------------------------------------------
-_COSMOS = {
-    "*": dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None, alpha=1.2, lamda=2.0, eval_every=1),
-    "multifashion-mnist": dict(lamda=8.0),
-    "census": dict(alpha=0.5, lamda=0.01),
-    "celeba": dict(epochs=30, batch_size=32, lr=5e-4, scheduler=None, alpha=1.0, lamda=3.0, eval_every=5),  # COSMOS repo celeba
-    "toy": dict(epochs=50, batch_size=1, lr=2e-3, eval_every=10),
-    # not in the COSMOS paper: PaLoRA Table 1 (results of the PaMaL paper) uses the CityScapes
-    # benchmark (SegNet, 100 epochs, Adam 1e-4 halved after 75) for every PFL method
-    "cityscapes": dict(epochs=100, batch_size=8, lr=1e-4, scheduler=(75, 0.5), eval_every=20),
-    "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5), eval_every=20),
-}
-_PHN = {
-    "*": dict(epochs=10, batch_size=256, lr=1e-4, scheduler=None, alpha=0.2, ray_hidden=100, eval_every=1, epo_offset=0.0),
-    # the toy losses reach -20 (PML App. C); EPO needs l > 0, so it works on l + 20 there
-    "toy": dict(epochs=50, batch_size=1, lr=2e-3, eval_every=10, epo_offset=20.0),
-}
-SETTING_II = {"cosmos": dict(epochs=100, scheduler=("multistep", (20, 40, 80, 90), 0.1)),
-              "phn": dict(epochs=150, scheduler=None)}
-
-
-def method_defaults(method: str, setting: int) -> dict:
-    family = "cosmos" if method == "cosmos" else "phn"
-    table = copy.deepcopy(_COSMOS if family == "cosmos" else _PHN)
-    if setting == 2:  # only the MultiMNIST-family / census settings change
-        for ds in ("*", "multifashion-mnist", "census"):
-            table.setdefault(ds, {}).update(SETTING_II[family])
-    return table
-
-
-def parse_args(argv=None):
-    p = base_parser("pfl", __doc__)
-    p.epilog = ("per-dataset defaults, setting I (--setting 2 changes epochs / schedule of the MNIST family and census):\n"
-                + "\n".join(f" {m}:\n" + _table(method_defaults(m, 1)) for m in ("cosmos", "phn-ls"))
-                + "\n setting II: " + "; ".join(f"{k}: epochs {v['epochs']}, {describe_scheduler(v['scheduler'])}"
-                                                for k, v in SETTING_II.items()))
-    g = p.add_argument_group("Pareto-front-learning options")
-    g.add_argument("--method", choices=METHODS, default="cosmos",
-                   help="cosmos (input conditioning + cosine penalty), phn-ls (hypernetwork, r^T L), "
-                        "phn-epo (hypernetwork, EPO search direction) (default cosmos)")
-    g.add_argument("--setting", type=int, choices=(1, 2), default=1,
-                   help="PML appendix K: 1 = 10 epochs, no schedule (default); 2 = the COSMOS paper's "
-                        "(COSMOS 100 epochs, MultiStepLR 20/40/80/90 x0.1; PHN 150 epochs)")
-    g.add_argument("--alpha", type=float, default=None,
-                   help="Dirichlet concentration of the training preferences, r ~ Dir(alpha 1) (default: COSMOS 1.2, PHN 0.2)")
-    g.add_argument("--lamda", type=float, default=None,
-                   help="COSMOS: weight lambda of the cosine-similarity penalty (default 2; 8 multifashion-mnist, 0.01 census, 3 celeba)")
-    g.add_argument("--condition", choices=("upsample", "constant"), default="upsample",
-                   help="COSMOS on images: upsample = the official transposed-conv upsampler of r to K channels; "
-                        "constant = channel k filled with r_k (default upsample)")
-    g.add_argument("--ray-hidden", type=int, default=None, help="PHN: width d of the ray MLP (default 100)")
-    g.add_argument("--epo-eps", type=float, default=1e-4,
-                   help="PHN-EPO: non-uniformity threshold between the balance and the descent LP (default 1e-4, official)")
-    g.add_argument("--epo-offset", type=float, default=None,
-                   help="PHN-EPO: the LP sees the losses l + offset (EPO needs l > 0; default 0, 20 on toy whose losses reach -20)")
-    g.add_argument("--epo-relax", action="store_true",
-                   help="PHN-EPO: drop the descent LP's restriction beta^T C a >= min(max(C a), 0) (official 'relax'; default off)")
-    g.add_argument("--max-hyper-params", type=float, default=5e7,
-                   help="PHN: refuse to build a hypernetwork larger than this many parameters (default 5e7)")
-    g.add_argument("--grid-points", type=int, default=11,
-                   help="evaluation grid: n points per simplex edge (11 points for 2 tasks, 66 for 3); more than 3 tasks: "
-                        "the vertices and the centre (default 11)")
-    g.add_argument("--hv-ref", default=None,
-                   help="hypervolume reference, one value per task on its primary metric, comma separated "
-                        "(default: the suite's one rule for every front method, common.metrics.HV_REFERENCE: 0 for "
-                        "accuracy-like metrics, 1 for losses and errors, 90 for normal angles)")
-    g.add_argument("--eval-every", type=int, default=None, help="validate the front every N epochs (default 1; 10 toy, 20 scene)")
-    g.add_argument("--eval-batches", type=int, default=None,
-                   help="evaluate every preference on the first N batches of val/test only (smoke runs; default all)")
-    return p.parse_args(argv)
-
-
-def _table(d) -> str:
-    return "\n".join(f"  {k}: " + ", ".join(f"{a}={describe_scheduler(v) if a == 'scheduler' else v}" for a, v in sorted(row.items()))
-                     for k, row in d.items())
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,9 +115,11 @@ class Upsampler(nn.Module):
 
 
 class COSMOSModel(nn.Module):
-    """x -> backbone([x, c(r)]): c(r) is r itself for tabular inputs, K image channels for images."""
+    """x -> backbone([x, c(r)]): c(r) is r itself for tabular inputs, K image channels for images.
+    The backbone is any nn.Module whose first layer takes the C + K channels (F + K features);
+    set_ray(r) selects the preference the next forward passes use."""
 
-    def __init__(self, backbone: MTLModel, num_tasks: int, input_shape: tuple[int, ...], condition: str = "upsample"):
+    def __init__(self, backbone: nn.Module, num_tasks: int, input_shape: tuple[int, ...], condition: str = "upsample"):
         super().__init__()
         self.backbone, self.K = backbone, num_tasks
         self.image = len(input_shape) == 3
@@ -253,16 +167,6 @@ def cosmos_loss(losses: torch.Tensor, r: torch.Tensor, lamda: float) -> tuple[to
     return (r * losses).sum() - lamda * cos, cos
 
 
-def build_cosmos(args, data) -> COSMOSModel:
-    K = data.num_tasks
-    if args.dataset == "toy":
-        backbone = MTLModel(ToyConditioned(K), [nn.Identity() for _ in range(K)], data.task_names)
-        return COSMOSModel(backbone, K, (1,), "constant")
-    shape = tuple(data.input_shape)
-    wide = (shape[0] + K,) + shape[1:] if len(shape) == 3 else (int(np.prod(shape)) + K,)
-    backbone = build_model(args.model, dataclasses.replace(data, input_shape=wide), pretrained=args.pretrained)
-    return COSMOSModel(backbone, K, shape, args.condition)
-
 
 # ----------------------------------------------------------------------------------------------
 # PHN: the hypernetwork h(r; phi) -> all weights of the target network
@@ -295,17 +199,6 @@ def target_forward(target: nn.Module, weights: dict[str, torch.Tensor], x: torch
     return functional_call(target, weights, (x,), strict=False)
 
 
-def build_phn(args, data) -> tuple[HyperNetwork, nn.Module]:
-    target = build_model(args.model, data, pretrained=args.pretrained)
-    hnet = HyperNetwork(target, data.num_tasks, args.ray_hidden)
-    if args.dataset == "toy":  # start theta at the toy initial point (see the docstring)
-        with torch.no_grad():
-            for name, head in zip(hnet.names, hnet.heads):
-                head.bias.copy_(dict(target.named_parameters())[name].detach().reshape(-1))
-    for p in target.parameters():  # placeholders: the hypernetwork supplies every weight
-        p.requires_grad_(False)
-    return hnet, target
-
 
 # ----------------------------------------------------------------------------------------------
 # EPO search direction (Mahapatra & Rajan 2020), LPs solved with scipy's HiGHS
@@ -330,8 +223,8 @@ def epo_weights(l, C, r, eps: float = 1e-4, relax: bool = False) -> tuple[np.nda
 
     l, C, r = (np.asarray(v, dtype=np.float64) for v in (l, C, r))
     if np.any(l < 0):
-        raise UsageError("PHN-EPO needs non-negative task losses (its non-uniformity is a KL divergence of r*l); "
-                         "shift them with --epo-offset or use --method phn-ls")
+        raise ValueError("PHN-EPO needs non-negative task losses (its non-uniformity is a KL divergence of r*l); "
+                         "shift them with an offset (--epo-offset) or use PHN-LS (--method phn-ls)")
     K = len(l)
     rl, mu, a = epo_adjustments(l, r)
     Ca = C @ a
@@ -361,9 +254,157 @@ def epo_weights(l, C, r, eps: float = 1e-4, relax: bool = False) -> tuple[np.nda
     return beta / beta.sum(), move
 
 
+
+
+def phn_epo_weights(G: torch.Tensor, losses: torch.Tensor, r: torch.Tensor, offset: float = 0.0, eps: float = 1e-4,
+                    relax: bool = False) -> tuple[torch.Tensor, str, bool]:
+    """PHN-EPO's task weights w = K beta for the update w^T G (G: K x d task gradients w.r.t. the
+    hypernetwork's parameters); the LP sees the losses l + offset. Returns (w, move, fell_back):
+    when the LP has no solution beta is the normalised ray, as in the official code."""
+    K = len(losses)
+    # the LP runs on the host in float64 (none on MPS): one transfer of the K x K Gram, l and r
+    host = torch.cat([(G @ G.T).reshape(-1), losses.detach().float(), r.float()]).cpu().double().numpy()
+    C, l_host, r_host = host[:K * K].reshape(K, K), host[K * K:K * K + K], host[K * K + K:]
+    beta, move = epo_weights(l_host + offset, C, r_host, eps, relax)
+    fell_back = beta is None
+    if fell_back:
+        beta = r_host / r_host.sum()
+    return torch.as_tensor(K * beta, dtype=G.dtype, device=G.device), move, fell_back
+
+
+# ================= runner: command line and training loop (needs the suite's common/) =================
+import copy  # noqa: E402
+import dataclasses  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+
+def _harness() -> None:
+    """Make the suite's common/ importable (the runner's imports happen inside the functions that need them)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+METHODS = ("cosmos", "phn-ls", "phn-epo")
+
 # ----------------------------------------------------------------------------------------------
-# Evaluation: grid front, hypervolume, Spearman
+# Defaults: (method family, setting) -> {dataset or "*": {...}}
+# Sources: ruchtem/cosmos multi_objective/settings.py (generic, cosmos, hyperSolver_ln/_epo and the
+# per-dataset dicts), PML appendix K (settings I and II), PaLoRA section 5.2 (CityScapes).
 # ----------------------------------------------------------------------------------------------
+_COSMOS = {
+    "*": dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None, alpha=1.2, lamda=2.0, eval_every=1),
+    "multifashion-mnist": dict(lamda=8.0),
+    "census": dict(alpha=0.5, lamda=0.01),
+    "celeba": dict(epochs=30, batch_size=32, lr=5e-4, scheduler=None, alpha=1.0, lamda=3.0, eval_every=5),  # COSMOS repo celeba
+    "toy": dict(epochs=50, batch_size=1, lr=2e-3, eval_every=10),
+    # not in the COSMOS paper: PaLoRA Table 1 (results of the PaMaL paper) uses the CityScapes
+    # benchmark (SegNet, 100 epochs, Adam 1e-4 halved after 75) for every PFL method
+    "cityscapes": dict(epochs=100, batch_size=8, lr=1e-4, scheduler=(75, 0.5), eval_every=20),
+    "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5), eval_every=20),
+}
+_PHN = {
+    "*": dict(epochs=10, batch_size=256, lr=1e-4, scheduler=None, alpha=0.2, ray_hidden=100, eval_every=1, epo_offset=0.0),
+    # the toy losses reach -20 (PML App. C); EPO needs l > 0, so it works on l + 20 there
+    "toy": dict(epochs=50, batch_size=1, lr=2e-3, eval_every=10, epo_offset=20.0),
+}
+SETTING_II = {"cosmos": dict(epochs=100, scheduler=("multistep", (20, 40, 80, 90), 0.1)),
+              "phn": dict(epochs=150, scheduler=None)}
+
+
+def method_defaults(method: str, setting: int) -> dict:
+    family = "cosmos" if method == "cosmos" else "phn"
+    table = copy.deepcopy(_COSMOS if family == "cosmos" else _PHN)
+    if setting == 2:  # only the MultiMNIST-family / census settings change
+        for ds in ("*", "multifashion-mnist", "census"):
+            table.setdefault(ds, {}).update(SETTING_II[family])
+    return table
+
+
+def parse_args(argv=None):
+    _harness()
+    from common.train import base_parser, describe_scheduler
+
+    p = base_parser("pfl", __doc__)
+    p.epilog = ("per-dataset defaults, setting I (--setting 2 changes epochs / schedule of the MNIST family and census):\n"
+                + "\n".join(f" {m}:\n" + _table(method_defaults(m, 1)) for m in ("cosmos", "phn-ls"))
+                + "\n setting II: " + "; ".join(f"{k}: epochs {v['epochs']}, {describe_scheduler(v['scheduler'])}"
+                                                for k, v in SETTING_II.items()))
+    g = p.add_argument_group("Pareto-front-learning options")
+    g.add_argument("--method", choices=METHODS, default="cosmos",
+                   help="cosmos (input conditioning + cosine penalty), phn-ls (hypernetwork, r^T L), "
+                        "phn-epo (hypernetwork, EPO search direction) (default cosmos)")
+    g.add_argument("--setting", type=int, choices=(1, 2), default=1,
+                   help="PML appendix K: 1 = 10 epochs, no schedule (default); 2 = the COSMOS paper's "
+                        "(COSMOS 100 epochs, MultiStepLR 20/40/80/90 x0.1; PHN 150 epochs)")
+    g.add_argument("--alpha", type=float, default=None,
+                   help="Dirichlet concentration of the training preferences, r ~ Dir(alpha 1) (default: COSMOS 1.2, PHN 0.2)")
+    g.add_argument("--lamda", type=float, default=None,
+                   help="COSMOS: weight lambda of the cosine-similarity penalty (default 2; 8 multifashion-mnist, 0.01 census, 3 celeba)")
+    g.add_argument("--condition", choices=("upsample", "constant"), default="upsample",
+                   help="COSMOS on images: upsample = the official transposed-conv upsampler of r to K channels; "
+                        "constant = channel k filled with r_k (default upsample)")
+    g.add_argument("--ray-hidden", type=int, default=None, help="PHN: width d of the ray MLP (default 100)")
+    g.add_argument("--epo-eps", type=float, default=1e-4,
+                   help="PHN-EPO: non-uniformity threshold between the balance and the descent LP (default 1e-4, official)")
+    g.add_argument("--epo-offset", type=float, default=None,
+                   help="PHN-EPO: the LP sees the losses l + offset (EPO needs l > 0; default 0, 20 on toy whose losses reach -20)")
+    g.add_argument("--epo-relax", action="store_true",
+                   help="PHN-EPO: drop the descent LP's restriction beta^T C a >= min(max(C a), 0) (official 'relax'; default off)")
+    g.add_argument("--max-hyper-params", type=float, default=5e7,
+                   help="PHN: refuse to build a hypernetwork larger than this many parameters (default 5e7)")
+    g.add_argument("--grid-points", type=int, default=11,
+                   help="evaluation grid: n points per simplex edge (11 points for 2 tasks, 66 for 3); more than 3 tasks: "
+                        "the vertices and the centre (default 11)")
+    g.add_argument("--hv-ref", default=None,
+                   help="hypervolume reference, one value per task on its primary metric, comma separated "
+                        "(default: the suite's one rule for every front method, common.metrics.HV_REFERENCE: 0 for "
+                        "accuracy-like metrics, 1 for losses and errors, 90 for normal angles)")
+    g.add_argument("--eval-every", type=int, default=None, help="validate the front every N epochs (default 1; 10 toy, 20 scene)")
+    g.add_argument("--eval-batches", type=int, default=None,
+                   help="evaluate every preference on the first N batches of val/test only (smoke runs; default all)")
+    return p.parse_args(argv)
+
+
+def _table(d) -> str:
+    from common.train import describe_scheduler
+
+    return "\n".join(f"  {k}: " + ", ".join(f"{a}={describe_scheduler(v) if a == 'scheduler' else v}" for a, v in sorted(row.items()))
+                     for k, row in d.items())
+
+
+def build_cosmos(args, data) -> COSMOSModel:
+    from common.models import MTLModel, build_model
+
+    K = data.num_tasks
+    if args.dataset == "toy":
+        backbone = MTLModel(ToyConditioned(K), [nn.Identity() for _ in range(K)], data.task_names)
+        return COSMOSModel(backbone, K, (1,), "constant")
+    shape = tuple(data.input_shape)
+    wide = (shape[0] + K,) + shape[1:] if len(shape) == 3 else (int(np.prod(shape)) + K,)
+    backbone = build_model(args.model, dataclasses.replace(data, input_shape=wide), pretrained=args.pretrained)
+    return COSMOSModel(backbone, K, shape, args.condition)
+
+
+
+
+def build_phn(args, data) -> tuple[HyperNetwork, nn.Module]:
+    from common.models import build_model
+
+    target = build_model(args.model, data, pretrained=args.pretrained)
+    hnet = HyperNetwork(target, data.num_tasks, args.ray_hidden)
+    if args.dataset == "toy":  # start theta at the toy initial point (see the docstring)
+        with torch.no_grad():
+            for name, head in zip(hnet.names, hnet.heads):
+                head.bias.copy_(dict(target.named_parameters())[name].detach().reshape(-1))
+    for p in target.parameters():  # placeholders: the hypernetwork supplies every weight
+        p.requires_grad_(False)
+    return hnet, target
+
+
+
+
 # ----------------------------------------------------------------------------------------------
 # Plots
 # ----------------------------------------------------------------------------------------------
@@ -416,10 +457,14 @@ def plot_front(path: str, front: list[dict], tasks, title: str, analytic: np.nda
     plt.close(fig)
 
 
+
+
 # ----------------------------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------------------------
 def _validate(args) -> None:
+    from common.device import UsageError
+
     for k in ("alpha", "lamda"):
         v = getattr(args, k)
         if v is not None and not (math.isfinite(v) and (v > 0 if k == "alpha" else v >= 0)):
@@ -442,6 +487,9 @@ def _validate(args) -> None:
 
 
 def _check(args, data) -> None:
+    from common.device import UsageError
+    from common.models import build_model, count_parameters
+
     if args.hv_ref_values is not None and len(args.hv_ref_values) != data.num_tasks:
         raise UsageError(f"--hv-ref needs {data.num_tasks} values (one per task: {', '.join(data.task_names)})")
     if args.method != "cosmos":  # refuse an oversized hypernetwork before anything is built or written
@@ -457,7 +505,12 @@ def _check(args, data) -> None:
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_args(argv)  # puts common/ on the path
+    from common.device import UsageError
+    from common.metrics import HV_SPLIT, evaluation_grid, front_summary
+    from common.models import build_model, count_parameters
+    from common.train import Run, clip_shared, jacobian, set_flat_grad
+
     _validate(args)
     run = Run(args, args.method, method_defaults(args.method, args.setting), check=_check)
     data, K, dev = run.data, run.data.num_tasks, run.device
@@ -544,15 +597,12 @@ def main(argv=None):
                 (r * losses).sum().backward()
             else:  # phn-epo: G w.r.t. every hypernetwork parameter (official), the update K beta^T G
                 G = jacobian(losses, trainable)
-                # the EPO LP runs on the host in float64 (none on MPS): one transfer of the K x K Gram, l and r
-                host = torch.cat([(G @ G.T).reshape(-1), losses.detach().float(), r.float()]).cpu().double().numpy()
-                C, l_host, r_host = host[:K * K].reshape(K, K), host[K * K:K * K + K], host[K * K + K:]
-                beta, move = epo_weights(l_host + args.epo_offset, C, r_host, args.epo_eps, args.epo_relax)
+                try:
+                    w, move, fell_back = phn_epo_weights(G, losses, r, args.epo_offset, args.epo_eps, args.epo_relax)
+                except ValueError as e:  # negative losses: a flag choice, one line and exit status 2
+                    raise UsageError(str(e)) from None
                 epoch_moves[move] += 1
-                if beta is None:  # the official fallback: the normalised ray
-                    epoch_moves["fallback"] += 1
-                    beta = r_host / r_host.sum()
-                w = torch.as_tensor(K * beta, dtype=G.dtype, device=G.device)
+                epoch_moves["fallback"] += fell_back  # the official fallback: the normalised ray
                 set_flat_grad(trainable, w @ G)
             if not phn:
                 clip_shared(model.backbone, args.clip_grad)
@@ -624,4 +674,7 @@ def _fmt(v) -> str:
 
 
 if __name__ == "__main__":
+    _harness()
+    from common.train import main_guard
+
     main_guard(main)

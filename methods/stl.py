@@ -6,24 +6,54 @@ metrics.json are the single-task references that every other method's Delta-m% u
 dataset and model (--reference auto, common/reference.py, averages results/stl/<dataset>/*/metrics.json
 of the same model; `--out results/stl/<dataset>/<name>` keeps runs of several models apart).
 
+The file has two halves. The method half (up to the "runner" banner) needs only torch: stl_step,
+one training step of the T independent models; the runner half (the command line and the training
+loop) imports the suite's harness (common/) when it runs.
+
     python methods/stl.py                       # multimnist-lite, offline
     python methods/stl.py --dataset cityscapes  # MTAN-preprocessed files under data/cityscapes
 """
 from __future__ import annotations
 
-import copy
-import os
-import sys
+from typing import Callable, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+import torch.nn as nn
 
-import torch  # noqa: E402
 
-from common.models import build_model, count_parameters  # noqa: E402
-from common.train import Run, base_parser, defaults_table, flat_metrics, main_guard  # noqa: E402
+def stl_step(models: Sequence[nn.Module], optimizers: Sequence[torch.optim.Optimizer],
+             task_loss: Callable[[int, nn.Module], torch.Tensor]) -> torch.Tensor:
+    """One step of single-task learning on one batch: model t descends its own task's loss
+    task_loss(t, models[t]) with its own optimiser, and no gradient crosses between the models.
+    Returns the T losses (detached, before the step)."""
+    losses = []
+    for t, (model, opt) in enumerate(zip(models, optimizers)):
+        opt.zero_grad(set_to_none=True)
+        loss = task_loss(t, model)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+    return torch.stack(losses)
+
+
+# ================= runner: command line and training loop (needs the suite's common/) =================
+import copy  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root, which holds common/
+
+
+def _on_path() -> None:
+    """The runner imports common/ lazily, from the repository root."""
+    if _ROOT not in sys.path:
+        sys.path.insert(0, _ROOT)
 
 
 def parse_args(argv=None):
+    _on_path()
+    from common.train import base_parser, defaults_table
+
     p = base_parser("stl", __doc__)
     p.epilog = defaults_table()
     p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
@@ -31,7 +61,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_args(argv)  # puts common/ on the path
+    from common.models import build_model, count_parameters
+    from common.train import Run, flat_metrics
+
     run = Run(args, "stl")
     data, T = run.data, run.data.num_tasks
     models = [build_model(args.model, data, tasks=[t], pretrained=args.pretrained).to(run.device) for t in range(T)]
@@ -53,15 +86,11 @@ def main(argv=None):
             m.train()
         sums, n = torch.zeros(T, device=run.device), 0  # read once per epoch, not per step
         for x, ys in run.progress(run.batches("train", epoch), f"stl epoch {epoch + 1}", run.num_batches()):
-            losses = []
-            for t, (m, (o, _)) in enumerate(zip(models, opts)):
-                o.zero_grad(set_to_none=True)
+            def task_loss(t, m, x=x, ys=ys):
                 with run.autocast():
-                    loss = run.losses(m(x), ys, task_ids=[t])[0]
-                loss.backward()
-                o.step()
-                losses.append(loss.detach())
-            sums += torch.stack(losses).float()
+                    return run.losses(m(x), ys, task_ids=[t])[0]
+
+            sums += stl_step(models, [o for o, _ in opts], task_loss).float()
             n += 1
             if run.step():
                 break
@@ -94,4 +123,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    _on_path()
+    from common.train import main_guard
+
     main_guard(main)

@@ -157,8 +157,26 @@ def test_epo_descent_step_on_the_ray_by_hand():
 
 
 def test_epo_refuses_negative_losses():
-    with pytest.raises(UsageError, match="epo-offset"):
+    with pytest.raises(ValueError, match="epo-offset"):  # the method half: no harness, a plain ValueError
         pfl.epo_weights([-1.0, 2.0], np.eye(2), [0.5, 0.5])
+
+
+def test_phn_epo_weights_from_the_jacobian_with_an_offset():
+    # G G^T = [[1, -.8], [-.8, 1]] (the conflicting pair above) and l + offset = (1.5, .5) + .5 = (2, 1):
+    # the same LP as above, and the update weights are K beta
+    G = torch.tensor([[1.0, 0.0], [-0.8, 0.6]], dtype=torch.float64)
+    w, move, fell_back = pfl.phn_epo_weights(G, torch.tensor([1.5, 0.5]), torch.tensor([1.0, 1.0]), offset=0.5)
+    beta, _ = pfl.epo_weights([2.0, 1.0], G.numpy() @ G.numpy().T, [1.0, 1.0])
+    assert move == "balance" and not fell_back and w.dtype == G.dtype
+    assert np.allclose(w.numpy(), 2 * beta, atol=1e-9)
+
+
+def test_phn_epo_negative_losses_are_a_usage_error_of_the_runner(tmp_path):
+    # the method half raises ValueError; the runner turns it into one line and exit status 2
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "methods", "pfl.py"), "--dataset", "toy", "--method", "phn-epo",
+                        "--epo-offset", "-100", "--max-steps", "1", "--out", str(tmp_path / "x"), "--no-progress", "--quiet"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "non-negative task losses" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 # ---------------------------------------------------------------------------------------------
