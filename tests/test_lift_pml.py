@@ -11,7 +11,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = """\
 import torch
 import torch.nn as nn
-
 import pml
 
 
