@@ -34,6 +34,10 @@ paper's ablation uses (official code: between the two tasks' losses across the g
 more diverse, Pareto-aligned front), plus each task's Spearman between lambda_t and L_t. metrics.json
 "tasks" holds the centre preference (1/T, ..., 1/T), the model Delta-m% is computed for.
 
+Layout: the method half (palora_wrap, set_preference, the schedules of Eq. 2 / App. C, backward_pass)
+imports only torch and numpy, so this one file can be copied into another project; the runner half
+(after the banner: command line, training loop, evaluation, plots) imports common/ on first use.
+
     python methods/palora.py                                   # multimnist-lite, offline
     python methods/palora.py --dataset cityscapes              # rank 4, M = 5, grad balancing
     python methods/baselines.py --method ls --out /tmp/ls      # then Pareto expansion from it:

@@ -71,6 +71,11 @@ Where this differs from the official code (nik-dim/pamal), and why
 - The code wraps Conv2d / Linear / BatchNorm2d layers; we ensemble every parameter of the backbone
   (the same set for LeNet, MLP, ResNet-18, SegNet; it also covers BatchNorm1d).
 
+Layout: the method half (sections 1-5: WeightEnsemble, sample_alphas, multiforward_regulariser,
+LossBalancer, grad_balanced_backward, train_step) imports only torch and numpy, so this one file can be
+copied into another project; the runner half (after the banner: command line, training loop,
+evaluation, toy problem) imports the suite's common/ on first use.
+
     python methods/pml.py                                     # multimnist-lite, offline, 11-point front
     python methods/pml.py --dataset multimnist3-lite          # 66-point grid, simplex heat maps
     python methods/pml.py --dataset toy --c 0.1 --balancing loss   # App. C, 25 pairs, 50K steps (--steps)
