@@ -34,6 +34,10 @@ paper's ablation uses (official code: between the two tasks' losses across the g
 more diverse, Pareto-aligned front), plus each task's Spearman between lambda_t and L_t. metrics.json
 "tasks" holds the centre preference (1/T, ..., 1/T), the model Delta-m% is computed for.
 
+Layout: the method half (palora_wrap, set_preference, the schedules of Eq. 2 / App. C, backward_pass)
+imports only torch and numpy, so this one file can be copied into another project; the runner half
+(after the banner: command line, training loop, evaluation, plots) imports common/ on first use.
+
     python methods/palora.py                                   # multimnist-lite, offline
     python methods/palora.py --dataset cityscapes              # rank 4, M = 5, grad balancing
     python methods/baselines.py --method ls --out /tmp/ls      # then Pareto expansion from it:
@@ -66,125 +70,20 @@ Where the official code (github nik-dim/palora) differs, this file follows the p
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import sys
 from types import SimpleNamespace
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from common.device import UsageError  # noqa: E402
-from common.metrics import HV_SPLIT, evaluation_grid, front_summary, hypervolume  # noqa: E402
-from common.models import build_model, count_parameters  # noqa: E402
-from common.train import Run, base_parser, clip_shared, flat_metrics, main_guard  # noqa: E402
-
-# ----------------------------------------------------------------------------------------------
-# Per-dataset defaults (sources: the paper's App. A and section 5, the official configs
-# configs/experiment/<dataset>/{<dataset>.yaml,method/palora.yaml}, REFERENCE_NOTES.md)
-# ----------------------------------------------------------------------------------------------
-METHOD_DEFAULTS = {
-    # paper App. A: rank 1, scaling alpha and T_max picked on validation; official lora_alpha 1, mul 5
-    "*": dict(rank=1, scaling=1.0, num_prefs=5, schedule="annealed", temperature=0.2, balance="none", eval_every=1),
-    "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
-    "multimnist": dict(epochs=10, batch_size=256, lr=1e-3),
-    "multifashion": dict(epochs=10, batch_size=256, lr=1e-3),
-    "multifashion-mnist": dict(epochs=10, batch_size=256, lr=1e-3),
-    "multimnist3-lite": dict(epochs=20, batch_size=256, lr=1e-3, num_prefs=6),
-    "multimnist3": dict(epochs=20, batch_size=256, lr=1e-3, num_prefs=6),
-    "census": dict(epochs=10, batch_size=256, lr=1e-3),  # PaMaL's census setting (not in the PaLoRA paper)
-    # official utkface config: rank 4, Adam 1e-3, 100 epochs, batch 128 (it anneals a Dirichlet; we keep Eq. 2)
-    "utkface": dict(epochs=100, batch_size=128, lr=1e-3, rank=4, num_prefs=6, eval_every=20),
-    # official celeba config: rank 1, lr 1e-3, 100 epochs, one annealed-Dirichlet preference per step
-    "celeba": dict(epochs=100, batch_size=256, lr=1e-3, num_prefs=1, schedule="dirichlet-annealed", eval_every=5),
-    # paper section 5.2 / Table 1: SegNet, rank 4, m = 5, 100 epochs, Adam 1e-4 halved after 75; grad balancing
-    # App. A: validation = 500 of the 2975 training images (CityScapes), 95 of 795 (NYUv2), held out
-    "cityscapes": dict(epochs=100, batch_size=8, lr=1e-4, scheduler=(75, 0.5), rank=4, num_prefs=5,
-                       balance="grad", eval_every=20, holdout=500 / 2975),
-    # official nyuv2 config: rank 4, num 6, 200 epochs, Adam 1e-4 halved after 100, batch 2; grad balancing
-    "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5), rank=4, num_prefs=6,
-                  balance="grad", eval_every=10, holdout=95 / 795),
-}
-
-# Pareto expansion (section 5.3, App. A.3): same settings, only the epochs change (MultiMNIST 4,
-# CityScapes 5) and the learning rate is the one of the final training iteration (official resume
-# config: 5e-5 on CityScapes = 1e-4 halved once); no scheduler within these few epochs.
-EXPANSION_DEFAULTS = {
-    "*": dict(epochs=4, scheduler=None),
-    "cityscapes": dict(epochs=5, lr=5e-5, scheduler=None),
-    "nyuv2": dict(epochs=5, lr=5e-5, scheduler=None),
-    "utkface": dict(epochs=5, scheduler=None),
-    "celeba": dict(epochs=5, scheduler=None),
-}
-
-# Delta_p% reported in the paper (sections 5.1-5.2), keyed by (dataset family, backbone, rank).
-PAPER_DELTA_P = {("multimnist", "lenet", 1): 12.5, ("cityscapes", "segnet", 4): 4.2, ("nyuv2", "segnet", 4): 6.3}
-
-
-def expansion_defaults() -> dict:
-    """METHOD_DEFAULTS with the EXPANSION_DEFAULTS overrides on top, dataset by dataset."""
-    out = {"*": {**METHOD_DEFAULTS["*"], **EXPANSION_DEFAULTS["*"]}}
-    for ds in set(METHOD_DEFAULTS) | set(EXPANSION_DEFAULTS):
-        if ds != "*":
-            out[ds] = {**METHOD_DEFAULTS.get(ds, {}), **EXPANSION_DEFAULTS["*"], **EXPANSION_DEFAULTS.get(ds, {})}
-    return out
-
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 SCHEDULES = ("annealed", "fixed", "dirichlet-annealed", "dirichlet")
 DIRICHLET_FLOOR = 1e-3  # official AnnealingDirichletSampler: p (1 - tau) + 0.001
 GRAD_BALANCE_XI = 1e-3  # PaMaL / official PaLoRA_GB: L_t / (||g_t|| + 0.001)
-
-
-def parse_args(argv=None):
-    epilog = ("per-dataset defaults of the method flags and training (full training):\n"
-              + _table(METHOD_DEFAULTS) + "\nPareto expansion (--init-ckpt) overrides:\n" + _table(EXPANSION_DEFAULTS))
-    p = base_parser("palora", __doc__)
-    p.epilog = epilog
-    g = p.add_argument_group("PaLoRA options")
-    g.add_argument("--rank", type=int, default=None, help="adapter rank r of Eq. 1 (default: 1; 4 on cityscapes, nyuv2, utkface)")
-    g.add_argument("--scaling", type=float, default=None,
-                   help="scaling alpha of Eq. 1; the adapters enter as alpha/r (default 1, official lora_alpha)")
-    g.add_argument("--num-prefs", type=int, default=None,
-                   help="M: preferences per batch = forward passes per batch (default 5; 6 for 3-task datasets; "
-                        "with 3+ tasks and a deterministic schedule M must be a simplex-lattice size: 3, 6, 10, 15, ...)")
-    g.add_argument("--schedule", choices=SCHEDULES, default=None,
-                   help="preference schedule: annealed (Eq. 2, default), fixed (Eq. 2 at tau = 1), "
-                        "dirichlet-annealed (Dirichlet(p(1-tau))), dirichlet (Dirichlet(p)) -- App. C")
-    g.add_argument("--temperature", type=float, default=None,
-                   help="T_max of Eq. 2: exponent tau/T_max (default 0.2 = the official exponent 5 tau; 1 ends exactly at the base points)")
-    g.add_argument("--epsilon", type=float, default=0.01,
-                   help="base preferences are eps + (1 - T eps) * lattice point, keeping every coordinate > 0 (default 0.01, official)")
-    g.add_argument("--concentration", type=float, default=1.0, help="p of the Dirichlet schedules (default 1)")
-    g.add_argument("--balance", choices=["none", "grad"], default=None,
-                   help="none: loss lambda^T L; grad: sum_t lambda_t L_t / (||grad_shared L_t|| + 1e-3) "
-                        "(PaMaL; default on cityscapes, nyuv2)")
-    g.add_argument("--adapter-lr-mult", type=float, default=None,
-                   help="adapter learning rate = this x --lr (default T, the official reweight_lr)")
-    g.add_argument("--init-ckpt", default=None,
-                   help="Pareto expansion: a trained multi-task checkpoint (methods/baselines.py checkpoint.pt or a state_dict); "
-                        "its weights are frozen and only the adapters train (section 5.3)")
-    g.add_argument("--grid-points", type=int, default=11,
-                   help="evaluation grid: n points per simplex edge, spacing 1/(n-1): 11 points for 2 tasks, 66 for 3 (default 11); "
-                        "with more than 3 tasks: the vertices and the centre")
-    g.add_argument("--hv-ref", default=None,
-                   help="hypervolume reference, one value per task on its primary metric, comma separated "
-                        "(default: the suite's one rule for every front method, common.metrics.HV_REFERENCE: 0 for "
-                        "accuracy-like metrics, 1 for losses and errors, 90 for normal angles)")
-    g.add_argument("--eval-batches", type=int, default=None,
-                   help="evaluate every preference on the first N batches of val/test only (smoke runs; default: the whole split)")
-    g.add_argument("--eval-every", type=int, default=None, help="validate the front every N epochs (default 1; 20 cityscapes, 10 nyuv2)")
-    g.add_argument("--overhead-report", action="store_true",
-                   help="print the adapter overhead Delta_p%% of LeNet (MultiMNIST) and SegNet (Cityscapes, NYUv2 shapes) "
-                        "next to the paper's, then exit")
-    return p.parse_args(argv)
-
-
-def _table(d) -> str:
-    return "\n".join(f"  {k}: " + ", ".join(f"{a}={v}" for a, v in sorted(row.items())) for k, row in d.items())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,7 +146,7 @@ class PaLoRAConv2d(_PaLoRA):
         super().__init__()
         kh, kw = base.kernel_size
         if kh != kw or base.groups != 1:
-            raise UsageError(f"PaLoRA adapts square, ungrouped convolutions only (found kernel {base.kernel_size}, groups {base.groups})")
+            raise ValueError(f"PaLoRA adapts square, ungrouped convolutions only (found kernel {base.kernel_size}, groups {base.groups})")
         k = kh
         self._init_adapters(base, base.out_channels * k, base.in_channels * k, rank * k, num_tasks, rank, scaling, pref)
 
@@ -257,11 +156,11 @@ class PaLoRAConv2d(_PaLoRA):
 
 
 def palora_wrap(model: nn.Module, num_tasks: int, rank: int, scaling: float) -> nn.Module:
-    """Replace every nn.Linear and nn.Conv2d of `model` (any common/ backbone: encoder and heads) by
+    """Replace every nn.Linear and nn.Conv2d of `model` (any nn.Module: encoder and heads) by
     its PaLoRA version, in place; BatchNorm and everything else stay shared. The base layers keep
     their weights (now under `<name>.base.`). The model gets a `preference` (set_preference)."""
     if rank < 1:
-        raise UsageError(f"--rank must be a positive integer (got {rank})")
+        raise ValueError(f"the adapter rank must be a positive integer (got {rank})")
     pref = Preference(num_tasks)
     count = 0
 
@@ -281,7 +180,7 @@ def palora_wrap(model: nn.Module, num_tasks: int, rank: int, scaling: float) -> 
 
     visit(model)
     if count == 0:
-        raise UsageError("this backbone has no Linear or Conv2d layer for PaLoRA to adapt (e.g. --dataset toy); pick another --model")
+        raise ValueError("this model has no Linear or Conv2d layer for PaLoRA to adapt")
     model.preference = pref
     return model
 
@@ -315,8 +214,8 @@ def base_state_dict(model: nn.Module) -> dict:
 
 def parameter_overhead(model: nn.Module) -> dict:
     """Section 4.2: adapters versus the plain multi-task model, Delta_p% = 100 adapters / base."""
-    base = count_parameters(base_parameters(model))
-    adapters = count_parameters(adapter_parameters(model))
+    base = sum(p.numel() for p in base_parameters(model))
+    adapters = sum(p.numel() for p in adapter_parameters(model))
     return {"base": base, "adapters": adapters, "total": base + adapters, "delta_p_percent": 100.0 * adapters / base}
 
 
@@ -364,8 +263,8 @@ def base_preferences(num_tasks: int, M: int, epsilon: float = 0.01) -> torch.Ten
     d = lattice_divisions(num_tasks, M)
     if d is None:
         sizes = ", ".join(str(lattice_size(num_tasks, k)) for k in range(1, 6))
-        raise UsageError(f"--num-prefs {M}: with {num_tasks} tasks the evenly spaced preferences form a simplex lattice, "
-                         f"so M must be one of {sizes}, ...")
+        raise ValueError(f"with {num_tasks} tasks the evenly spaced preferences form a simplex lattice, "
+                         f"so M must be one of {sizes}, ... (got M = {M})")
     return epsilon + (1.0 - num_tasks * epsilon) * simplex_lattice(num_tasks, d)
 
 
@@ -436,7 +335,7 @@ def set_train_mode(model: nn.Module, freeze_base: bool) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Evaluation: grid, pseudo-preferences, hypervolume / Spearman / non-dominated
+# Section 5.4: pseudo-preferences
 # ----------------------------------------------------------------------------------------------
 def pseudo_preferences(num_tasks: int) -> list[tuple[str, list[float]]]:
     """Section 5.4 / Figure 5, for T tasks: base only (0), all adapters subtracted (-1), "forget t"
@@ -452,7 +351,126 @@ def pseudo_preferences(num_tasks: int) -> list[tuple[str, list[float]]]:
     return out
 
 
-def evaluate_at(run: Run, model: nn.Module, prefs, split: str) -> list[dict]:
+
+
+# ======================= runner: command line and training loop (needs common/) =======================
+@functools.lru_cache(maxsize=None)
+def _harness():
+    """common/ (the suite's harness), imported on first use: nothing above this banner needs it."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    from common.data import task
+    from common.device import UsageError
+    from common.metrics import HV_SPLIT, evaluation_grid, front_summary, hypervolume
+    from common.models import build_model
+    from common.train import Run, base_parser, clip_shared, flat_metrics, main_guard
+    return SimpleNamespace(**locals())
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-dataset defaults (sources: the paper's App. A and section 5, the official configs
+# configs/experiment/<dataset>/{<dataset>.yaml,method/palora.yaml}, REFERENCE_NOTES.md)
+# ----------------------------------------------------------------------------------------------
+METHOD_DEFAULTS = {
+    # paper App. A: rank 1, scaling alpha and T_max picked on validation; official lora_alpha 1, mul 5
+    "*": dict(rank=1, scaling=1.0, num_prefs=5, schedule="annealed", temperature=0.2, balance="none", eval_every=1),
+    "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multimnist": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multifashion": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multifashion-mnist": dict(epochs=10, batch_size=256, lr=1e-3),
+    "multimnist3-lite": dict(epochs=20, batch_size=256, lr=1e-3, num_prefs=6),
+    "multimnist3": dict(epochs=20, batch_size=256, lr=1e-3, num_prefs=6),
+    "census": dict(epochs=10, batch_size=256, lr=1e-3),  # PaMaL's census setting (not in the PaLoRA paper)
+    # official utkface config: rank 4, Adam 1e-3, 100 epochs, batch 128 (it anneals a Dirichlet; we keep Eq. 2)
+    "utkface": dict(epochs=100, batch_size=128, lr=1e-3, rank=4, num_prefs=6, eval_every=20),
+    # official celeba config: rank 1, lr 1e-3, 100 epochs, one annealed-Dirichlet preference per step
+    "celeba": dict(epochs=100, batch_size=256, lr=1e-3, num_prefs=1, schedule="dirichlet-annealed", eval_every=5),
+    # paper section 5.2 / Table 1: SegNet, rank 4, m = 5, 100 epochs, Adam 1e-4 halved after 75; grad balancing
+    # App. A: validation = 500 of the 2975 training images (CityScapes), 95 of 795 (NYUv2), held out
+    "cityscapes": dict(epochs=100, batch_size=8, lr=1e-4, scheduler=(75, 0.5), rank=4, num_prefs=5,
+                       balance="grad", eval_every=20, holdout=500 / 2975),
+    # official nyuv2 config: rank 4, num 6, 200 epochs, Adam 1e-4 halved after 100, batch 2; grad balancing
+    "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5), rank=4, num_prefs=6,
+                  balance="grad", eval_every=10, holdout=95 / 795),
+}
+
+# Pareto expansion (section 5.3, App. A.3): same settings, only the epochs change (MultiMNIST 4,
+# CityScapes 5) and the learning rate is the one of the final training iteration (official resume
+# config: 5e-5 on CityScapes = 1e-4 halved once); no scheduler within these few epochs.
+EXPANSION_DEFAULTS = {
+    "*": dict(epochs=4, scheduler=None),
+    "cityscapes": dict(epochs=5, lr=5e-5, scheduler=None),
+    "nyuv2": dict(epochs=5, lr=5e-5, scheduler=None),
+    "utkface": dict(epochs=5, scheduler=None),
+    "celeba": dict(epochs=5, scheduler=None),
+}
+
+# Delta_p% reported in the paper (sections 5.1-5.2), keyed by (dataset family, backbone, rank).
+PAPER_DELTA_P = {("multimnist", "lenet", 1): 12.5, ("cityscapes", "segnet", 4): 4.2, ("nyuv2", "segnet", 4): 6.3}
+
+
+def expansion_defaults() -> dict:
+    """METHOD_DEFAULTS with the EXPANSION_DEFAULTS overrides on top, dataset by dataset."""
+    out = {"*": {**METHOD_DEFAULTS["*"], **EXPANSION_DEFAULTS["*"]}}
+    for ds in set(METHOD_DEFAULTS) | set(EXPANSION_DEFAULTS):
+        if ds != "*":
+            out[ds] = {**METHOD_DEFAULTS.get(ds, {}), **EXPANSION_DEFAULTS["*"], **EXPANSION_DEFAULTS.get(ds, {})}
+    return out
+
+
+def parse_args(argv=None):
+    H = _harness()
+    epilog = ("per-dataset defaults of the method flags and training (full training):\n"
+              + _table(METHOD_DEFAULTS) + "\nPareto expansion (--init-ckpt) overrides:\n" + _table(EXPANSION_DEFAULTS))
+    p = H.base_parser("palora", __doc__)
+    p.epilog = epilog
+    g = p.add_argument_group("PaLoRA options")
+    g.add_argument("--rank", type=int, default=None, help="adapter rank r of Eq. 1 (default: 1; 4 on cityscapes, nyuv2, utkface)")
+    g.add_argument("--scaling", type=float, default=None,
+                   help="scaling alpha of Eq. 1; the adapters enter as alpha/r (default 1, official lora_alpha)")
+    g.add_argument("--num-prefs", type=int, default=None,
+                   help="M: preferences per batch = forward passes per batch (default 5; 6 for 3-task datasets; "
+                        "with 3+ tasks and a deterministic schedule M must be a simplex-lattice size: 3, 6, 10, 15, ...)")
+    g.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="preference schedule: annealed (Eq. 2, default), fixed (Eq. 2 at tau = 1), "
+                        "dirichlet-annealed (Dirichlet(p(1-tau))), dirichlet (Dirichlet(p)) -- App. C")
+    g.add_argument("--temperature", type=float, default=None,
+                   help="T_max of Eq. 2: exponent tau/T_max (default 0.2 = the official exponent 5 tau; 1 ends exactly at the base points)")
+    g.add_argument("--epsilon", type=float, default=0.01,
+                   help="base preferences are eps + (1 - T eps) * lattice point, keeping every coordinate > 0 (default 0.01, official)")
+    g.add_argument("--concentration", type=float, default=1.0, help="p of the Dirichlet schedules (default 1)")
+    g.add_argument("--balance", choices=["none", "grad"], default=None,
+                   help="none: loss lambda^T L; grad: sum_t lambda_t L_t / (||grad_shared L_t|| + 1e-3) "
+                        "(PaMaL; default on cityscapes, nyuv2)")
+    g.add_argument("--adapter-lr-mult", type=float, default=None,
+                   help="adapter learning rate = this x --lr (default T, the official reweight_lr)")
+    g.add_argument("--init-ckpt", default=None,
+                   help="Pareto expansion: a trained multi-task checkpoint (methods/baselines.py checkpoint.pt or a state_dict); "
+                        "its weights are frozen and only the adapters train (section 5.3)")
+    g.add_argument("--grid-points", type=int, default=11,
+                   help="evaluation grid: n points per simplex edge, spacing 1/(n-1): 11 points for 2 tasks, 66 for 3 (default 11); "
+                        "with more than 3 tasks: the vertices and the centre")
+    g.add_argument("--hv-ref", default=None,
+                   help="hypervolume reference, one value per task on its primary metric, comma separated "
+                        "(default: the suite's one rule for every front method, common.metrics.HV_REFERENCE: 0 for "
+                        "accuracy-like metrics, 1 for losses and errors, 90 for normal angles)")
+    g.add_argument("--eval-batches", type=int, default=None,
+                   help="evaluate every preference on the first N batches of val/test only (smoke runs; default: the whole split)")
+    g.add_argument("--eval-every", type=int, default=None, help="validate the front every N epochs (default 1; 20 cityscapes, 10 nyuv2)")
+    g.add_argument("--overhead-report", action="store_true",
+                   help="print the adapter overhead Delta_p%% of LeNet (MultiMNIST) and SegNet (Cityscapes, NYUv2 shapes) "
+                        "next to the paper's, then exit")
+    return p.parse_args(argv)
+
+
+def _table(d) -> str:
+    return "\n".join(f"  {k}: " + ", ".join(f"{a}={v}" for a, v in sorted(row.items())) for k, row in d.items())
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation: the preference grid, the centre, hypervolume / Spearman / non-dominated
+# ----------------------------------------------------------------------------------------------
+def evaluate_at(run, model: nn.Module, prefs, split: str) -> list[dict]:
     model.eval()
     res = []
     for lam in prefs:
@@ -463,7 +481,7 @@ def evaluate_at(run: Run, model: nn.Module, prefs, split: str) -> list[dict]:
     return res
 
 
-def centre_metrics(run: Run, model: nn.Module, front: list[dict], num_tasks: int, split: str) -> dict:
+def centre_metrics(run, model: nn.Module, front: list[dict], num_tasks: int, split: str) -> dict:
     """Metrics at lambda = (1/T, ..., 1/T): taken from the front when the grid holds it."""
     centre = [1.0 / num_tasks] * num_tasks
     for f in front:
@@ -478,24 +496,25 @@ def centre_metrics(run: Run, model: nn.Module, front: list[dict], num_tasks: int
 def load_init_checkpoint(path: str, model: nn.Module) -> None:
     """Load a multi-task checkpoint into the (unwrapped) base model: a checkpoint.pt of
     methods/baselines.py (["state"]["model"]), or a bare state_dict."""
+    H = _harness()
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise UsageError(f"--init-ckpt {path}: cannot read it ({type(e).__name__}); give a checkpoint.pt of methods/baselines.py")
+        raise H.UsageError(f"--init-ckpt {path}: cannot read it ({type(e).__name__}); give a checkpoint.pt of methods/baselines.py")
     sd = blob
     if isinstance(blob, dict) and isinstance(blob.get("state"), dict):
         sd = blob["state"].get("model")
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
-        raise UsageError(f"--init-ckpt {path}: no model state_dict in it (expected ['state']['model'] as methods/baselines.py writes)")
+        raise H.UsageError(f"--init-ckpt {path}: no model state_dict in it (expected ['state']['model'] as methods/baselines.py writes)")
     if any(k.endswith("lora_A") for k in sd):
-        raise UsageError(f"--init-ckpt {path}: this is a PaLoRA checkpoint; expansion starts from a plain multi-task model "
+        raise H.UsageError(f"--init-ckpt {path}: this is a PaLoRA checkpoint; expansion starts from a plain multi-task model "
                          "(use --resume to continue a PaLoRA run)")
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         detail = " ".join(s.strip() for s in first[:2])[:300]
-        raise UsageError(f"--init-ckpt {path}: it does not fit this --dataset/--model backbone ({detail})")
+        raise H.UsageError(f"--init-ckpt {path}: it does not fit this --dataset/--model backbone ({detail})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -641,16 +660,15 @@ def plot_val_fronts(path: str, history: list[tuple[int, list[dict]]], tasks) -> 
 def overhead_report() -> list[dict]:
     """Delta_p% of PaLoRA on LeNet (MultiMNIST, r = 1), SegNet on Cityscapes (2 tasks, r = 4) and
     NYUv2 (3 tasks, r = 4) shapes, next to the paper's 12.5%, 4.2% and 6.3%."""
-    from common.data import task
-
-    cases = [("multimnist", "lenet", 1, (1, 28, 28), [task("left", "class", 10), task("right", "class", 10)]),
-             ("cityscapes", "segnet", 4, (3, 128, 256), [task("segmentation", "seg", 7), task("depth", "depth", 1)]),
-             ("nyuv2", "segnet", 4, (3, 288, 384), [task("segmentation", "seg", 13), task("depth", "depth", 1),
-                                                    task("normal", "normal", 3)])]
+    H = _harness()
+    cases = [("multimnist", "lenet", 1, (1, 28, 28), [H.task("left", "class", 10), H.task("right", "class", 10)]),
+             ("cityscapes", "segnet", 4, (3, 128, 256), [H.task("segmentation", "seg", 7), H.task("depth", "depth", 1)]),
+             ("nyuv2", "segnet", 4, (3, 288, 384), [H.task("segmentation", "seg", 13), H.task("depth", "depth", 1),
+                                                    H.task("normal", "normal", 3)])]
     rows = []
     for ds, name, r, shape, tasks in cases:
         data = SimpleNamespace(tasks=tasks, num_tasks=len(tasks), input_shape=shape, default_model=name)
-        model = palora_wrap(build_model(name, data), len(tasks), r, 1.0)
+        model = palora_wrap(H.build_model(name, data), len(tasks), r, 1.0)
         o = parameter_overhead(model)
         rows.append({"dataset": ds, "model": name, "rank": r, "tasks": len(tasks), **o,
                      "paper_delta_p_percent": PAPER_DELTA_P[(ds, name, r)]})
@@ -662,38 +680,40 @@ def overhead_report() -> list[dict]:
 # main
 # ----------------------------------------------------------------------------------------------
 def _validate(args) -> None:
+    H = _harness()
     if args.rank is not None and args.rank < 1:
-        raise UsageError(f"--rank must be a positive integer (got {args.rank})")
+        raise H.UsageError(f"--rank must be a positive integer (got {args.rank})")
     if args.scaling is not None and not (args.scaling > 0 and math.isfinite(args.scaling)):
-        raise UsageError(f"--scaling must be a positive number (got {args.scaling})")
+        raise H.UsageError(f"--scaling must be a positive number (got {args.scaling})")
     if args.num_prefs is not None and args.num_prefs < 1:
-        raise UsageError(f"--num-prefs must be a positive integer (got {args.num_prefs})")
+        raise H.UsageError(f"--num-prefs must be a positive integer (got {args.num_prefs})")
     if args.temperature is not None and not (args.temperature > 0 and math.isfinite(args.temperature)):
-        raise UsageError(f"--temperature must be a positive number (got {args.temperature})")
+        raise H.UsageError(f"--temperature must be a positive number (got {args.temperature})")
     if not (args.concentration > 0 and math.isfinite(args.concentration)):
-        raise UsageError(f"--concentration must be a positive number (got {args.concentration})")
+        raise H.UsageError(f"--concentration must be a positive number (got {args.concentration})")
     if not (0 <= args.epsilon < 0.5):
-        raise UsageError(f"--epsilon must be in [0, 1/T) (got {args.epsilon})")
+        raise H.UsageError(f"--epsilon must be in [0, 1/T) (got {args.epsilon})")
     if args.adapter_lr_mult is not None and not (args.adapter_lr_mult > 0 and math.isfinite(args.adapter_lr_mult)):
-        raise UsageError(f"--adapter-lr-mult must be a positive number (got {args.adapter_lr_mult})")
+        raise H.UsageError(f"--adapter-lr-mult must be a positive number (got {args.adapter_lr_mult})")
     if args.grid_points < 2:
-        raise UsageError(f"--grid-points must be at least 2 (got {args.grid_points})")
+        raise H.UsageError(f"--grid-points must be at least 2 (got {args.grid_points})")
     if args.eval_batches is not None and args.eval_batches < 1:
-        raise UsageError(f"--eval-batches must be a positive integer (got {args.eval_batches})")
+        raise H.UsageError(f"--eval-batches must be a positive integer (got {args.eval_batches})")
     if args.eval_every is not None and args.eval_every < 1:
-        raise UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
+        raise H.UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
     if args.init_ckpt is not None and not os.path.isfile(args.init_ckpt):
-        raise UsageError(f"--init-ckpt {args.init_ckpt}: no such file (train one first, e.g. python methods/baselines.py --method ls)")
+        raise H.UsageError(f"--init-ckpt {args.init_ckpt}: no such file (train one first, e.g. python methods/baselines.py --method ls)")
     if args.hv_ref is not None:
         try:
             args.hv_ref_values = [float(v) for v in args.hv_ref.split(",")]
         except ValueError:
-            raise UsageError(f"--hv-ref {args.hv_ref!r} must be comma-separated numbers, one per task")
+            raise H.UsageError(f"--hv-ref {args.hv_ref!r} must be comma-separated numbers, one per task")
     else:
         args.hv_ref_values = None
 
 
 def main(argv=None):
+    H = _harness()
     args = parse_args(argv)
     if args.overhead_report:
         rows = overhead_report()
@@ -704,7 +724,7 @@ def main(argv=None):
         return rows
     _validate(args)
     expansion = args.init_ckpt is not None
-    run = Run(args, "palora", expansion_defaults() if expansion else METHOD_DEFAULTS)
+    run = H.Run(args, "palora", expansion_defaults() if expansion else METHOD_DEFAULTS)
     data, T, dev = run.data, run.data.num_tasks, run.device
     for k in ("rank", "scaling", "num_prefs", "schedule", "temperature", "balance", "eval_every"):
         if getattr(args, k) is None:
@@ -712,12 +732,15 @@ def main(argv=None):
     if args.adapter_lr_mult is None:
         args.adapter_lr_mult = float(T)
     if args.epsilon * T >= 1:
-        raise UsageError(f"--epsilon must be below 1/T = {1 / T:.3g} for {T} tasks (got {args.epsilon})")
+        raise H.UsageError(f"--epsilon must be below 1/T = {1 / T:.3g} for {T} tasks (got {args.epsilon})")
     if args.hv_ref_values is not None and len(args.hv_ref_values) != T:
-        raise UsageError(f"--hv-ref needs {T} values (one per task: {', '.join(data.task_names)}), got {len(args.hv_ref_values)}")
+        raise H.UsageError(f"--hv-ref needs {T} values (one per task: {', '.join(data.task_names)}), got {len(args.hv_ref_values)}")
     deterministic = args.schedule in ("annealed", "fixed")
     if deterministic:
-        base_prefs = base_preferences(T, args.num_prefs, args.epsilon)
+        try:
+            base_prefs = base_preferences(T, args.num_prefs, args.epsilon)
+        except ValueError as e:
+            raise H.UsageError(f"--num-prefs {args.num_prefs}: {e}") from None
     else:
         base_prefs = torch.full((args.num_prefs, T), 1.0 / T, dtype=torch.float64)  # only the shape is used
     run.write_config({"resolved": {k: getattr(args, k) for k in ("rank", "scaling", "num_prefs", "schedule", "temperature",
@@ -726,10 +749,13 @@ def main(argv=None):
 
     # --- the model: base backbone (optionally theta_0 of an expansion), then Eq. 1 adapters ---
     model_name = args.model or data.default_model
-    model = build_model(args.model, data, pretrained=args.pretrained)
+    model = H.build_model(args.model, data, pretrained=args.pretrained)
     if expansion:
         load_init_checkpoint(args.init_ckpt, model)
-    palora_wrap(model, T, args.rank, args.scaling)
+    try:
+        palora_wrap(model, T, args.rank, args.scaling)
+    except ValueError as e:  # e.g. --dataset toy: nothing to adapt
+        raise H.UsageError(f"--model {model_name}: {e}; pick another --model") from None
     model.to(dev)
     if expansion:  # section 5.3: train only the adapters
         for p in base_parameters(model):
@@ -754,7 +780,7 @@ def main(argv=None):
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["opt"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise UsageError(f"{run.ckpt_path} was written with other flags (--model/--rank/--init-ckpt differ: "
+            raise H.UsageError(f"{run.ckpt_path} was written with other flags (--model/--rank/--init-ckpt differ: "
                              f"{type(e).__name__}); resume with the original flags or use --overwrite")
         if sched is not None and state.get("sched") is not None:
             sched.load_state_dict(state["sched"])
@@ -764,7 +790,7 @@ def main(argv=None):
     if not run.finished_before:
         plot_schedule(run.path("schedule.png"), args.schedule, base_prefs, args.temperature, args.concentration)
 
-    grid = evaluation_grid(T, args.grid_points)
+    grid = H.evaluation_grid(T, args.grid_points)
     for epoch in run.epochs():
         set_train_mode(model, expansion)
         sums, n, lam = torch.zeros(T, device=dev), 0, None
@@ -778,7 +804,7 @@ def main(argv=None):
                     losses = run.losses(model(x), ys).float()
                 backward_pass(losses, lam, args.balance, trainable, shared_ids)
                 sums += losses.detach() / len(prefs)
-            clip_shared(model, args.clip_grad)
+            H.clip_shared(model, args.clip_grad)
             opt.step()
             n += 1
             if run.step():
@@ -791,11 +817,11 @@ def main(argv=None):
             row["pref_min_task1"], row["pref_max_task1"] = float(prefs[:, 0].min()), float(prefs[:, 0].max())
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
             val_front = evaluate_at(run, model, grid, "val")
-            summ = front_summary(val_front, data.tasks, args.hv_ref_values)
+            summ = H.front_summary(val_front, data.tasks, args.hv_ref_values)
             history.append((epoch, val_front))
             row.update({"val_hypervolume": summ["hypervolume"], "val_spearman": summ["spearman"],
                         "val_non_dominated": summ["non_dominated"]})
-            row.update(flat_metrics("val_centre", centre_metrics(run, model, val_front, T, "val")))
+            row.update(H.flat_metrics("val_centre", centre_metrics(run, model, val_front, T, "val")))
             score = summ["hypervolume"] if summ["hypervolume"] is not None else \
                 float(np.mean([run.selection_score(f["tasks"]) for f in val_front]))
             if args.select == "best":
@@ -814,7 +840,7 @@ def main(argv=None):
         model.load_state_dict(best[2])
         selected_epoch = best[1]
     front = evaluate_at(run, model, grid, "test")
-    summ = front_summary(front, data.tasks, args.hv_ref_values)
+    summ = H.front_summary(front, data.tasks, args.hv_ref_values)
     centre_pref = [1.0 / T] * T
     centre = centre_metrics(run, model, front, T, "test")
     labels, pseudo_prefs = zip(*pseudo_preferences(T))  # section 5.4, Figure 5
@@ -824,13 +850,13 @@ def main(argv=None):
     if init_metrics is not None:
         P0 = np.array([[init_metrics[t.name][t.primary] for t in data.tasks]])
         init_summary = {"tasks": init_metrics,
-                        "hypervolume": hypervolume(P0, summ["hypervolume_ref"], maximize=[t.metrics[0][1] for t in data.tasks])}
+                        "hypervolume": H.hypervolume(P0, summ["hypervolume_ref"], maximize=[t.metrics[0][1] for t in data.tasks])}
     title = f"PaLoRA {args.dataset} seed {args.seed} (test)\nHV {_fmt(summ['hypervolume'])}, Spearman {_fmt(summ['spearman'])}, " \
             f"non-dominated {summ['non_dominated']}/{len(front)}"
     run.guarded("front.png", plot_front, run.path("front.png"), front, data.tasks, centre=centre, init=init_metrics, title=title)
     run.guarded("pseudo_preferences.png", plot_pseudo, run.path("pseudo_preferences.png"), pseudo, data.tasks)
     run.guarded("val_fronts.png", plot_val_fronts, run.path("val_fronts.png"), history, data.tasks)
-    result = {"tasks": centre, "centre_preference": centre_pref, "front": front, **summ, "hypervolume_split": HV_SPLIT,
+    result = {"tasks": centre, "centre_preference": centre_pref, "front": front, **summ, "hypervolume_split": H.HV_SPLIT,
               "best_per_task": best_per_task, "pseudo_preferences": pseudo,
               "parameters": overhead, "delta_p_percent": overhead["delta_p_percent"],
               "selected_epoch": selected_epoch,
@@ -853,4 +879,4 @@ def _fmt(v) -> str:
 
 
 if __name__ == "__main__":
-    main_guard(main)
+    _harness().main_guard(main)

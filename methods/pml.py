@@ -71,6 +71,11 @@ Where this differs from the official code (nik-dim/pamal), and why
 - The code wraps Conv2d / Linear / BatchNorm2d layers; we ensemble every parameter of the backbone
   (the same set for LeNet, MLP, ResNet-18, SegNet; it also covers BatchNorm1d).
 
+Layout: the method half (sections 1-5: WeightEnsemble, sample_alphas, multiforward_regulariser,
+LossBalancer, grad_balanced_backward, train_step) imports only torch and numpy, so this one file can be
+copied into another project; the runner half (after the banner: command line, training loop,
+evaluation, toy problem) imports the suite's common/ on first use.
+
     python methods/pml.py                                     # multimnist-lite, offline, 11-point front
     python methods/pml.py --dataset multimnist3-lite          # 66-point grid, simplex heat maps
     python methods/pml.py --dataset toy --c 0.1 --balancing loss   # App. C, 25 pairs, 50K steps (--steps)
@@ -78,164 +83,51 @@ Where this differs from the official code (nik-dim/pamal), and why
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import math
 import os
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-from torch.func import functional_call  # noqa: E402
-
-from common.data import TOY_INITS, TOY_STEPS_PER_EPOCH, toy_losses  # noqa: E402
-from common.device import UsageError  # noqa: E402
-from common.metrics import HV_SPLIT, evaluation_grid, hv_reference, hypervolume  # noqa: E402
-from common.models import build_model, count_parameters  # noqa: E402
-from common.train import DATASET_DEFAULTS, GLOBAL_DEFAULTS, Run, base_parser, flat_metrics, main_guard, recompute_bn_stats  # noqa: E402
-
-# ------------------------------------------------------------------------------------------------
-# Per-dataset defaults. lr = m x the baselines' lr (Sec. 5); W, lambda, p, balancing:
-#   multimnist  W 4, lambda 0 (Sec. 5.1, Table 2: best mean HV), p 1, none; 10 epochs, batch 256 (App. B)
-#   multimnist3 W 3 (official config), lambda 0 (Table 5: "no balancing schemes and regularization";
-#               the config has 2), p 1, none; 20 epochs (App. B)
-#   census      W 2, lambda 5 (Table 3 and the config; Sec. 5.1's text says W 3, lambda 10), p 1, none
-#   utkface     W 1 (Table 6: "no multi-forward"; the config has W 3, lambda 1), grad (Sec. 5.2),
-#               p 2 (config), 100 epochs, batch 256, baseline lr 1e-3 (App. B)
-#   cityscapes  W 3, lambda 1, grad, p 5 (Sec. 5.3 calls it p0 and motivates it by the warm-up; the
-#               config has 7, constant), 100 epochs, Adam 1e-4 halved after 75 (App. B), batch 8
-#   toy         Adam 2e-3 (App. C: the paper's value for PML), 50K steps, W 1, lambda 0, p 1 (App. C gives
-#               no W, lambda, p; on c = 1, 30K steps, W 1 / lambda 0 recovered 19 of 25 pairs, W 2 / 0
-#               19, W 3 / 1 18: the plain Algorithm 1 is as good and the cheapest)
-# Other datasets: the dataset's benchmark settings with lr x T, W 3, lambda 1, p 1, no balancing.
-# ------------------------------------------------------------------------------------------------
-METHOD_DEFAULTS: dict[str, dict] = {
-    "*": dict(window=3, lam=1.0, p=1.0, balancing="none", balance_window=25, eval_every=1),
-    "toy": dict(epochs=50, batch_size=1, lr=2e-3, window=1, lam=0.0, p=1.0, balancing="none"),
-    "multimnist-lite": dict(epochs=10, batch_size=256, lr=2e-3, window=4, lam=0.0, p=1.0, balancing="none"),
-    "multimnist": dict(epochs=10, batch_size=256, lr=2e-3, window=4, lam=0.0, p=1.0, balancing="none"),
-    "multimnist3-lite": dict(epochs=20, batch_size=256, lr=3e-3, window=3, lam=0.0, p=1.0, balancing="none"),
-    "multimnist3": dict(epochs=20, batch_size=256, lr=3e-3, window=3, lam=0.0, p=1.0, balancing="none"),
-    "census": dict(epochs=10, batch_size=256, lr=2e-3, window=2, lam=5.0, p=1.0, balancing="none"),
-    "utkface": dict(epochs=100, batch_size=256, lr=3e-3, window=1, lam=0.0, p=2.0, balancing="grad", eval_every=20),
-    "cityscapes": dict(epochs=100, batch_size=8, lr=2e-4, scheduler=(75, 0.5), window=3, lam=1.0, p=5.0,
-                       balancing="grad", eval_every=20),
-}
-METHOD_KEYS = ("window", "lam", "p", "balancing", "balance_window", "eval_every")
-GRID_MAX_TASKS = 3  # simplex grids for T <= 3; beyond that the members and the centre
-
-
-def parse_args(argv=None):
-    lines = [f"  {ds}: " + ", ".join(f"{k}={v}" for k, v in d.items()) for ds, d in METHOD_DEFAULTS.items()]
-    p = base_parser("pml", __doc__ + "\nPer-dataset defaults (lr is already m-fold):\n" + "\n".join(lines))
-    g = p.add_argument_group("PML options (defaults per dataset, listed above)")
-    g.add_argument("--window", "-W", type=int, default=None,
-                   help="W: alpha samples (forward passes) per batch, Algorithm 1 lines 4-9")
-    g.add_argument("--lam", type=float, default=None,
-                   help="lambda: strength of the multi-forward regulariser of Eq. 3 (0 = off; needs W >= 2)")
-    g.add_argument("--p", type=float, default=None,
-                   help="concentration p of the symmetric Dirichlet Dir(p 1_T) that samples alpha (1 = uniform; "
-                        "the paper uses p >= 1, App. H discusses p < 1)")
-    g.add_argument("--p0", type=float, default=None,
-                   help="optional warm start: the concentration starts at p0 and moves linearly to --p over "
-                        "--warmup-epochs epochs (default: no warm start, p constant)")
-    g.add_argument("--warmup-epochs", type=int, default=0, help="epochs of the --p0 warm start (default 0)")
-    g.add_argument("--balancing", choices=["none", "loss", "grad"], default=None,
-                   help="Sec. 4.2: none, loss (L_t divided by its mean over the last W steps) or grad "
-                        "(unit-norm task gradients on the shared parameters)")
-    g.add_argument("--balance-window", type=int, default=None,
-                   help="steps in the loss-balancing running mean (default 25, the official code's window; the "
-                        "paper calls it W without giving a value)")
-    g.add_argument("--grid-n", type=int, default=11,
-                   help="evaluation grid: n points per edge of the simplex (11: the 11-point segment for 2 tasks, "
-                        "66 points for 3 tasks)")
-    g.add_argument("--eval-every", type=int, default=None,
-                   help="validate the whole grid every N epochs (default 1; 20 for utkface and cityscapes, as the official code)")
-    g.add_argument("--bn", choices=["shared", "recompute"], default="shared",
-                   help="BatchNorm running statistics at evaluation: shared (one set for all alpha, the official "
-                        "code) or recompute (re-estimated on 50 training batches for each alpha)")
-    g.add_argument("--hv-ref", default=None,
-                   help="hypervolume reference point, one number per task in its primary metric, comma-separated "
-                        "(default: the suite's rule for every front method, common.metrics.HV_REFERENCE: 0 for "
-                        "accuracy-like metrics, the paper's (0, 0) for accuracies; 1 for losses and errors; 90 for normal angles)")
-    t = p.add_argument_group("toy options (--dataset toy, App. C)")
-    t.add_argument("--steps", type=int, default=None,
-                   help="optimisation steps of the toy runs (default: epochs x 1000 = 50,000, the paper's; "
-                        "e.g. --steps 5000 for a quick CPU run)")
-    t.add_argument("--coverage-tol", type=float, default=0.02,
-                   help="a point of the analytic front counts as recovered when the found subspace passes within "
-                        "this distance of it, in objectives scaled by the front's range (default 0.02)")
-    return p.parse_args(argv)
-
-
-def resolve_method_args(args) -> None:
-    """Fill the PML flags left unset from METHOD_DEFAULTS and check them (before anything is written)."""
-    d = dict(METHOD_DEFAULTS["*"])
-    d.update(METHOD_DEFAULTS.get(args.dataset, {}))
-    for k in METHOD_KEYS:
-        if getattr(args, k) is None:
-            setattr(args, k, d[k])
-    if args.window < 1:
-        raise UsageError(f"--window must be a positive integer (got {args.window})")
-    if not (args.lam >= 0 and math.isfinite(args.lam)):
-        raise UsageError(f"--lam must be a finite number >= 0 (got {args.lam})")
-    for name in ("p", "p0"):
-        v = getattr(args, name)
-        if v is not None and not (v > 0 and math.isfinite(v)):
-            raise UsageError(f"--{name} must be a positive number, the Dirichlet concentration (got {v})")
-    if args.warmup_epochs < 0:
-        raise UsageError(f"--warmup-epochs must be >= 0 (got {args.warmup_epochs})")
-    if (args.p0 is None) != (args.warmup_epochs == 0):
-        raise UsageError("--p0 and --warmup-epochs go together: the concentration moves from --p0 to --p over "
-                         "--warmup-epochs epochs (give both, or neither)")
-    if args.balance_window < 1:
-        raise UsageError(f"--balance-window must be a positive integer (got {args.balance_window})")
-    if args.grid_n < 2:
-        raise UsageError(f"--grid-n must be >= 2 (got {args.grid_n})")
-    if args.eval_every < 1:
-        raise UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
-    if args.steps is not None:
-        if args.dataset != "toy":
-            raise UsageError("--steps is for --dataset toy; use --epochs or --max-steps for other datasets")
-        if args.steps < 1:
-            raise UsageError(f"--steps must be a positive integer (got {args.steps})")
-    if not (args.coverage_tol > 0):
-        raise UsageError(f"--coverage-tol must be > 0 (got {args.coverage_tol})")
-    if args.hv_ref is not None:
-        try:
-            args.hv_ref_values = [float(v) for v in args.hv_ref.split(",")]
-        except ValueError:
-            raise UsageError(f"--hv-ref must be comma-separated numbers, one per task (got {args.hv_ref!r})") from None
-    else:
-        args.hv_ref_values = None
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.func import functional_call
 
 
 # ------------------------------------------------------------------------------------------------
 # 1. The ensemble: Theta = [theta_1 .. theta_m]^T and theta(alpha) = alpha^T Theta (Sec. 4.1, Fig. 2)
 # ------------------------------------------------------------------------------------------------
 class WeightEnsemble(nn.Module):
-    """m members of one MTLModel architecture; `forward(x, alpha)` runs the network at
+    """m members of one architecture (any nn.Module); `forward(x, alpha)` runs the network at
     theta(alpha) = sum_k alpha_k theta_k through a functional call, so gradients reach every member
-    (member k's gradient is alpha_k times the gradient at theta(alpha)).
+    (member k's gradient is alpha_k times the gradient at theta(alpha)). `shared(member)` and
+    `heads(member, t)` name a member's shared (encoder) parameters and task t's head: gradient
+    balancing and clipping act on them (they are not needed otherwise).
 
     BatchNorm running statistics are shared: after construction every member's BN buffers are the
     very tensors of member 1, which the functional call updates in place (official behaviour).
     Build on the target device first (`.to()` would untie them), or call `tie_buffers()` again.
     """
 
-    def __init__(self, members: Sequence[nn.Module]):
+    def __init__(self, members: Sequence[nn.Module], shared: Callable[[nn.Module], Iterable[nn.Parameter]] | None = None,
+                 heads: Callable[[nn.Module, int], Iterable[nn.Parameter]] | None = None):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.names = [n for n, _ in self.members[0].named_parameters()]
+        self._shared, self._heads = shared, heads  # member -> its shared parameters; (member, t) -> head t's
         self.tie_buffers()
 
     @property
     def m(self) -> int:
         return len(self.members)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.members[0].parameters()).device
 
     def tie_buffers(self) -> None:
         anchor = dict(self.members[0].named_modules())
@@ -255,7 +147,7 @@ class WeightEnsemble(nn.Module):
 
     @torch.no_grad()
     def materialize(self, alpha: torch.Tensor, net: nn.Module) -> nn.Module:
-        """Write theta(alpha) and the shared BN statistics into `net` (an MTLModel of the same
+        """Write theta(alpha) and the shared BN statistics into `net` (a network of the same
         architecture), e.g. for evaluation or for saving one network of the subspace."""
         dev = next(net.parameters()).device
         params = self.params_at(torch.as_tensor(alpha, dtype=torch.float32, device=dev))
@@ -266,13 +158,19 @@ class WeightEnsemble(nn.Module):
             b.copy_(own[n])
         return net
 
+    def _picked(self, pick, *t) -> list[nn.Parameter]:
+        if pick is None:
+            raise ValueError("name the shared parameters and the heads: WeightEnsemble(members, shared=lambda m: "
+                             "m.trunk.parameters(), heads=lambda m, t: m.heads[t].parameters())")
+        return [p for member in self.members for p in pick(member, *t)]
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """The shared (encoder) parameters of all members: where gradient balancing acts."""
-        return [p for member in self.members for p in member.shared_parameters()]
+        return self._picked(self._shared)
 
     def task_parameters(self, t: int) -> list[nn.Parameter]:
         """Head t of every member (only L_t reaches them)."""
-        return [p for member in self.members for p in member.task_parameters(t)]
+        return self._picked(self._heads, t)
 
     @torch.no_grad()
     def cosine_similarities(self) -> list[list[float]]:
@@ -290,15 +188,6 @@ def sample_alphas(p: float, T: int, W: int, batch_shape: Sequence[int] = (), dev
     conc = torch.full((T,), float(p), device=device)
     # validate_args=False: the argument check is a host sync per step, and conc > 0 by construction
     return torch.distributions.Dirichlet(conc, validate_args=False).sample((*batch_shape, W))
-
-
-def concentration(args, epoch: int) -> float:
-    """p for this epoch: constant --p, or the optional linear warm start from --p0."""
-    if args.p0 is None or args.warmup_epochs <= 0:
-        return args.p
-    frac = min(1.0, epoch / args.warmup_epochs)
-    return args.p0 + (args.p - args.p0) * frac
-
 
 # ------------------------------------------------------------------------------------------------
 # 3. Multi-forward regulariser on the lexicographic graphs (Eq. 3, Sec. 4.2, App. D)
@@ -395,35 +284,192 @@ def grad_balanced_backward(ens: WeightEnsemble, alphas: torch.Tensor, losses: to
     return norms
 
 
+
 # ------------------------------------------------------------------------------------------------
 # 5. One training step (Algorithm 1, lines 3-14)
 # ------------------------------------------------------------------------------------------------
-def pml_step(run, args, ens: WeightEnsemble, opt, x, ys, p: float, balancer: LossBalancer | None):
-    """Sample W weightings, forward at each theta(alpha_i), build L_total (Eq. 3, with the chosen
-    balancing) and back-propagate it into the members. Returns (raw losses (W, T), R)."""
-    T = run.data.num_tasks
-    alphas = sample_alphas(p, T, args.window, device=run.device)  # lines 4-6
+def train_step(ens: WeightEnsemble, opt, x, task_losses: Callable, p: float, window: int, lam: float = 0.0,
+               balancing: str = "none", balancer: LossBalancer | None = None, clip_grad: float | None = None,
+               autocast: Callable = contextlib.nullcontext, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample W = `window` weightings alpha_i ~ Dir(p 1_T), forward at each theta(alpha_i), build L_total
+    (Eq. 3; balancing "none", "loss" (needs `balancer`) or "grad" (needs the ensemble's shared / heads))
+    and back-propagate it into the members, then step `opt`. `task_losses(outputs)` returns the (T,)
+    task losses of the batch for the network's outputs on `x`. Returns (raw losses (W, T), R)."""
+    alphas = sample_alphas(p, ens.m, window, device=ens.device if device is None else device)  # lines 4-6: m = T members
     rows = []
-    for i in range(args.window):  # lines 7-8
-        with run.autocast():
-            rows.append(run.losses(ens(x, alphas[i]), ys).float())
+    for i in range(window):  # lines 7-8
+        with autocast():
+            rows.append(task_losses(ens(x, alphas[i])).float())
     L = torch.stack(rows)  # (W, T)
     R = multiforward_regulariser(alphas, L)  # lines 10-11
-    reg = args.lam * R if (args.lam > 0 and args.window > 1) else None
+    reg = lam * R if (lam > 0 and window > 1) else None
     opt.zero_grad(set_to_none=True)
-    if args.balancing == "grad":
+    if balancing == "grad":
         grad_balanced_backward(ens, alphas, L, reg)
     else:
         # loss balancing divides the objective's losses; R (Eq. 3) compares raw losses, as the official code
-        scaled = L / balancer.update(L.mean(0)) if args.balancing == "loss" else L
+        scaled = L / balancer.update(L.mean(0)) if balancing == "loss" else L
         total = (alphas * scaled).sum()  # line 12: sum_i alpha_i^T L(alpha_i)
         if reg is not None:
             total = total + reg
         total.backward()  # line 13
-    if args.clip_grad:
-        torch.nn.utils.clip_grad_norm_(ens.shared_parameters(), args.clip_grad)
+    if clip_grad:
+        torch.nn.utils.clip_grad_norm_(ens.shared_parameters(), clip_grad)
     opt.step()  # line 14
     return L.detach(), R.detach()
+
+
+# ======================= runner: command line and training loop (needs common/) =======================
+@functools.lru_cache(maxsize=None)
+def _harness():
+    """The suite's harness (common/), imported on first use; the method half above never needs it."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from types import SimpleNamespace
+
+    from common.data import TOY_INITS, TOY_STEPS_PER_EPOCH, toy_losses
+    from common.device import UsageError
+    from common.metrics import HV_SPLIT, evaluation_grid, hv_reference, hypervolume
+    from common.models import build_model, count_parameters
+    from common.train import (DATASET_DEFAULTS, GLOBAL_DEFAULTS, Run, base_parser, flat_metrics, main_guard,
+                              recompute_bn_stats)
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k != "SimpleNamespace"})
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-dataset defaults. lr = m x the baselines' lr (Sec. 5); W, lambda, p, balancing:
+#   multimnist  W 4, lambda 0 (Sec. 5.1, Table 2: best mean HV), p 1, none; 10 epochs, batch 256 (App. B)
+#   multimnist3 W 3 (official config), lambda 0 (Table 5: "no balancing schemes and regularization";
+#               the config has 2), p 1, none; 20 epochs (App. B)
+#   census      W 2, lambda 5 (Table 3 and the config; Sec. 5.1's text says W 3, lambda 10), p 1, none
+#   utkface     W 1 (Table 6: "no multi-forward"; the config has W 3, lambda 1), grad (Sec. 5.2),
+#               p 2 (config), 100 epochs, batch 256, baseline lr 1e-3 (App. B)
+#   cityscapes  W 3, lambda 1, grad, p 5 (Sec. 5.3 calls it p0 and motivates it by the warm-up; the
+#               config has 7, constant), 100 epochs, Adam 1e-4 halved after 75 (App. B), batch 8
+#   toy         Adam 2e-3 (App. C: the paper's value for PML), 50K steps, W 1, lambda 0, p 1 (App. C gives
+#               no W, lambda, p; on c = 1, 30K steps, W 1 / lambda 0 recovered 19 of 25 pairs, W 2 / 0
+#               19, W 3 / 1 18: the plain Algorithm 1 is as good and the cheapest)
+# Other datasets: the dataset's benchmark settings with lr x T, W 3, lambda 1, p 1, no balancing.
+# ------------------------------------------------------------------------------------------------
+METHOD_DEFAULTS: dict[str, dict] = {
+    "*": dict(window=3, lam=1.0, p=1.0, balancing="none", balance_window=25, eval_every=1),
+    "toy": dict(epochs=50, batch_size=1, lr=2e-3, window=1, lam=0.0, p=1.0, balancing="none"),
+    "multimnist-lite": dict(epochs=10, batch_size=256, lr=2e-3, window=4, lam=0.0, p=1.0, balancing="none"),
+    "multimnist": dict(epochs=10, batch_size=256, lr=2e-3, window=4, lam=0.0, p=1.0, balancing="none"),
+    "multimnist3-lite": dict(epochs=20, batch_size=256, lr=3e-3, window=3, lam=0.0, p=1.0, balancing="none"),
+    "multimnist3": dict(epochs=20, batch_size=256, lr=3e-3, window=3, lam=0.0, p=1.0, balancing="none"),
+    "census": dict(epochs=10, batch_size=256, lr=2e-3, window=2, lam=5.0, p=1.0, balancing="none"),
+    "utkface": dict(epochs=100, batch_size=256, lr=3e-3, window=1, lam=0.0, p=2.0, balancing="grad", eval_every=20),
+    "cityscapes": dict(epochs=100, batch_size=8, lr=2e-4, scheduler=(75, 0.5), window=3, lam=1.0, p=5.0,
+                       balancing="grad", eval_every=20),
+}
+METHOD_KEYS = ("window", "lam", "p", "balancing", "balance_window", "eval_every")
+GRID_MAX_TASKS = 3  # simplex grids for T <= 3; beyond that the members and the centre
+
+
+def parse_args(argv=None):
+    H = _harness()
+    lines = [f"  {ds}: " + ", ".join(f"{k}={v}" for k, v in d.items()) for ds, d in METHOD_DEFAULTS.items()]
+    p = H.base_parser("pml", __doc__ + "\nPer-dataset defaults (lr is already m-fold):\n" + "\n".join(lines))
+    g = p.add_argument_group("PML options (defaults per dataset, listed above)")
+    g.add_argument("--window", "-W", type=int, default=None,
+                   help="W: alpha samples (forward passes) per batch, Algorithm 1 lines 4-9")
+    g.add_argument("--lam", type=float, default=None,
+                   help="lambda: strength of the multi-forward regulariser of Eq. 3 (0 = off; needs W >= 2)")
+    g.add_argument("--p", type=float, default=None,
+                   help="concentration p of the symmetric Dirichlet Dir(p 1_T) that samples alpha (1 = uniform; "
+                        "the paper uses p >= 1, App. H discusses p < 1)")
+    g.add_argument("--p0", type=float, default=None,
+                   help="optional warm start: the concentration starts at p0 and moves linearly to --p over "
+                        "--warmup-epochs epochs (default: no warm start, p constant)")
+    g.add_argument("--warmup-epochs", type=int, default=0, help="epochs of the --p0 warm start (default 0)")
+    g.add_argument("--balancing", choices=["none", "loss", "grad"], default=None,
+                   help="Sec. 4.2: none, loss (L_t divided by its mean over the last W steps) or grad "
+                        "(unit-norm task gradients on the shared parameters)")
+    g.add_argument("--balance-window", type=int, default=None,
+                   help="steps in the loss-balancing running mean (default 25, the official code's window; the "
+                        "paper calls it W without giving a value)")
+    g.add_argument("--grid-n", type=int, default=11,
+                   help="evaluation grid: n points per edge of the simplex (11: the 11-point segment for 2 tasks, "
+                        "66 points for 3 tasks)")
+    g.add_argument("--eval-every", type=int, default=None,
+                   help="validate the whole grid every N epochs (default 1; 20 for utkface and cityscapes, as the official code)")
+    g.add_argument("--bn", choices=["shared", "recompute"], default="shared",
+                   help="BatchNorm running statistics at evaluation: shared (one set for all alpha, the official "
+                        "code) or recompute (re-estimated on 50 training batches for each alpha)")
+    g.add_argument("--hv-ref", default=None,
+                   help="hypervolume reference point, one number per task in its primary metric, comma-separated "
+                        "(default: the suite's rule for every front method, common.metrics.HV_REFERENCE: 0 for "
+                        "accuracy-like metrics, the paper's (0, 0) for accuracies; 1 for losses and errors; 90 for normal angles)")
+    t = p.add_argument_group("toy options (--dataset toy, App. C)")
+    t.add_argument("--steps", type=int, default=None,
+                   help="optimisation steps of the toy runs (default: epochs x 1000 = 50,000, the paper's; "
+                        "e.g. --steps 5000 for a quick CPU run)")
+    t.add_argument("--coverage-tol", type=float, default=0.02,
+                   help="a point of the analytic front counts as recovered when the found subspace passes within "
+                        "this distance of it, in objectives scaled by the front's range (default 0.02)")
+    return p.parse_args(argv)
+
+
+def resolve_method_args(args) -> None:
+    """Fill the PML flags left unset from METHOD_DEFAULTS and check them (before anything is written)."""
+    H = _harness()
+    d = dict(METHOD_DEFAULTS["*"])
+    d.update(METHOD_DEFAULTS.get(args.dataset, {}))
+    for k in METHOD_KEYS:
+        if getattr(args, k) is None:
+            setattr(args, k, d[k])
+    if args.window < 1:
+        raise H.UsageError(f"--window must be a positive integer (got {args.window})")
+    if not (args.lam >= 0 and math.isfinite(args.lam)):
+        raise H.UsageError(f"--lam must be a finite number >= 0 (got {args.lam})")
+    for name in ("p", "p0"):
+        v = getattr(args, name)
+        if v is not None and not (v > 0 and math.isfinite(v)):
+            raise H.UsageError(f"--{name} must be a positive number, the Dirichlet concentration (got {v})")
+    if args.warmup_epochs < 0:
+        raise H.UsageError(f"--warmup-epochs must be >= 0 (got {args.warmup_epochs})")
+    if (args.p0 is None) != (args.warmup_epochs == 0):
+        raise H.UsageError("--p0 and --warmup-epochs go together: the concentration moves from --p0 to --p over "
+                         "--warmup-epochs epochs (give both, or neither)")
+    if args.balance_window < 1:
+        raise H.UsageError(f"--balance-window must be a positive integer (got {args.balance_window})")
+    if args.grid_n < 2:
+        raise H.UsageError(f"--grid-n must be >= 2 (got {args.grid_n})")
+    if args.eval_every < 1:
+        raise H.UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
+    if args.steps is not None:
+        if args.dataset != "toy":
+            raise H.UsageError("--steps is for --dataset toy; use --epochs or --max-steps for other datasets")
+        if args.steps < 1:
+            raise H.UsageError(f"--steps must be a positive integer (got {args.steps})")
+    if not (args.coverage_tol > 0):
+        raise H.UsageError(f"--coverage-tol must be > 0 (got {args.coverage_tol})")
+    if args.hv_ref is not None:
+        try:
+            args.hv_ref_values = [float(v) for v in args.hv_ref.split(",")]
+        except ValueError:
+            raise H.UsageError(f"--hv-ref must be comma-separated numbers, one per task (got {args.hv_ref!r})") from None
+    else:
+        args.hv_ref_values = None
+
+
+def concentration(args, epoch: int) -> float:
+    """p for this epoch: constant --p, or the optional linear warm start from --p0."""
+    if args.p0 is None or args.warmup_epochs <= 0:
+        return args.p
+    frac = min(1.0, epoch / args.warmup_epochs)
+    return args.p0 + (args.p - args.p0) * frac
+
+
+def mtl_ensemble(members: Sequence[nn.Module]) -> WeightEnsemble:
+    """The ensemble of the suite's MTLModel members: shared = the encoder, head t = task t's head."""
+    return WeightEnsemble(members, shared=lambda m: m.shared_parameters(), heads=lambda m, t: m.task_parameters(t))
+
+
+def pml_step(run, args, ens: WeightEnsemble, opt, x, ys, p: float, balancer: LossBalancer | None):
+    """train_step with the run's losses, autocast and device and the flags of `args`."""
+    return train_step(ens, opt, x, lambda out: run.losses(out, ys), p, args.window, args.lam, args.balancing,
+                      balancer, args.clip_grad, run.autocast, run.device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -431,11 +477,12 @@ def pml_step(run, args, ens: WeightEnsemble, opt, x, ys, p: float, balancer: Los
 # ------------------------------------------------------------------------------------------------
 def evaluate_subspace(run, args, ens: WeightEnsemble, net: nn.Module, grid: np.ndarray, split: str) -> list[dict]:
     """{task: {metric: value}} of theta(alpha) on `split` for every alpha of `grid`."""
+    H = _harness()
     out = []
     for a in run.progress(grid, f"pml {split} grid", len(grid)):
         ens.materialize(a, net)
         if args.bn == "recompute":
-            recompute_bn_stats(net, net, run.batches("train", 0))
+            H.recompute_bn_stats(net, net, run.batches("train", 0))
         net.eval()
         out.append(run.evaluate(net, split))
     return out
@@ -449,7 +496,8 @@ def primary_points(data, results: list[dict]) -> tuple[np.ndarray, list[bool]]:
 
 
 def front_hypervolume(points: np.ndarray, ref: Sequence[float], flags: list[bool]) -> float | None:
-    return hypervolume(points, ref, maximize=flags)
+    H = _harness()
+    return H.hypervolume(points, ref, maximize=flags)
 
 
 def select_network(run, val_res: list[dict]) -> int:
@@ -574,21 +622,22 @@ def plot_curves(path, history: list[dict], data):
 # ------------------------------------------------------------------------------------------------
 # 8. Training on a dataset
 # ------------------------------------------------------------------------------------------------
-def train_dataset(args, run: Run):
+def train_dataset(args, run):
+    H = _harness()
     data, T, dev = run.data, run.data.num_tasks, run.device
     if T < 2:
-        raise UsageError(f"PML needs at least 2 tasks; {args.dataset} has {T}")
+        raise H.UsageError(f"PML needs at least 2 tasks; {args.dataset} has {T}")
     if args.hv_ref_values is not None and len(args.hv_ref_values) != T:
-        raise UsageError(f"--hv-ref needs {T} numbers ({', '.join(data.task_names)}), got {len(args.hv_ref_values)}")
+        raise H.UsageError(f"--hv-ref needs {T} numbers ({', '.join(data.task_names)}), got {len(args.hv_ref_values)}")
     # Algorithm 1 line 1: m = T members, each initialised independently (fresh draws from the seeded RNG)
-    ens = WeightEnsemble([build_model(args.model, data, pretrained=args.pretrained).to(dev) for _ in range(T)])
+    ens = mtl_ensemble([H.build_model(args.model, data, pretrained=args.pretrained).to(dev) for _ in range(T)])
     net = copy.deepcopy(ens.members[0])  # holds theta(alpha) for evaluation
     opt, sched = run.make_optimizer(ens.parameters())
     balancer = LossBalancer(args.balance_window) if args.balancing == "loss" else None
-    grid = evaluation_grid(T, args.grid_n)
+    grid = H.evaluation_grid(T, args.grid_n)
     best = {"hv": -float("inf"), "members": None, "epoch": None}
     history: list[dict] = []
-    hv_ref = hv_reference(data.tasks, args.hv_ref_values)  # the suite's one rule (common.metrics.HV_REFERENCE)
+    hv_ref = H.hv_reference(data.tasks, args.hv_ref_values)  # the suite's one rule (common.metrics.HV_REFERENCE)
     state = run.load_checkpoint()
     if state is not None:
         ens.load_state_dict(state["members"])
@@ -623,7 +672,7 @@ def train_dataset(args, run: Run):
             pts, flags = primary_points(data, val_res)
             hv = front_hypervolume(pts, hv_ref, flags)
             row["val_hypervolume"] = hv
-            row.update(flat_metrics("val_centre", val_res[len(grid) // 2]))
+            row.update(H.flat_metrics("val_centre", val_res[len(grid) // 2]))
             if args.select == "best":
                 run.warn_if_val_is_test()  # the epoch is chosen on validation
             if args.select == "best" and hv is not None and hv > best["hv"]:
@@ -670,7 +719,7 @@ def train_dataset(args, run: Run):
         "delta_m_best_of_subspace_test": run.delta_m(oracle),
         "best_of_subspace_note": "an oracle, not one network: each metric's best test value over the grid's networks",
         "hypervolume": hv_test,  # the suite's one rule: test split, reference common.metrics.hv_reference
-        "hypervolume_split": HV_SPLIT,
+        "hypervolume_split": H.HV_SPLIT,
         "hypervolume_val": hv_val,  # selects the epoch with --select best (as the paper)
         "hypervolume_ref": hv_ref,
         "hypervolume_metrics": [t.primary for t in data.tasks],
@@ -681,8 +730,8 @@ def train_dataset(args, run: Run):
         "pml": {"members": T, "window": args.window, "lambda": args.lam, "p": args.p, "p0": args.p0,
                 "warmup_epochs": args.warmup_epochs, "balancing": args.balancing, "lr": args.lr,
                 "bn": args.bn, "grid_points": len(grid)},
-        "parameters": count_parameters(ens.parameters()),
-        "parameters_per_network": count_parameters(ens.members[0].parameters()),
+        "parameters": H.count_parameters(ens.parameters()),
+        "parameters_per_network": H.count_parameters(ens.members[0].parameters()),
         "plots": plots,
     }
     return run.finish(result)
@@ -693,24 +742,27 @@ def train_dataset(args, run: Run):
 # ------------------------------------------------------------------------------------------------
 def toy_pairs() -> tuple[list[tuple[int, int]], torch.Tensor]:
     """All 5 x 5 = 25 ordered pairs (member 1 <- init i, member 2 <- init j): Theta (25, 2, 2)."""
-    pairs = [(i, j) for i in range(len(TOY_INITS)) for j in range(len(TOY_INITS))]
-    inits = torch.tensor(TOY_INITS, dtype=torch.float32)
+    H = _harness()
+    pairs = [(i, j) for i in range(len(H.TOY_INITS)) for j in range(len(H.TOY_INITS))]
+    inits = torch.tensor(H.TOY_INITS, dtype=torch.float32)
     return pairs, torch.stack([torch.stack([inits[i], inits[j]]) for i, j in pairs])
 
 
 def main_toy_pair(c: float) -> tuple[int, int]:
     """The pair of the main text: the two distinct initial points with the worst l_1 + l_2."""
-    L = toy_losses(torch.tensor(TOY_INITS), c).sum(-1)
+    H = _harness()
+    L = H.toy_losses(torch.tensor(H.TOY_INITS), c).sum(-1)
     i, j = torch.argsort(L, descending=True)[:2].tolist()
     return i, j
 
 
 def toy_subspace_losses(Theta: torch.Tensor, c: float, n: int) -> torch.Tensor:
     """(P, n, 2) losses of theta(alpha) for alpha_1 = 1 .. 0 (n points) on every pair's segment."""
+    H = _harness()
     a1 = torch.linspace(1.0, 0.0, n, dtype=Theta.dtype)
     alpha = torch.stack([a1, 1 - a1], -1)  # (n, 2)
     theta = torch.einsum("nk,pkd->pnd", alpha, Theta)
-    return toy_losses(theta, c)
+    return H.toy_losses(theta, c)
 
 
 def toy_step(Theta: nn.Parameter, opt, args, balancer: LossBalancer | None, c: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -718,10 +770,11 @@ def toy_step(Theta: nn.Parameter, opt, args, balancer: LossBalancer | None, c: f
     their objectives is the same as 25 independent runs. Gradient balancing uses the exact identity
     grad_{theta_k} L_t(alpha_i) = alpha_i,k grad_theta L_t(theta(alpha_i)), so ||g_i,t|| =
     ||alpha_i|| ||grad_theta L_t|| with T backward passes per step."""
+    H = _harness()
     P = Theta.shape[0]
     alphas = sample_alphas(args.p_now, 2, args.window, (P,))  # (P, W, 2)
     theta = torch.einsum("pwk,pkd->pwd", alphas, Theta)  # theta(alpha_i) per pair
-    L = toy_losses(theta, c)  # (P, W, T)
+    L = H.toy_losses(theta, c)  # (P, W, T)
     R = multiforward_regulariser(alphas, L)  # (P,)
     use_reg = args.lam > 0 and args.window > 1
     Theta.grad = None
@@ -769,15 +822,17 @@ def toy_coverage(images: np.ndarray, front: np.ndarray, tol: float) -> np.ndarra
 def toy_hypervolumes(images: np.ndarray, front: np.ndarray) -> tuple[np.ndarray, float, list[float]]:
     """HV (minimisation) of each pair's image and of the analytic front, reference point = the
     front's nadir + 10% of its range in each objective."""
+    H = _harness()
     ref = front.max(0) + 0.1 * (front.max(0) - front.min(0))
-    hv_front = hypervolume(front, ref)
-    return np.array([hypervolume(img, ref) for img in images]), hv_front, ref.tolist()
+    hv_front = H.hypervolume(front, ref)
+    return np.array([H.hypervolume(img, ref) for img in images]), hv_front, ref.tolist()
 
 
 def plot_toy(run, pairs, traj, init_images, final_images, front, coverage, c, label):
     """Figures 7-14 style: one panel per pair. toy_trajectories.png: each member's loss vector over
     training (member 1 blue, member 2 red, darker = later), initial dots, final crosses, initial
     and final subspace dashed; toy_subspaces.png: the final subspace against the analytic front."""
+    H = _harness()
     plt = _plt()
     traj = np.asarray(traj)  # (S, P, 2 members, 2 losses)
     k = int(round(math.sqrt(len(pairs))))
@@ -794,7 +849,7 @@ def plot_toy(run, pairs, traj, init_images, final_images, front, coverage, c, la
                 ax.plot(init_images[q][:, 0], init_images[q][:, 1], "--", color="0.5", lw=0.8, zorder=2)
             ax.plot(final_images[q][:, 0], final_images[q][:, 1], "--", color="k", lw=1.2, zorder=3)
             i, j = pairs[q]
-            ax.set_title(f"inits {TOY_INITS[i]} / {TOY_INITS[j]}\ncoverage {coverage[q]:.0%}", fontsize=7)
+            ax.set_title(f"inits {H.TOY_INITS[i]} / {H.TOY_INITS[j]}\ncoverage {coverage[q]:.0%}", fontsize=7)
             ax.tick_params(labelsize=6)
         lo = front.min(0) - 0.15 * (front.max(0) - front.min(0))
         hi = front.max(0) + 0.6 * (front.max(0) - front.min(0))
@@ -809,12 +864,13 @@ def plot_toy(run, pairs, traj, init_images, final_images, front, coverage, c, la
         plt.close(fig)
 
 
-def train_toy(args, run: Run):
+def train_toy(args, run):
+    H = _harness()
     c = args.c
     front = np.asarray(run.data.info["front"])
     pairs, Theta0 = toy_pairs()
-    total = args.steps if args.steps is not None else args.epochs * TOY_STEPS_PER_EPOCH
-    chunk = min(TOY_STEPS_PER_EPOCH, total)
+    total = args.steps if args.steps is not None else args.epochs * H.TOY_STEPS_PER_EPOCH
+    chunk = min(H.TOY_STEPS_PER_EPOCH, total)
     args.epochs = math.ceil(total / chunk)  # an "epoch" = 1,000 steps (or all of a shorter run)
     run.write_config({"toy_steps": total})
     record_every = max(1, total // 200)
@@ -822,7 +878,7 @@ def train_toy(args, run: Run):
     Theta = nn.Parameter(Theta0.clone())
     opt, _ = run.make_optimizer([Theta], foreach=False)  # Adam(--lr, --weight-decay); the toy has no schedule
     balancer = LossBalancer(args.balance_window) if args.balancing == "loss" else None
-    traj_steps, traj = [0], [toy_losses(Theta0, c).numpy()]  # members at their vertices: (P, 2, 2)
+    traj_steps, traj = [0], [H.toy_losses(Theta0, c).numpy()]  # members at their vertices: (P, 2, 2)
     history = []
     state = run.load_checkpoint()
     if state is not None:
@@ -844,7 +900,7 @@ def train_toy(args, run: Run):
             stop = run.step()
             if run.global_step % record_every == 0:
                 traj_steps.append(run.global_step)
-                traj.append(toy_losses(Theta.detach(), c).numpy())
+                traj.append(H.toy_losses(Theta.detach(), c).numpy())
             if stop:
                 break
         with torch.no_grad():
@@ -886,11 +942,11 @@ def train_toy(args, run: Run):
         "hypervolume_analytic_front": float(hv_front),
         "hypervolume_reference": ref,
         "front": front_json,
-        "main_pair": [list(TOY_INITS[main_i]), list(TOY_INITS[main_j])],
+        "main_pair": [list(H.TOY_INITS[main_i]), list(H.TOY_INITS[main_j])],
         "coverage": {"tolerance": args.coverage_tol, "recovered_threshold": 0.9, "recovered_pairs": recovered,
                      "pairs": len(pairs), "mean": float(cov.mean()), "main_pair": float(cov[q_main])},
-        "pairs": [{"init": [list(TOY_INITS[i]), list(TOY_INITS[j])], "coverage": float(cv), "hypervolume": float(h),
-                   "members": Theta[q].detach().tolist()} for (i, j), cv, h, q in zip(pairs, cov, hv, range(len(pairs)))],
+        "pairs": [{"init": [list(H.TOY_INITS[i]), list(H.TOY_INITS[j])], "coverage": float(cv), "hypervolume": float(hv_q),
+                   "members": Theta[q].detach().tolist()} for (i, j), cv, hv_q, q in zip(pairs, cov, hv, range(len(pairs)))],
         "pml": {"c": c, "window": args.window, "lambda": args.lam, "p": args.p, "balancing": args.balancing,
                 "lr": args.lr, "steps": total},
         "plots": ["toy_trajectories.png", "toy_subspaces.png"],
@@ -902,12 +958,13 @@ def train_toy(args, run: Run):
 # main
 # ------------------------------------------------------------------------------------------------
 def main(argv=None):
+    H = _harness()
     args = parse_args(argv)
     resolve_method_args(args)
     lr_given = args.lr is not None
-    run = Run(args, "pml", METHOD_DEFAULTS)
+    run = H.Run(args, "pml", METHOD_DEFAULTS)
     if not lr_given and args.dataset not in METHOD_DEFAULTS:  # m-fold the benchmark's lr (Sec. 5)
-        base = DATASET_DEFAULTS.get(args.dataset, GLOBAL_DEFAULTS)["lr"]
+        base = H.DATASET_DEFAULTS.get(args.dataset, H.GLOBAL_DEFAULTS)["lr"]
         args.lr = base * run.data.num_tasks
         run.write_config()
     if args.dataset == "toy":
@@ -916,4 +973,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main_guard(main)
+    _harness().main_guard(main)

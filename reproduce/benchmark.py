@@ -347,7 +347,7 @@ def make_pml(b: Bench):
     """PML: m = T members, W forward passes at Dirichlet-sampled theta(alpha) (pml_step)."""
     pml = importlib.import_module("pml")
     d = b.defaults(pml)
-    ens = pml.WeightEnsemble([b.model(seed_offset=k) for k in range(b.T)])
+    ens = pml.mtl_ensemble([b.model(seed_offset=k) for k in range(b.T)])
     opt = b.adam(ens.parameters())
     args = SimpleNamespace(window=d["window"], lam=d["lam"], balancing=d["balancing"], clip_grad=0.0)
     run = SimpleNamespace(data=b.data, device=b.device, autocast=b.autocast,

@@ -24,7 +24,7 @@ import palora  # noqa: E402
 from common import models as common_models  # noqa: E402
 from common.data import MTLData, TensorMTL, task  # noqa: E402
 from common.device import UsageError  # noqa: E402
-from common.metrics import simplex_grid  # noqa: E402
+from common.metrics import evaluation_grid, front_summary, simplex_grid  # noqa: E402
 from common.models import build_model  # noqa: E402
 
 torch.set_num_threads(1)
@@ -184,10 +184,16 @@ def test_wrap_any_backbone_starts_as_the_base_model(name, tasks, shape, kw):
 def test_wrap_refuses_a_model_without_layers():
     from common.models import toy_model
 
-    with pytest.raises(UsageError, match="no Linear or Conv2d"):
+    with pytest.raises(ValueError, match="no Linear or Conv2d"):  # the method half raises plain errors
         palora.palora_wrap(toy_model(), 2, 1, 1.0)
-    with pytest.raises(UsageError, match="rank"):
+    with pytest.raises(ValueError, match="rank"):
         palora.palora_wrap(nn.Sequential(nn.Linear(2, 2)), 2, 0, 1.0)
+
+
+def test_runner_reports_the_method_halfs_errors_as_usage_errors(tmp_path):
+    """palora_wrap raises ValueError (it knows no flags); main() turns it into a one-line UsageError (exit 2)."""
+    with pytest.raises(UsageError, match="--model toy: this model has no Linear or Conv2d layer"):
+        palora.main(["--dataset", "toy", "--max-steps", "1", "--out", str(tmp_path / "toy")] + FAST)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,7 +227,7 @@ def test_base_preferences():
     assert b3.shape == (6, 3) and torch.allclose(b3.sum(1), torch.ones(6, dtype=b3.dtype)) and (b3 > 0).all()
     assert sorted(b3.argmax(1).tolist()).count(0) >= 1 and set(b3.argmax(1).tolist()) == {0, 1, 2}  # all tasks served
     assert palora.base_preferences(3, 10, 0.0)[:, 0].tolist().count(1.0) == 1  # 10 points: the d = 3 lattice
-    with pytest.raises(UsageError, match="3, 6, 10, 15"):
+    with pytest.raises(ValueError, match="3, 6, 10, 15"):
         palora.base_preferences(3, 7)
     torch.testing.assert_close(palora.base_preferences(2, 1), torch.tensor([[0.5, 0.5]], dtype=torch.float64))
 
@@ -273,9 +279,9 @@ def test_dirichlet_schedules():
 
 
 def test_evaluation_grid_and_pseudo_preferences():
-    assert palora.evaluation_grid(2).shape == (11, 2) and palora.evaluation_grid(3).shape == (66, 3)
-    assert np.allclose(palora.evaluation_grid(2)[:, 0], np.linspace(1, 0, 11))  # common.metrics.evaluation_grid
-    assert palora.evaluation_grid(5).shape == (6, 5)  # vertices + centre
+    assert evaluation_grid(2).shape == (11, 2) and evaluation_grid(3).shape == (66, 3)
+    assert np.allclose(evaluation_grid(2)[:, 0], np.linspace(1, 0, 11))  # common.metrics.evaluation_grid
+    assert evaluation_grid(5).shape == (6, 5)  # vertices + centre
     pseudo = {tuple(v) for _, v in palora.pseudo_preferences(2)}
     assert pseudo == {(0.0, 0.0), (1.0, -1.0), (-1.0, 1.0), (-1.0, -1.0), (1.0, 0.0), (0.0, 1.0), (0.5, 0.5)}
 
@@ -323,7 +329,7 @@ def test_front_summary_by_hand():
     pts = [(0.9, 0.5, 0.2, 1.0), (0.7, 0.7, 0.5, 0.6), (0.5, 0.9, 0.9, 0.3), (0.6, 0.6, 0.8, 0.9)]
     front = [{"preference": [1 - i / 3, i / 3], "tasks": {"a": {"acc": a, "loss": la}, "b": {"acc": b, "loss": lb}}}
              for i, (a, b, la, lb) in enumerate(pts)]
-    s = palora.front_summary(front, tasks)
+    s = front_summary(front, tasks)
     assert s["hypervolume"] == pytest.approx(0.9 * 0.5 + 0.7 * 0.2 + 0.5 * 0.2)  # union of boxes to (0, 0)
     assert s["hypervolume_ref"] == [0.0, 0.0] and s["non_dominated"] == 3 and s["front_size"] == 4
     # ranks of loss a: 1 2 4 3, loss b: 4 2 1 3 -> d^2 = 9 + 0 + 9 + 0, rho = 1 - 6 * 18 / (4 * 15) = -0.8
@@ -331,7 +337,7 @@ def test_front_summary_by_hand():
     # lambda_a ranks 4 3 2 1 against loss a 1 2 4 3 -> d^2 = 9 + 1 + 4 + 4 -> -0.8;
     # lambda_b ranks 1 2 3 4 against loss b 4 2 1 3 -> d^2 = 9 + 0 + 4 + 1 -> 1 - 84 / 60 = -0.4
     assert s["spearman_alignment"]["a"] == pytest.approx(-0.8) and s["spearman_alignment"]["b"] == pytest.approx(-0.4)
-    s2 = palora.front_summary(front, tasks, hv_ref=[0.5, 0.5])
+    s2 = front_summary(front, tasks, hv_ref=[0.5, 0.5])
     assert s2["hypervolume"] == pytest.approx(0.2 * 0.2)  # only (0.7, 0.7) beats (0.5, 0.5) in both tasks
 
 

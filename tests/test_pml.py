@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.join(ROOT, "methods"))
 import pml  # noqa: E402
 from common.data import MTLData, TensorMTL, task, toy_losses  # noqa: E402
 from common.data import toy_pareto_front as _toy_pareto_front  # noqa: E402
-from common.metrics import delta_m, hypervolume, selection_score, simplex_grid  # noqa: E402
+from common.device import UsageError  # noqa: E402
+from common.metrics import delta_m, evaluation_grid, hypervolume, selection_score, simplex_grid  # noqa: E402
 from common.models import MTLModel, build_model  # noqa: E402
 
 torch.set_num_threads(2)
@@ -54,7 +55,7 @@ def tiny_bn_model(seed):
 
 
 def ensemble(models):
-    return pml.WeightEnsemble(models)
+    return pml.mtl_ensemble(models)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -265,16 +266,16 @@ def test_gradient_balancing_unit_norm_shared_plain_heads_plus_regulariser():
 # evaluation grids and hypervolume
 # ------------------------------------------------------------------------------------------------
 def test_evaluation_grids():
-    g2 = pml.evaluation_grid(2, 11)
+    g2 = evaluation_grid(2, 11)
     assert g2.shape == (11, 2) and np.allclose(g2[:, 0], np.linspace(1, 0, 11)) and np.allclose(g2.sum(1), 1)
-    g3 = pml.evaluation_grid(3, 11)
+    g3 = evaluation_grid(3, 11)
     assert g3.shape == (66, 3) and math.comb(12, 2) == 66
     assert np.all(g3 >= 0) and np.allclose(g3.sum(1), 1)
     assert len({tuple(np.round(r, 6)) for r in g3}) == 66
     assert np.allclose(np.sort(np.unique(np.round(g3 * 10, 6))), np.arange(11))  # spacing 1/10
-    g5 = pml.evaluation_grid(5, 11)
+    g5 = evaluation_grid(5, 11)
     assert g5.shape == (6, 5) and np.allclose(g5[-1], 0.2)
-    assert np.array_equal(pml.evaluation_grid(3, 11), simplex_grid(3, 11))
+    assert np.array_equal(evaluation_grid(3, 11), simplex_grid(3, 11))
 
 
 def test_one_network_is_selected_and_the_oracle_is_apart():
@@ -407,9 +408,9 @@ def test_multimnist_lite_end_to_end_11_point_front_then_resume(tmp_path):
     w = {k: v for k, v in ck1["state"]["members"].items() if k.endswith("encoder.fc.weight")}
     assert torch.allclose(net.encoder.fc.weight, 0.5 * (w["members.0.encoder.fc.weight"] + w["members.1.encoder.fc.weight"]))
 
-    with pytest.raises(pml.UsageError, match="already holds a run"):  # never overwritten silently
+    with pytest.raises(UsageError, match="already holds a run"):  # never overwritten silently
         pml.main(["--epochs", "1"] + common)
-    with pytest.raises(pml.UsageError, match=r"--window 2 \(now 1\)"):  # a resume continues the same run
+    with pytest.raises(UsageError, match=r"--window 2 \(now 1\)"):  # a resume continues the same run
         pml.main(["--epochs", "2", "--window", "1", "--lam", "1", "--resume"] + common)
     m2 = pml.main(["--epochs", "2", "--window", "2", "--lam", "1", "--resume"] + common)
     ck2 = torch.load(out / "checkpoint.pt", weights_only=False)
@@ -519,11 +520,11 @@ def test_bad_flag_exits_2_with_one_line_and_touches_nothing(tmp_path):
 ])
 def test_bad_values_are_usage_errors_before_anything_is_written(tmp_path, flags, message):
     out = tmp_path / "o"
-    with pytest.raises(pml.UsageError, match=message):
+    with pytest.raises(UsageError, match=message):
         pml.main(flags + ["--out", str(out)] + QUIET)
     assert not out.exists()
 
 
 def test_hv_ref_of_the_wrong_length_is_a_usage_error(tmp_path):
-    with pytest.raises(pml.UsageError, match="--hv-ref needs 2 numbers"):
+    with pytest.raises(UsageError, match="--hv-ref needs 2 numbers"):
         pml.main(["--max-steps", "1", "--window", "1", "--grid-n", "2", "--hv-ref", "0,0,0", "--out", str(tmp_path / "o")] + QUIET)
