@@ -323,7 +323,9 @@ def train_step(ens: WeightEnsemble, opt, x, task_losses: Callable, p: float, win
 @functools.lru_cache(maxsize=None)
 def _harness():
     """The suite's harness (common/), imported on first use; the method half above never needs it."""
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:  # called by every runner function: put the suite's root on the path once
+        sys.path.insert(0, root)
     from types import SimpleNamespace
 
     from common.data import TOY_INITS, TOY_STEPS_PER_EPOCH, toy_losses
@@ -973,4 +975,11 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    _harness().main_guard(main)
+    try:
+        H = _harness()
+    except ModuleNotFoundError as e:  # this file was copied out of the suite: its method half still imports
+        if e.name != "common":
+            raise
+        print(f"{os.path.basename(__file__)}: error: the command line needs the suite's common/ package (next to methods/); the method half (import pml) works without it", file=sys.stderr)
+        sys.exit(2)
+    H.main_guard(main)
