@@ -20,8 +20,8 @@ def run_alone(folder, files, code: str) -> subprocess.CompletedProcess:
 
 
 def run_example(folder, files, example: str) -> subprocess.CompletedProcess:
-    """Write `example` (a README example, at most 30 lines) to folder/example.py and run it next to `files`."""
-    assert len(example.splitlines()) <= 30, "README examples stay short"
+    """Write `example` (a README example, at most 32 lines) to folder/example.py and run it next to `files`."""
+    assert len(example.strip().splitlines()) <= 32, "README examples stay short"
     with open(os.path.join(folder, "example.py"), "w") as fh:
         fh.write(example)
     return run_alone(folder, files, "import runpy; runpy.run_path('example.py', run_name='__main__'); print('example ok')")

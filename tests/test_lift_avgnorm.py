@@ -4,11 +4,11 @@ EXAMPLE is the README example of "Use one method in your own project"."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _lift import run_example  # noqa: E402
 
 EXAMPLE = '''\
 import torch
@@ -43,13 +43,6 @@ assert (losses < 0.5 * first).all()
 
 
 def test_avgnorm_method_half_runs_without_common(tmp_path):
-    shutil.copy(os.path.join(ROOT, "methods", "avgnorm.py"), tmp_path)
-    (tmp_path / "example.py").write_text(EXAMPLE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["OMP_NUM_THREADS"] = "1"
-    no_common = subprocess.run([sys.executable, "-c", "import common"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert no_common.returncode != 0 and "No module named 'common'" in no_common.stderr
-    r = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
+    r = run_example(tmp_path, ["methods/avgnorm.py"], EXAMPLE)
+    assert r.returncode == 0 and "example ok" in r.stdout, r.stdout + r.stderr
     assert "weights" in r.stdout
-    assert len(EXAMPLE.strip().splitlines()) <= 30

@@ -3,11 +3,11 @@ cannot be imported, its method half (palora_wrap, the Eq. 2 schedule, backward_p
 MLP that this test defines, and one network then traces a trade-off as the preference moves. EXAMPLE
 is the README example of "Use one method in your own project"."""
 import os
-import shutil
-import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _lift import run_example  # noqa: E402
 
 EXAMPLE = """\
 import torch
@@ -46,12 +46,5 @@ assert front[0][0] < front[1][0] < front[2][0] and front[2][1] < front[1][1] < f
 
 
 def test_palora_method_half_trains_a_foreign_mlp_without_common(tmp_path):
-    shutil.copy(os.path.join(ROOT, "methods", "palora.py"), tmp_path)
-    (tmp_path / "example.py").write_text(EXAMPLE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.setdefault("OMP_NUM_THREADS", "1")
-    no_common = "import importlib.util, sys; sys.exit(importlib.util.find_spec('common') is not None)"
-    assert subprocess.run([sys.executable, "-E", "-s", "-c", no_common], cwd=tmp_path, env=env).returncode == 0
-    r = subprocess.run([sys.executable, "-E", "-s", "example.py"], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_example(tmp_path, ["methods/palora.py"], EXAMPLE)
+    assert r.returncode == 0 and "example ok" in r.stdout, r.stdout + r.stderr
