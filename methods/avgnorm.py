@@ -36,7 +36,8 @@ point on the validation split is reported with its test metrics. Combinations th
 multiple of another (2,2 vs 1,1) are skipped when the update is invariant to that scale (Adam
 without weight decay and without clipping: the update ignores a common factor of the gradient, up to
 Adam's epsilon). The selection criterion is the validation Delta-m% (Eq. 5's normalisation with the
-single-task reference) when a reference exists, else the mean primary validation metric.
+single-task reference) when a reference exists, else its scale-free log form (the suite's one
+selection score, common.metrics.selection_score; never a raw mean of metrics in different units).
 
 Reports: the mean of each task's weight over training (the lambda_t columns of Tables VI and VII),
 and per epoch, over the steps where the gradients were computed, the cosine similarity between

@@ -420,7 +420,8 @@ def parse_args(argv=None):
     g = p.add_argument_group("EXTRA: evaluation")
     g.add_argument("--grid", type=int, default=None, help="points of the t sweep in [0, 1] (default 21; 11 on celeba and the scene datasets)")
     g.add_argument("--eval-t", default=None,
-                   help="the reported point: 'val' (best mean primary validation metric over the grid) or a number in "
+                   help="the reported point: 'val' (the t of the grid best on validation by the suite's selection score: -Delta-m%% "
+                        "against the reference, else its scale-free log form) or a number in "
                         "[0, 1] (default 0.5 for cityscapes and nyuv2, appendix A.1; val elsewhere)")
     g.add_argument("--bn-batches", type=int, default=None,
                    help="training batches used to re-estimate BatchNorm statistics at each evaluated t "
