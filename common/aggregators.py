@@ -1,22 +1,41 @@
 """Loss-weighting and gradient-aggregation rules for multi-task learning (the MTL baselines).
 
-Every rule is one small class with the same interface, so that the training harness can treat
-them alike. What a rule consumes is said by its ``needs``:
+Needs only torch, numpy and scipy: copy this file alone into a project. ``RuleStep`` applies any
+rule in a training loop (the model needs no particular class: you name its shared parameters and
+each task's head parameters):
 
-  "losses"          the harness back-propagates ``agg.loss(losses)`` (LS, SI, RLW, DWA, UW, FAMO, IMTL-L)
-  "jacobian"        the harness gives the T x d Jacobian G of the task losses w.r.t. the shared
-                    parameters (row t = grad of L_t); ``agg.direction(G, losses)`` returns the update
-                    d for the shared parameters and the weights w for the task heads (heads get the
-                    gradient of sum_t w_t L_t; w = None means all ones)
+    rule = make_aggregator("famo", num_tasks=2)            # any name of AGGREGATORS
+    step = RuleStep(rule, shared=list(net.trunk.parameters()),
+                    heads=[list(h.parameters()) for h in net.heads])
+    opt = torch.optim.Adam(list(net.parameters()) + step.parameters(), lr=1e-3)
+    for epoch in range(epochs):
+        for x, ys in batches:
+            opt.zero_grad()
+            step.backward(task_losses(net(x), ys))        # .grad of trunk, heads (and rule), clipped
+            opt.step()
+            step.after_step(lambda: task_losses(net(x), ys))  # FAMO only: the same batch after the step
+        mean_losses = step.end_epoch()                     # DWA, GradNorm: the per-epoch hook
+    torch.save(step.state_dict(), "rule.pt")               # torch.load(..., weights_only=True) reads it
+
+What a rule consumes is said by its ``needs`` (RuleStep.backward does each):
+
+  "losses"          back-propagate ``agg.loss(losses)`` (LS, SI, RLW, DWA, UW, FAMO, IMTL-L)
+  "jacobian"        the T x d Jacobian G of the task losses w.r.t. the shared parameters (row t =
+                    grad of L_t); ``agg.direction(G, losses)`` returns the update d for the shared
+                    parameters and the weights w for the task heads (heads get the gradient of
+                    sum_t w_t L_t; w = None means all ones)
   "last_shared"     GradNorm: ``agg.weights(losses, G)`` with G = per-task gradients on the last
-                    shared layer; the harness back-propagates sum_t w_t L_t through everything
+                    shared layer; then back-propagate sum_t w_t L_t through everything
   "representation"  MGDA-UB: same, with G = per-task gradients w.r.t. the shared representation
-                    (flattened over batch and features)
+                    (flattened over batch and features; ``RuleStep.backward(losses, rep)``)
 
 Conventions shared by all rules
-  * Nothing here calls backward on the model. A few rules own tiny learnable tensors (UW and
-    IMTL-L log-scales: returned by ``parameters()`` for the harness's optimiser; GradNorm weights,
-    FAMO logits, IMTL-hybrid scales: stepped inside the rule with closed-form gradients).
+  * No rule calls backward on the model (only RuleStep does). A few rules own tiny learnable
+    tensors (UW and IMTL-L log-scales: returned by ``parameters()`` for the training loop's
+    optimiser; GradNorm weights, FAMO logits, IMTL-hybrid scales: stepped inside the rule with
+    closed-form gradients).
+  * ``state_dict()`` / ``load_state_dict()`` hold a rule's whole state as tensors and plain Python
+    values, so checkpoints load with ``torch.load(path, weights_only=True)``.
   * T x T problems (min-norm, Nash, FairGrad, CAGrad, IMTL) are solved on the Gram matrix G G^T in
     float64 on the CPU; only the final combination sum_t w_t g_t touches the d-dimensional rows.
   * ``solver_seconds`` accumulates the wall time (time.perf_counter) spent inside the rule; the
@@ -30,7 +49,8 @@ Conventions shared by all rules
     write the shared gradient themselves (PCGrad, CAGrad, GradDrop, FairGrad). Nash-MTL's own code
     (github AvivNavon/nash-mtl) clips only Nash-MTL, after backward.
 
-Use ``make_aggregator(name, num_tasks, dataset, **overrides)``; ``describe()`` lists the rules.
+Use ``make_aggregator(name, num_tasks, dataset, **overrides)``; ``describe()`` lists the rules;
+``aggregate(agg, G, losses)`` turns any rule into a direction on a given Jacobian (SAM-MTL).
 """
 from __future__ import annotations
 
@@ -271,6 +291,81 @@ class Aggregator:
     def post_step(self, losses_before: torch.Tensor, losses_after: torch.Tensor) -> None:
         pass
 
+    # rule state: every instance attribute (hyperparameters included) except the timer
+    _TRANSIENT = ("_t0",)
+
+    def state_dict(self) -> dict:
+        """The rule's whole state as tensors and plain Python values (ints, floats, bools, strings,
+        None, lists / tuples / dicts of those), so ``torch.load(path, weights_only=True)`` reads it
+        back: learnable tensors, GradNorm weights, FAMO logits, the `_Adam` moments and step counts,
+        DWA's loss history, generator states (torch.Generator.get_state()), Nash-MTL's warm start and
+        counter, solver_seconds, last_weights, and the hyperparameters. Tensors are copies."""
+        sd = {k: _encode(v, f"{self.name}.{k}") for k, v in vars(self).items() if k not in self._TRANSIENT}
+        return {"rule": self.name, **sd}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()` of a rule of the same name and number of tasks. The rule's learnable
+        tensors (``parameters()``) are overwritten in place (copy_), so an optimiser that already holds
+        them keeps training them; every other tensor goes to the device of the attribute it replaces
+        (the CPU when the attribute was None: rule state lives on the CPU, ``last_weights`` is only read
+        for logging)."""
+        state = dict(state)
+        name = state.pop("rule", None)
+        if name != self.name or state.get("num_tasks") != self.num_tasks:
+            raise ValueError(f"{self.name} ({self.num_tasks} tasks): cannot load the state of rule {name!r} "
+                             f"({state.get('num_tasks')} tasks)")
+        learnable = {id(p) for p in self.parameters()}
+        for k, v in state.items():
+            now = getattr(self, k, None)
+            if id(now) in learnable:
+                with torch.no_grad():
+                    now.copy_(v)
+            else:
+                setattr(self, k, _decode(v, now))
+
+
+def _encode(v, where: str):
+    """One attribute as tensors and plain Python values (generators, numpy arrays and the rules' Adam
+    become tagged dicts)."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().clone()
+    if isinstance(v, torch.Generator):
+        return {"__generator__": v.get_state(), "device": str(v.device)}
+    if isinstance(v, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(v.copy())}
+    if isinstance(v, _Adam):
+        return {"__adam__": {k: _encode(x, f"{where}.{k}") for k, x in vars(v).items()}}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_encode(x, f"{where}[{i}]") for i, x in enumerate(v))
+    if isinstance(v, dict):
+        return {k: _encode(x, f"{where}[{k!r}]") for k, x in v.items()}
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise TypeError(f"state_dict: {where} is a {type(v).__name__}, which has no plain form")
+
+
+def _decode(v, now):
+    """The inverse of `_encode`; `now` is the attribute's current value (its device and objects are reused)."""
+    if isinstance(v, dict) and "__generator__" in v:
+        g = now if isinstance(now, torch.Generator) else torch.Generator(device=v["device"])
+        g.set_state(v["__generator__"].cpu())
+        return g
+    if isinstance(v, dict) and "__ndarray__" in v:
+        return v["__ndarray__"].cpu().numpy().copy()
+    if isinstance(v, dict) and "__adam__" in v:
+        opt = now if isinstance(now, _Adam) else _Adam.__new__(_Adam)
+        for k, x in v["__adam__"].items():
+            setattr(opt, k, _decode(x, getattr(opt, k, None)))
+        return opt
+    if isinstance(v, torch.Tensor):
+        return v.detach().to(now.device if isinstance(now, torch.Tensor) else "cpu", copy=True)
+    if isinstance(v, (list, tuple)):
+        now = now if isinstance(now, (list, tuple)) and len(now) == len(v) else [None] * len(v)
+        return type(v)(_decode(x, n) for x, n in zip(v, now))
+    if isinstance(v, dict):
+        return {k: _decode(x, (now or {}).get(k) if isinstance(now, dict) else None) for k, x in v.items()}
+    return v
+
 
 # --------------------------------------------------------------------------------------------
 # loss-weighting rules
@@ -375,10 +470,10 @@ class DWA(Aggregator):
 class UW(Aggregator):
     """UW, uncertainty weighting (Kendall, Gal & Cipolla 2018, CVPR; Gaussian likelihood, s = log sigma^2):
         L = sum_t 1/2 (exp(-s_t) L_t + s_t),  s initialised to 0 and learned with the model.
-    ``parameters()`` returns [s]: the harness must add it to its optimiser (a public benchmark forgot
+    ``parameters()`` returns [s]: the training loop must add it to its optimiser (a public benchmark forgot
     this, which silently turns UW into LS). The paper uses 1/sigma^2 (no 1/2) for classification
     losses; like the Nash-MTL / FAMO codes we use the regression form for every task.
-    ``weights`` = 1/2 exp(-s) (the effective weights; s is only updated by the harness)."""
+    ``weights`` = 1/2 exp(-s) (the effective weights; s is only updated by that optimiser)."""
     name, needs, paper = "uw", "losses", "uncertainty weighting (Kendall et al. 2018)"
 
     def __init__(self, num_tasks, *, max_norm=None):
@@ -390,7 +485,7 @@ class UW(Aggregator):
 
     def _s(self, losses):
         # s stays where parameters() put it (CPU): it is moved differentiably, so the tensor in the
-        # harness's optimiser is the one that learns
+        # training loop's optimiser is the one that learns
         return self.log_vars.to(device=losses.device, dtype=losses.dtype)
 
     def weights(self, losses, G=None):
@@ -475,7 +570,7 @@ class FAMO(Aggregator):
     0 by default, eps 1e-8) the step minimises
         L = sum_t z_t log D_t / c,   c = sum_t z_t / D_t  (detached),
     i.e. the shared gradient is sum_t (z_t / (c D_t)) g_t: a convex combination of the gradients of
-    log D_t, normalised (these effective weights are ``weights``). After the model step the harness
+    log D_t, normalised (these effective weights are ``weights``). After the model step the loop
     recomputes the same batch's losses and calls ``post_step(before, after)``:
         delta_t = log D_t(before) - log D_t(after),   grad_xi = J_softmax(xi)^T delta
                 = z * (delta - z . delta),
@@ -483,7 +578,8 @@ class FAMO(Aggregator):
     faster lose weight). gamma = 1e-3 by default; the official run scripts use 1e-2 on Cityscapes and
     1e-3 on NYUv2 and CelebA (see DATASET_DEFAULTS). The official code's clipping call precedes
     backward (a no-op), hence default_max_norm 0. The official trainers recompute the losses in
-    train mode (BatchNorm statistics move twice): the harness should recompute them in eval mode."""
+    train mode (BatchNorm statistics move twice); the suite recomputes them with BatchNorm frozen
+    (the ``recompute`` of RuleStep.after_step)."""
     name, needs, paper = "famo", "losses", "FAMO (Liu et al. 2023)"
 
     def __init__(self, num_tasks, *, gamma: float = 1e-3, lr: float = 0.025, eps: float = 1e-8,
@@ -612,7 +708,7 @@ class MGDA(Aggregator):
 class MGDAUB(MGDA):
     """MGDA-UB (Sener & Koltun 2018, Theorem 1): the same min-norm problem on the
     gradients w.r.t. the shared representation z (an upper bound, one backward pass instead of T).
-    The harness calls ``weights(losses, G)`` with G = dL_t/dz flattened over batch and features and
+    RuleStep calls ``weights(losses, G)`` with G = dL_t/dz flattened over batch and features and
     back-propagates sum_t w_t L_t."""
     name, needs, paper = "mgda-ub", "representation", "MGDA-UB on the shared representation (Sener & Koltun 2018)"
 
@@ -776,7 +872,7 @@ class IMTL(Aggregator):
       codes (and we) use the Jacobian of the shared parameters. Heads: the paper updates each head
       with its own loss (weights None); the Nash-MTL code weights them by alpha.
     'loss' (IMTL-L): learnable scales s (init 0), L = sum_t (e^{s_t} L_t - s_t); needs
-      'losses' and ``parameters()`` returns [s] (the harness's optimiser updates it).
+      'losses' and ``parameters()`` returns [s] (the training loop's optimiser updates it).
     'hybrid' (IMTL, Algorithm 1): the scaled gradients e^{s_t} g_t go through IMTL-G; heads get
       sum_t e^{s_t} L_t. s is stepped inside the rule (Adam, ``scale_lr`` default 1e-4, the
       benchmark model lr) with the closed-form gradient d/ds_t (e^{s_t} L_t - s_t) = e^{s_t} L_t - 1."""
@@ -958,8 +1054,171 @@ class FairGrad(Aggregator):
 
 
 # --------------------------------------------------------------------------------------------
-# registry
+# applying a rule to a model: RuleStep (the drop-in for a training loop) and aggregate (on a given G)
 # --------------------------------------------------------------------------------------------
+
+def _fill_row(row: torch.Tensor, grads, params) -> None:
+    """Copy a tuple of gradients of `params` (None = zero) into one row of the Jacobian buffer."""
+    i = 0
+    for g, p in zip(grads, params):
+        n = p.numel()
+        if g is not None:
+            row[i:i + n].copy_(g.reshape(-1))
+        i += n
+
+
+def jacobian(losses: torch.Tensor, params, retain_graph: bool = False) -> torch.Tensor:
+    """The T x d Jacobian of the task losses w.r.t. `params` (flattened and concatenated), one
+    backward per task; the graph is kept for all but the last task unless `retain_graph`."""
+    T = len(losses)
+    G = losses.new_zeros(T, sum(p.numel() for p in params))  # one buffer, filled row by row
+    for t in range(T):
+        grads = torch.autograd.grad(losses[t], params, retain_graph=retain_graph or t < T - 1, allow_unused=True)
+        _fill_row(G[t], grads, params)
+    return G
+
+
+def set_flat_grad(params, flat: torch.Tensor, accumulate: bool = False) -> None:
+    """Write a flat vector into the .grad of `params` (in order)."""
+    i = 0
+    for p in params:
+        n = p.numel()
+        g = flat[i:i + n].view_as(p).to(p.dtype)
+        if accumulate and p.grad is not None:
+            p.grad.add_(g)
+        else:
+            p.grad = g.clone()  # own storage: in-place clipping must not touch the caller's vector
+        i += n
+
+
+class RuleStep:
+    """One rule applied to one model: fills the gradients and runs the rule's per-step and per-epoch
+    hooks, so that a training loop needs nothing else of the rule (see the module docstring).
+
+    ``shared``: the shared parameters; ``heads``: one list of parameters per task of the rule (task
+    t's own; may be empty; a subset of a model's tasks is a subset of its heads); ``last_shared``: the
+    parameters of the last shared layer (GradNorm only); ``max_norm``: the norm the shared gradient
+    is clipped to after backward (None: the rule's ``default_max_norm``; 0: no clipping).
+    ``RuleStep.for_model(rule, model, tasks)`` takes them from a model with the suite's protocol."""
+
+    def __init__(self, rule: Aggregator, shared, heads, last_shared=None, max_norm: float | None = None):
+        self.rule = rule
+        self.shared = list(shared)
+        self.heads = [list(h) for h in heads]
+        if len(self.heads) != rule.num_tasks:
+            raise ValueError(f"{rule.name}: the rule has {rule.num_tasks} tasks but {len(self.heads)} lists of head parameters were given")
+        self.last_shared = None if last_shared is None else list(last_shared)
+        if rule.needs == "last_shared" and not self.last_shared:
+            raise ValueError(f"{rule.name} needs last_shared= (the parameters of the last shared layer)")
+        self.max_norm = float(rule.default_max_norm if max_norm is None else max_norm)
+        if self.max_norm < 0:
+            raise ValueError(f"{rule.name}: max_norm must be >= 0, got {max_norm}")
+        self._sums: torch.Tensor | None = None  # the epoch's summed task losses, on their device
+        self._n = 0
+        self._losses: torch.Tensor | None = None  # the last step's losses, for after_step
+
+    @classmethod
+    def for_model(cls, rule: Aggregator, model, tasks=None, max_norm: float | None = None) -> "RuleStep":
+        """From a model with shared_parameters(), task_parameters(t) and last_shared_parameters();
+        ``tasks``: the model's task indices the rule sees (default all)."""
+        tasks = range(rule.num_tasks) if tasks is None else tasks
+        last = model.last_shared_parameters() if rule.needs == "last_shared" else None
+        return cls(rule, model.shared_parameters(), [model.task_parameters(t) for t in tasks], last, max_norm)
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The rule's own learnable tensors (UW, IMTL-L): put them in the training loop's optimiser."""
+        return self.rule.parameters()
+
+    def backward(self, losses: torch.Tensor, rep: torch.Tensor | None = None) -> torch.Tensor:
+        """Fill the .grad of the shared and head parameters (and of the rule's own parameters) from the
+        T task losses as the rule says, clip the shared gradient to max_norm and keep the detached
+        losses (after_step, end_epoch); returns the task weights used.
+
+        - needs "losses" (LS, SI, RLW, DWA, UW, FAMO, IMTL-L): back-propagate rule.loss(losses).
+        - needs "jacobian" (MGDA, PCGrad, CAGrad, IMTL, Nash-MTL, FairGrad, GradDrop): one backward per
+          task gives task t's gradient on the shared parameters (a row of G) and on its own head at
+          once; the shared gradient is rule.direction(G, L), head t gets w_t times its own gradient.
+        - needs "last_shared" (GradNorm): G on the last shared layer only, then sum_t w_t L_t.
+        - needs "representation" (MGDA-UB): G w.r.t. the shared representation `rep` (the tensor the
+          heads read), then sum_t w_t L_t."""
+        rule, T = self.rule, len(losses)
+        if rule.needs == "losses":
+            rule.loss(losses).backward()
+            w = rule.last_weights
+            w = w.detach() if isinstance(w, torch.Tensor) else torch.ones(T)
+        elif rule.needs == "jacobian":
+            shared, heads = self.shared, self.heads
+            G = losses.new_zeros(T, sum(p.numel() for p in shared))  # one buffer, filled row by row
+            head_grads = []
+            for t in range(T):
+                grads = torch.autograd.grad(losses[t], shared + heads[t], retain_graph=t < T - 1, allow_unused=True)
+                _fill_row(G[t], grads[:len(shared)], shared)
+                head_grads.append(grads[len(shared):])
+            d, w = rule.direction(G, losses.detach())
+            set_flat_grad(shared, d)
+            w = torch.ones(T, device=G.device) if w is None else w.detach()
+            for t in range(T):
+                for p, g in zip(heads[t], head_grads[t]):
+                    p.grad = (g * w[t]) if g is not None else torch.zeros_like(p)
+        elif rule.needs in ("last_shared", "representation"):
+            if rule.needs == "representation" and not isinstance(rep, torch.Tensor):
+                got = "none" if rep is None else f"a {type(rep).__name__} (task-specific features)"
+                raise ValueError(f"{rule.name} needs rep = the one shared representation tensor, got {got}; use mgda")
+            G = jacobian(losses, self.last_shared if rule.needs == "last_shared" else [rep], retain_graph=True)
+            w = rule.weights(losses.detach(), G).detach()
+            (w.to(losses.dtype) * losses).sum().backward()
+        else:
+            raise ValueError(f"aggregator {rule.name!r} has unknown needs={rule.needs!r}")
+        self.after_backward(losses)
+        return w
+
+    def after_backward(self, losses: torch.Tensor) -> None:
+        """The rest of `backward` for a caller that wrote the .grad itself (SAM-MTL): clip the shared
+        gradient to max_norm and keep the detached losses for after_step and the epoch mean (summed
+        in float32 on their device: no host sync)."""
+        if self.max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.shared, self.max_norm)
+        self._losses = losses.detach()
+        if self._sums is None:
+            self._sums = torch.zeros(len(losses), device=losses.device)
+        self._sums += self._losses
+        self._n += 1
+
+    @property
+    def needs_after_step(self) -> bool:
+        """Whether the rule learns from the losses after the optimiser step (FAMO's post_step)."""
+        return type(self.rule).post_step is not Aggregator.post_step
+
+    def after_step(self, recompute) -> None:
+        """Call after the optimiser step. Only for a rule that needs it (FAMO): ``recompute()`` (run
+        under torch.no_grad) returns the task losses of the same batch at the new parameters, and
+        the rule's post_step compares them with the losses of backward. Recompute with BatchNorm
+        statistics frozen, or they move twice per step."""
+        if not self.needs_after_step:
+            return
+        if self._losses is None:
+            raise RuntimeError(f"{self.rule.name}: after_step() needs a backward() first")
+        with torch.no_grad():
+            after = recompute()
+        self.rule.post_step(self._losses, after)
+
+    def end_epoch(self) -> torch.Tensor:
+        """The epoch's mean task losses (a CPU tensor: the epoch's one host read), handed to the rule's
+        epoch_end (DWA, GradNorm's warm-up); the sums start afresh."""
+        sums = self._sums.cpu() if self._sums is not None else torch.zeros(self.rule.num_tasks)
+        mean = sums / max(self._n, 1)
+        self.rule.epoch_end(mean)
+        self._sums, self._n, self._losses = None, 0, None
+        return mean
+
+    def state_dict(self) -> dict:
+        """The rule's state_dict and the epoch's running sums (weights_only-loadable)."""
+        return {"rule": self.rule.state_dict(), "sums": None if self._sums is None else self._sums.clone(), "n": self._n}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rule.load_state_dict(state["rule"])
+        self._sums, self._n, self._losses = state["sums"], int(state["n"]), None
+
 
 def aggregate(agg: Aggregator, G: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
     """Any rule as an update direction on a given Jacobian G (T x d), e.g. for SAM-MTL, which
@@ -968,7 +1227,7 @@ def aggregate(agg: Aggregator, G: torch.Tensor, losses: torch.Tensor) -> torch.T
     'jacobian' rules: agg.direction(G, losses)[0]. Other rules: agg.weights(losses, G) @ G, which is
     exact for LS, SI, RLW, DWA, MGDA-UB (then plain MGDA on G) and for the shared-parameter gradient
     of UW, IMTL-L and FAMO at their current parameters. Approximations: UW / IMTL-L scales and FAMO
-    logits are not updated here (they move through the harness's optimiser / post_step); GradNorm
+    logits are not updated here (they move through the training loop's optimiser / post_step); GradNorm
     measures its gradient norms on the rows of this G (not on the last shared layer) and, being
     stateful, takes its weight step on every call. Stateful rules (GradNorm, RLW draws, Nash-MTL warm
     start and update counter) see every call, so calling aggregate twice per step advances them twice."""
@@ -977,6 +1236,10 @@ def aggregate(agg: Aggregator, G: torch.Tensor, losses: torch.Tensor) -> torch.T
     w = agg.weights(losses.detach(), G)
     return _combine(w, G)
 
+
+# --------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------
 
 AGGREGATORS: dict[str, type[Aggregator]] = {
     cls.name: cls for cls in (LinearScalarization, ScaleInvariant, RLW, DWA, UW, GradNorm, FAMO,
