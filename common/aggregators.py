@@ -238,6 +238,11 @@ class HyperparameterError(ValueError, TypeError):
     TypeError like the one Python raises for an unexpected keyword, so callers may catch either)."""
 
 
+class RuleInputError(ValueError):
+    """RuleStep was given what its rule cannot use (MGDA-UB without one shared representation tensor):
+    a usage error of the caller, one line."""
+
+
 class Aggregator:
     """Base class: see the module docstring for the contract. Subclasses set ``name``, ``needs``,
     ``paper`` and ``default_max_norm`` and take their hyperparameters as keyword-only arguments
@@ -1163,7 +1168,7 @@ class RuleStep:
         elif rule.needs in ("last_shared", "representation"):
             if rule.needs == "representation" and not isinstance(rep, torch.Tensor):
                 got = "none" if rep is None else f"a {type(rep).__name__} (task-specific features)"
-                raise ValueError(f"{rule.name} needs rep = the one shared representation tensor, got {got}; use mgda")
+                raise RuleInputError(f"{rule.name} needs rep = the one shared representation tensor, got {got}; use mgda")
             G = jacobian(losses, self.last_shared if rule.needs == "last_shared" else [rep], retain_graph=True)
             w = rule.weights(losses.detach(), G).detach()
             (w.to(losses.dtype) * losses).sum().backward()

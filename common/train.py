@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from common.aggregators import RuleInputError, jacobian, set_flat_grad  # noqa: F401  (jacobian, set_flat_grad: the harness's)
 from common.data import MTLData, batches, dataset_accepts, dataset_names, load_dataset
 from common.device import UsageError, autocast, peak_memory_mb, reset_peak_memory, resolve_device, seed_everything
 from common.diverge import CHECK_EVERY, EXIT_DIVERGED, Diverged, FiniteWatch, nonfinite_tensor
@@ -235,15 +236,16 @@ def defaults_table(method_defaults: Mapping[str, Mapping] | None = None) -> str:
 
 
 def main_guard(main: Callable[[Sequence[str] | None], object]) -> None:
-    """Run `main(sys.argv[1:])`; a UsageError becomes one line on stderr and exit status 2, a
-    divergence one line and exit status EXIT_DIVERGED. On any failure a run set aside by
+    """Run `main(sys.argv[1:])`; a UsageError (or a RuleInputError: a rule given what it cannot use,
+    e.g. MGDA-UB on a backbone without one shared representation) becomes one line on stderr and exit
+    status 2, a divergence one line and exit status EXIT_DIVERGED. On any failure a run set aside by
     --overwrite is put back (the new run has no checkpoint yet) and the --out lock is released."""
     prog = os.path.basename(sys.argv[0])
     try:
         main(None)
     except BaseException as e:
         rundir.abort_all()
-        if isinstance(e, UsageError):
+        if isinstance(e, (UsageError, RuleInputError)):
             print(f"{prog}: error: {e}", file=sys.stderr)
             sys.exit(2)
         if isinstance(e, Diverged):
@@ -303,87 +305,6 @@ def _json_default(o):
     if isinstance(o, torch.Tensor):
         return o.tolist()
     return str(o)
-
-
-def jacobian(losses: torch.Tensor, params: Sequence[torch.Tensor], retain_graph: bool = False) -> torch.Tensor:
-    """The T x d Jacobian of the task losses w.r.t. `params` (flattened and concatenated), one
-    backward per task; the graph is kept for all but the last task unless `retain_graph`."""
-    T = len(losses)
-    G = losses.new_zeros(T, sum(p.numel() for p in params))  # one buffer, filled row by row
-    for t in range(T):
-        grads = torch.autograd.grad(losses[t], params, retain_graph=retain_graph or t < T - 1, allow_unused=True)
-        _fill_row(G[t], grads, params)
-    return G
-
-
-def _fill_row(row: torch.Tensor, grads, params) -> None:
-    """Copy a tuple of gradients of `params` (None = zero) into one row of the Jacobian buffer."""
-    i = 0
-    for g, p in zip(grads, params):
-        n = p.numel()
-        if g is not None:
-            row[i:i + n].copy_(g.reshape(-1))
-        i += n
-
-
-def set_flat_grad(params: Sequence[torch.Tensor], flat: torch.Tensor, accumulate: bool = False) -> None:
-    """Write a flat vector into the .grad of `params` (in order)."""
-    i = 0
-    for p in params:
-        n = p.numel()
-        g = flat[i:i + n].view_as(p).to(p.dtype)
-        if accumulate and p.grad is not None:
-            p.grad.add_(g)
-        else:
-            p.grad = g.clone()  # own storage: in-place clipping must not touch the caller's vector
-        i += n
-
-
-def aggregator_backward(agg, model, losses: torch.Tensor, rep: torch.Tensor | None = None) -> torch.Tensor:
-    """Fill the .grad of every trainable parameter of `model` (and of the rule's own parameters)
-    according to the aggregation rule `agg` (common/aggregators.py); returns the task weights used.
-
-    - needs "losses" (LS, SI, RLW, DWA, UW, FAMO): back-propagate agg.loss(losses).
-    - needs "jacobian" (MGDA, PCGrad, CAGrad, IMTL, Nash-MTL, FairGrad, GradDrop): one backward per
-      task gives task t's gradient on the shared parameters (a row of G) and on its own head at
-      once; the shared gradient is agg.direction(G, L), head t gets w_t times its own gradient.
-    - needs "last_shared" (GradNorm): G on the last shared layer only, then sum_t w_t L_t.
-    - needs "representation" (MGDA-UB): G w.r.t. the shared representation `rep`, then sum_t w_t L_t.
-    """
-    T = len(losses)
-    if agg.needs == "losses":
-        total = agg.loss(losses)
-        total.backward()
-        w = getattr(agg, "last_weights", None)
-        return w.detach() if isinstance(w, torch.Tensor) else torch.ones(T)
-    if agg.needs == "jacobian":
-        shared = model.shared_parameters()
-        heads = [model.task_parameters(t) for t in range(T)]
-        G = losses.new_zeros(T, sum(p.numel() for p in shared))  # one buffer, filled row by row
-        head_grads = []
-        for t in range(T):
-            grads = torch.autograd.grad(losses[t], shared + heads[t], retain_graph=t < T - 1, allow_unused=True)
-            _fill_row(G[t], grads[:len(shared)], shared)
-            head_grads.append(grads[len(shared):])
-        d, w = agg.direction(G, losses.detach())
-        set_flat_grad(shared, d)
-        w = torch.ones(T, device=G.device) if w is None else w.detach()
-        for t in range(T):
-            for p, g in zip(heads[t], head_grads[t]):
-                p.grad = (g * w[t]) if g is not None else torch.zeros_like(p)
-        return w
-    if agg.needs in ("last_shared", "representation"):
-        if agg.needs == "last_shared":
-            target = model.last_shared_parameters()
-        else:
-            if rep is None or isinstance(rep, (list, tuple)):
-                raise UsageError(f"--method {agg.name} needs one shared representation tensor; this backbone has task-specific features (use mgda instead)")
-            target = [rep]
-        G = jacobian(losses, target, retain_graph=True)
-        w = agg.weights(losses.detach(), G).detach()
-        (w.to(losses.dtype) * losses).sum().backward()
-        return w
-    raise ValueError(f"aggregator {agg.name!r} has unknown needs={agg.needs!r}")
 
 
 def clip_shared(model, max_norm: float | None) -> None:

@@ -5,7 +5,7 @@ on a shared-bottom network (shared encoder + one head per task).
     python methods/baselines.py --method nashmtl --dataset cityscapes
     python methods/baselines.py --method cagrad --hyper c=0.4
 
-One optimisation step (common.train.aggregator_backward):
+One optimisation step (common.aggregators.RuleStep, which applies any rule to a model):
 - loss rules (ls, si, rlw, dwa, uw, famo, imtl-l): back-propagate the rule's scalar loss;
 - gradient rules (mgda, pcgrad, cagrad, imtl, nashmtl, fairgrad, graddrop): the T x d Jacobian of the
   task losses w.r.t. the shared parameters (one backward per task, which also yields each head's
@@ -23,7 +23,8 @@ loop) imports the suite's harness (common/) when it runs.
 
 --log-grads N (the diagnostics of the AvgNorm paper, Figs. 7-8): every N steps, the gradient g_t of
 each task loss w.r.t. the last shared layer (one extra backward per task, through the heads and
-that layer only) and the aggregated gradient d the rule writes there (before clipping); log.csv
+that layer only) and the aggregated gradient d the rule writes there (clipping scales d by a positive
+factor, which leaves the cosine unchanged); log.csv
 gets the epoch means of cos(g_t, d) (cos_<task>) and ||g_t|| (grad_norm_<task>).
 """
 from __future__ import annotations
@@ -76,10 +77,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)  # puts common/ on the path
-    from common.aggregators import Aggregator, make_aggregator
+    from common.aggregators import RuleStep, make_aggregator
     from common.device import UsageError, move_tensors_, synchronize
     from common.models import build_model, count_parameters
-    from common.train import Run, aggregator_backward, bn_frozen, clip_shared, flat_metrics, jacobian, parse_hyper
+    from common.train import Run, bn_frozen, flat_metrics, jacobian, parse_hyper
 
     run = Run(args, args.method)
     data, T, dev = run.data, run.data.num_tasks, run.device
@@ -89,25 +90,29 @@ def main(argv=None):
     except (TypeError, ValueError) as e:
         raise UsageError(f"--hyper: {e}")
     move_tensors_(agg.parameters(), dev)
-    clip = agg.default_max_norm if args.clip_grad is None else args.clip_grad
+    step = RuleStep.for_model(agg, model, max_norm=args.clip_grad)  # clips to the rule's default unless --clip-grad
     best = (-float("inf"), None)
     weight_sum, weight_n, agg_seconds = torch.zeros(T), 0, 0.0
     state = run.load_checkpoint()
     if state is not None:
         model.load_state_dict(state["model"])
-        agg = state["agg"]  # the rule with its own state (weights, logits, loss history)
+        step.load_state_dict(state["rule"])  # the rule's own state (weights, logits, loss history)
         best = state.get("best", best)
         weight_sum, weight_n, agg_seconds = state["weight_sum"], state["weight_n"], state["agg_seconds"]
-    opt, sched = run.make_optimizer(list(model.parameters()) + list(agg.parameters()))
+    opt, sched = run.make_optimizer(list(model.parameters()) + step.parameters())
     if state is not None:
         opt.load_state_dict(state["opt"])
         if sched is not None and state.get("sched") is not None:
             sched.load_state_dict(state["sched"])
 
+    def recompute(x, ys):
+        with bn_frozen(model), run.autocast():  # BatchNorm statistics move once per step (no_grad: after_step)
+            return run.losses(model(x), ys).float()
+
     for epoch in run.epochs():
         model.train()
         # logged sums stay on the device during the epoch and are read once at its end (no per-step host sync)
-        sums, epoch_weights, n = torch.zeros(T, device=dev), torch.zeros(T, device=dev), 0
+        epoch_weights = torch.zeros(T, device=dev)
         diag_sum, diag_n = torch.zeros(2, T, device=dev), 0
         for x, ys in run.progress(run.batches("train", epoch), f"{args.method} epoch {epoch + 1}", run.num_batches()):
             opt.zero_grad(set_to_none=True)
@@ -119,30 +124,23 @@ def main(argv=None):
                 last = model.last_shared_parameters()
                 G_last = jacobian(losses, last, retain_graph=True).detach().float()  # graph kept for the step
             t0 = time.perf_counter()
-            w = aggregator_backward(agg, model, losses, rep=rep if agg.needs == "representation" else None)
+            w = step.backward(losses, rep)  # the rule's gradients, clipped
             synchronize(dev)
             agg_seconds += time.perf_counter() - t0
             if diag:
                 diag_sum += torch.stack(cosine_and_norms(G_last, last))
                 diag_n += 1
-            clip_shared(model, clip)
             opt.step()
-            if type(agg).post_step is not Aggregator.post_step:  # FAMO: losses after the step
-                with torch.no_grad(), bn_frozen(model), run.autocast():
-                    after = run.losses(model(x), ys).float()
-                agg.post_step(losses.detach(), after)
-            sums += losses.detach()
+            step.after_step(lambda: recompute(x, ys))  # FAMO: the losses of the same batch after the step
             epoch_weights += w.detach().float()
             weight_n += 1
-            n += 1
             if run.step():
                 break
         if sched is not None:
             sched.step()
-        sums, diag_sum = sums.cpu(), diag_sum.cpu()
+        mean, diag_sum = step.end_epoch(), diag_sum.cpu()  # the rule's epoch_end (DWA, GradNorm)
         weight_sum += epoch_weights.cpu()
-        agg.epoch_end(sums / max(n, 1))
-        row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)}
+        row = {f"train_loss_{t.name}": float(v) for t, v in zip(data.tasks, mean)}
         if diag_n:
             row.update({f"cos_{t.name}": float(v) for t, v in zip(data.tasks, diag_sum[0] / diag_n)})
             row.update({f"grad_norm_{t.name}": float(v) for t, v in zip(data.tasks, diag_sum[1] / diag_n)})
@@ -157,7 +155,7 @@ def main(argv=None):
                 best = (score, copy.deepcopy(model.state_dict()))
         run.log_epoch(epoch, row)
         run.save_checkpoint(epoch, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                    "sched": sched.state_dict() if sched is not None else None, "agg": agg,
+                                    "sched": sched.state_dict() if sched is not None else None, "rule": step.state_dict(),
                                     "best": best, "weight_sum": weight_sum, "weight_n": weight_n,
                                     "agg_seconds": agg_seconds})
 
@@ -169,7 +167,7 @@ def main(argv=None):
                 "mean_weights": (weight_sum / max(weight_n, 1)).tolist(),
                 "aggregation_seconds": round(agg_seconds, 4),
                 "solver_seconds": round(float(getattr(agg, "solver_seconds", 0.0)), 4),
-                "clip_grad": clip,
+                "clip_grad": step.max_norm,
                 "parameters": count_parameters(model.parameters())})
     return test
 

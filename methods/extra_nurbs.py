@@ -492,22 +492,6 @@ def validate(args) -> None:
 # ----------------------------------------------------------------------------------------------
 # Training phases
 # ----------------------------------------------------------------------------------------------
-class TaskView:
-    """The slice of an MTLModel seen by an aggregation rule trained on a subset of the tasks."""
-
-    def __init__(self, model, tasks):
-        self.model, self.tasks = model, list(tasks)
-
-    def shared_parameters(self):
-        return self.model.shared_parameters()
-
-    def task_parameters(self, t):
-        return self.model.task_parameters(self.tasks[t])
-
-    def last_shared_parameters(self):
-        return self.model.last_shared_parameters()
-
-
 def load_endpoint(path: str, model: nn.Module) -> dict:
     _harness()
     from common.device import UsageError
@@ -648,11 +632,11 @@ def plot_affinity(path, A, groups, data) -> None:
 # ----------------------------------------------------------------------------------------------
 def main(argv=None):
     _harness()
-    from common.aggregators import Aggregator, make_aggregator
+    from common.aggregators import RuleStep, make_aggregator
     from common.device import UsageError, move_tensors_, peak_memory_mb, reset_peak_memory, seed_everything
     from common.metrics import HV_SPLIT, hv_reference, hypervolume, non_dominated
     from common.models import build_model, count_parameters
-    from common.train import Run, aggregator_backward, bn_frozen, clip_shared, parse_hyper
+    from common.train import Run, bn_frozen, parse_hyper
 
     args = parse_args(argv)
     validate(args)
@@ -809,17 +793,21 @@ def main(argv=None):
         except (TypeError, ValueError) as e:
             raise UsageError(f"--hyper: {e}")
         move_tensors_(agg.parameters(), dev)
+        step = RuleStep.for_model(agg, model, tasks, max_norm=args.clip_grad)  # the rule on the endpoint's tasks
         if S["work"] is not None:
             model.load_state_dict(S["work"]["model"])
-            agg = S["work"]["agg"]
-        opt, sched = run.make_optimizer(list(model.parameters()) + list(agg.parameters()))
+            step.load_state_dict(S["work"]["rule"])
+        opt, sched = run.make_optimizer(list(model.parameters()) + step.parameters())
         if S["work"] is not None:
             opt.load_state_dict(S["work"]["opt"])
             if sched is not None and S["work"]["sched"] is not None:
                 sched.load_state_dict(S["work"]["sched"])
-        clip = agg.default_max_norm if args.clip_grad is None else args.clip_grad
-        view = TaskView(model, tasks)
         idx = torch.tensor(tasks, device=dev)
+
+        def recompute(x, ys):
+            with bn_frozen(model), run.autocast():  # BatchNorm statistics move once per step (no_grad: after_step)
+                return run.losses(model(x), ys).float()[idx]
+
         while not phase_over(args.endpoint_epochs):
             epoch = S["epoch"] + 1
             model.train()
@@ -829,15 +817,10 @@ def main(argv=None):
                 with run.autocast():
                     rep = model.encoder(x)
                     all_losses = run.losses(model.decode(rep), ys).float()
-                losses = all_losses[idx]
-                aggregator_backward(agg, view, losses, rep=rep if agg.needs == "representation" else None)
-                clip_shared(model, clip)
+                step.backward(all_losses[idx], rep)  # the rule's gradients, clipped
                 opt.step()
-                if type(agg).post_step is not Aggregator.post_step:  # FAMO: losses after the step
-                    with torch.no_grad(), bn_frozen(model), run.autocast():
-                        after = run.losses(model(x), ys).float()[idx]
-                    agg.post_step(losses.detach(), after)
-                sums += all_losses.detach()
+                step.after_step(lambda: recompute(x, ys))  # FAMO: the losses of the same batch after the step
+                sums += all_losses.detach()  # every task's loss, for the log
                 n += 1
                 S["phase_steps"] += 1
                 S["total_steps"] += 1
@@ -845,8 +828,8 @@ def main(argv=None):
                     break
             if sched is not None:
                 sched.step()
-            sums = sums.cpu()  # the epoch's one read of the training losses
-            agg.epoch_end(sums[idx.cpu()] / max(n, 1))
+            sums = sums.cpu()  # the epoch's read of every task's training loss
+            step.end_epoch()  # the rule's epoch_end on the mean losses of its tasks
             S["epoch"] = epoch
             val = None
             if (epoch + 1) % args.eval_every == 0 or phase_over(args.endpoint_epochs):
@@ -855,7 +838,7 @@ def main(argv=None):
                 score = run.selection_score({data.tasks[t].name: val[data.tasks[t].name] for t in tasks})
                 if args.select == "best" and (S["best"] is None or score > S["best"][0]):
                     S["best"] = (score, copy.deepcopy(model.state_dict()))
-            S["work"] = {"model": model.state_dict(), "opt": opt.state_dict(), "agg": agg,
+            S["work"] = {"model": model.state_dict(), "opt": opt.state_dict(), "rule": step.state_dict(),
                          "sched": sched.state_dict() if sched is not None else None}
             log(epoch, _row(run, phase, sums, n, val=val))
             save()

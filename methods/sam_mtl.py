@@ -609,10 +609,10 @@ def plot_training(log_path: str, out_dir: str, task_names) -> list[str]:
 # --------------------------------------------------------------------------------------------
 def main(argv=None):
     _common()
-    from common.aggregators import Aggregator
+    from common.aggregators import RuleStep, make_aggregator
     from common.device import UsageError, move_tensors_, synchronize
     from common.models import build_model, count_parameters
-    from common.train import Run, bn_frozen, clip_shared, flat_metrics, parse_hyper
+    from common.train import Run, bn_frozen, flat_metrics, parse_hyper
 
     args = parse_args(argv)
     validate_method_args(args)
@@ -627,7 +627,7 @@ def main(argv=None):
     # models: one multi-task model, or (F-STL) one single-task model per task
     models = [build_model(args.model, data, tasks=[t], pretrained=args.pretrained).to(dev) for t in range(T)] if stl else [build_model(args.model, data, pretrained=args.pretrained).to(dev)]
     if single:
-        aggs, clip = None, (args.clip_grad or 0.0)
+        aggs = None
     else:
         try:
             aggs = make_aggregators(args.aggregator, T, args.mode, dataset=args.dataset, **hyper)
@@ -635,7 +635,11 @@ def main(argv=None):
             raise UsageError(f"--hyper: {e}")
         for a in all_aggregators(aggs):
             move_tensors_(a.parameters(), dev)
-        clip = aggs.loss.default_max_norm if args.clip_grad is None else args.clip_grad
+    parts_of = [model_parts(m) for m in models]
+    # per model, the rule of its loss sub-problem (F-LS / F-STL: LS) clips the shared gradient to its default
+    # unless --clip-grad, runs FAMO's post_step and the per-epoch hook
+    rule_steps = [RuleStep(make_aggregator("ls", len(heads)) if single else aggs.loss, shared, heads, max_norm=args.clip_grad)
+                  for shared, heads in parts_of]
     best = [(-float("inf"), None)] * len(models)
     seconds_sam = 0.0
     averaging = args.select == "last" and args.average_last > 1
@@ -644,7 +648,8 @@ def main(argv=None):
     if state is not None:
         for m, s in zip(models, state["models"]):
             m.load_state_dict(s)
-        aggs = state["aggs"]
+        for a, s in zip([] if single else all_aggregators(aggs), state["aggs"]):
+            a.load_state_dict(s)
         best = state.get("best", best)
         seconds_sam = state.get("seconds_sam", 0.0)
         tail = state.get("tail", [])
@@ -657,23 +662,24 @@ def main(argv=None):
             if sc is not None and ss is not None:
                 sc.load_state_dict(ss)
 
-    parts_of = [model_parts(m) for m in models]
-
     def task_loss_fn(ids):
         return lambda outs, ys: run.losses(outs, ys, task_ids=ids)
 
     loss_fns = [task_loss_fn([t]) for t in range(T)] if stl else [task_loss_fn(None)]
-    famo_like = (not single) and type(aggs.loss).post_step is not Aggregator.post_step
+
+    def recompute(m, x, ys):
+        with bn_frozen(m), run.autocast():  # BatchNorm statistics move once per step (no_grad: after_step)
+            return run.losses(m(x), ys).float()
 
     for epoch in run.epochs():
         for m in models:
             m.train()
-        sums, sharp_sum, n = torch.zeros(T, device=dev), torch.zeros(T, device=dev), 0  # read once per epoch
+        sharp_sum, n = torch.zeros(T, device=dev), 0  # read once per epoch
         stats_sum: dict[str, float] = {}
         for x, ys in run.progress(run.batches("train", epoch), f"sam_mtl epoch {epoch + 1}", run.num_batches()):
             t0 = time.perf_counter()
-            batch_losses, batch_sharp, batch_stats = [], [], []
-            for k, (m, (shared, heads), (opt, _), lf) in enumerate(zip(models, parts_of, opts, loss_fns)):
+            batch_sharp, batch_stats = [], []
+            for m, (shared, heads), (opt, _), lf, step in zip(models, parts_of, opts, loss_fns, rule_steps):
                 opt.zero_grad(set_to_none=True)
                 g = sam_gradients(m, shared, heads, x, ys, lf, args.rho_sh, args.rho_ns, args.adaptive, run.autocast, joint=single)
                 if single:  # plain SAM on sum_i L^i (F-LS) or on the one task's loss (F-STL)
@@ -688,17 +694,12 @@ def main(argv=None):
                                        "smaller radii (--rho-sh / --rho-ns)")
                 batch_stats.append(step_statistics(g, d, parts))
                 apply_gradients(shared, heads, d, g)
-                clip_shared(m, clip)
+                step.after_backward(g.losses)  # clipping; the losses for post_step and the epoch mean
                 opt.step()
-                if famo_like:  # FAMO: the losses of the same batch after the step
-                    with torch.no_grad(), bn_frozen(m), run.autocast():
-                        after = run.losses(m(x), ys).float()
-                    aggs.loss.post_step(g.losses, after)
-                batch_losses.append(g.losses.detach())
+                step.after_step(lambda: recompute(m, x, ys))  # FAMO: the losses of the same batch after the step
                 batch_sharp.append(g.sharpness.detach())
             synchronize(dev)
             seconds_sam += time.perf_counter() - t0
-            sums += torch.cat(batch_losses)
             sharp_sum += torch.cat(batch_sharp)
             for s in batch_stats:  # F-STL: one model per task, no conflicts between tasks
                 for key, v in s.items():
@@ -709,9 +710,9 @@ def main(argv=None):
         for _, sc in opts:
             if sc is not None:
                 sc.step()
-        mean_losses, mean_sharp = sums.cpu() / max(n, 1), sharp_sum.cpu() / max(n, 1)
+        mean_losses = torch.cat([step.end_epoch() for step in rule_steps])  # and the loss rule's epoch_end
+        mean_sharp = sharp_sum.cpu() / max(n, 1)
         if not single:
-            aggs.loss.epoch_end(mean_losses)
             if aggs.flat is not None:
                 aggs.flat.epoch_end(_objective(mean_sharp))
             if aggs.second is not None:
@@ -736,7 +737,7 @@ def main(argv=None):
         run.log_epoch(epoch, row)
         run.save_checkpoint(epoch, {"models": [m.state_dict() for m in models], "opts": [o.state_dict() for o, _ in opts],
                                     "scheds": [sc.state_dict() if sc is not None else None for _, sc in opts],
-                                    "aggs": aggs, "best": best, "seconds_sam": seconds_sam, "tail": tail})
+                                    "aggs": [a.state_dict() for a in ([] if single else all_aggregators(aggs))], "best": best, "seconds_sam": seconds_sam, "tail": tail})
 
     for k, m in enumerate(models):
         if args.select == "best" and best[k][1] is not None:
@@ -756,7 +757,7 @@ def main(argv=None):
         "variant": name, "aggregator": args.aggregator, "mode": args.mode,
         "rho_sh": args.rho_sh, "rho_ns": args.rho_ns, "adaptive": args.adaptive, "model": args.model,
         "unit_gradients": bool(args.unit_gradients),
-        "clip_grad": clip,
+        "clip_grad": rule_steps[0].max_norm,
         "conflict_fraction": {k: [float(r[k]) for r in log if r.get(k) not in (None, "")]
                               for k in ("conflict_loss", "conflict_flat", "conflict_sam", "conflict_intra")},
         "train_sharpness": run.guarded("train_sharpness", lambda: {t.name: float(log[-1][f"sharpness_{t.name}"]) for t in data.tasks})

@@ -14,7 +14,7 @@ reports, per method:
 
   step time     median and spread (25th-75th percentile) of the synchronised wall time of one step;
   x LS          the median over the median of LS (the `ls` row: the harness path of
-                methods/baselines.py, i.e. common.train.aggregator_backward, then Adam);
+                methods/baselines.py, i.e. common.aggregators.RuleStep, then Adam);
   x bound       the median over the lower bound of a per-task-gradient method: one forward pass plus
                 one backward pass per task on the shared parameters (the `bound` row), the work that
                 no gradient-aggregation rule can avoid;
@@ -75,12 +75,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from common.aggregators import AGGREGATORS, Aggregator, make_aggregator  # noqa: E402
+from common.aggregators import AGGREGATORS, RuleStep, make_aggregator  # noqa: E402
 from common.data import MTLData, load_dataset, task  # noqa: E402
 from common.device import UsageError, autocast, resolve_device, seed_everything, synchronize  # noqa: E402
 from common.metrics import task_loss, task_losses  # noqa: E402
 from common.models import build_model, count_parameters  # noqa: E402
-from common.train import aggregator_backward, bn_frozen, clip_shared, jacobian, main_guard, write_json  # noqa: E402
+from common.train import bn_frozen, jacobian, main_guard, write_json  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
 # The dataset shapes of the issue (input C x H x W, batch, tasks, backbone) and the dataset whose
@@ -301,21 +301,21 @@ def make_rule(name: str):
         agg = make_aggregator(name, b.T, dataset=b.spec["dataset"])
         for p in agg.parameters():
             p.data = p.data.to(b.device)
-        opt = b.adam(list(model.parameters()) + list(agg.parameters()))
-        post = type(agg).post_step is not Aggregator.post_step
+        rule = RuleStep.for_model(agg, model)
+        opt = b.adam(list(model.parameters()) + rule.parameters())
+
+        def recompute():
+            with bn_frozen(model), b.autocast():
+                return b.losses(model(b.x))
 
         def step():
             opt.zero_grad(set_to_none=True)
             with b.autocast():
                 rep = model.encoder(b.x)
                 losses = b.losses(model.decode(rep))
-            aggregator_backward(agg, model, losses, rep=rep if agg.needs == "representation" else None)
-            clip_shared(model, agg.default_max_norm)
+            rule.backward(losses, rep)
             opt.step()
-            if post:  # FAMO: the losses of the same batch after the step
-                with torch.no_grad(), bn_frozen(model), b.autocast():
-                    after = b.losses(model(b.x))
-                agg.post_step(losses.detach(), after)
+            rule.after_step(recompute)  # FAMO: the losses of the same batch after the step
         return step, lambda: agg.solver_seconds, {"needs": agg.needs}
     return maker
 

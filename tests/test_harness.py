@@ -19,7 +19,8 @@ import stl  # noqa: E402
 from common.metrics import delta_m  # noqa: E402
 from common.data import load_dataset  # noqa: E402
 from common.device import UsageError  # noqa: E402
-from common.train import aggregator_backward, jacobian  # noqa: E402
+from common.aggregators import RuleStep  # noqa: E402
+from common.train import jacobian  # noqa: E402
 
 FLAGS = ["--no-progress", "--quiet", "--data-root", os.path.join(ROOT, "data")]
 
@@ -119,14 +120,14 @@ def test_jacobian_rows_are_task_gradients():
 
 class _HalfFirst:
     """A fake 'jacobian' rule: direction = mean row, head weights (0.5, 2)."""
-    name, needs = "fake", "jacobian"
+    name, needs, num_tasks, default_max_norm = "fake", "jacobian", 2, 0.0
 
     def direction(self, G, losses):
         self.G = G
         return G.mean(0), torch.tensor([0.5, 2.0])
 
 
-def test_aggregator_backward_jacobian_rule_sets_shared_and_head_grads():
+def test_rule_step_jacobian_rule_sets_shared_and_head_grads():
     from common.models import MTLModel
 
     torch.manual_seed(0)
@@ -135,7 +136,7 @@ def test_aggregator_backward_jacobian_rule_sets_shared_and_head_grads():
     outs = model(x)
     losses = torch.stack([o.pow(2).mean() for o in outs])
     agg = _HalfFirst()
-    aggregator_backward(agg, model, losses)
+    RuleStep.for_model(agg, model).backward(losses)
     # reference gradients, one task at a time
     ref = []
     for t in range(2):
@@ -145,7 +146,7 @@ def test_aggregator_backward_jacobian_rule_sets_shared_and_head_grads():
     outs = model(x)
     losses = torch.stack([o.pow(2).mean() for o in outs])
     model.zero_grad()
-    aggregator_backward(agg, model, losses)
+    RuleStep.for_model(agg, model).backward(losses)
     for n, p in model.encoder.named_parameters():
         assert torch.allclose(p.grad, (ref[0]["encoder." + n] + ref[1]["encoder." + n]) / 2, atol=1e-6)
     for t, wt in enumerate((0.5, 2.0)):

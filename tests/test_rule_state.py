@@ -1,8 +1,9 @@
 """common.aggregators as a drop-in: RuleStep fills the gradients of any rule as hand-written references
 do, and every rule's state lives in a state_dict that torch.load(weights_only=True) reads back, so that
-a restored rule continues exactly as the original."""
+a restored rule continues exactly as the original; baselines.py --resume equals an uninterrupted run."""
 import copy
 import io
+import json
 import os
 import sys
 
@@ -12,8 +13,12 @@ import torch.nn as nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "methods"))
 
-from common.aggregators import AGGREGATORS, RuleStep, make_aggregator  # noqa: E402
+import baselines  # noqa: E402
+from common.aggregators import AGGREGATORS, RuleInputError, RuleStep, make_aggregator  # noqa: E402
+
+FLAGS = ["--no-progress", "--quiet", "--data-root", os.path.join(ROOT, "data")]
 
 
 class Net(nn.Module):
@@ -341,3 +346,58 @@ def test_a_subset_of_tasks_is_a_subset_of_heads():
     step.backward(L[[0, 2]])
     assert all(p.grad is None for p in model.heads[1].parameters())
     assert all(p.grad is not None for t in (0, 2) for p in model.heads[t].parameters())
+
+
+# ---- baselines.py --resume ---------------------------------------------------------------------------
+@pytest.mark.parametrize("rule", ["famo", "dwa", "nashmtl", "uw"])
+def test_baselines_resume_equals_an_uninterrupted_run(tmp_path, rule):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--method", rule, "--dataset", "toy", "--batch-size", "250"] + FLAGS  # 4 steps per epoch
+    if rule == "nashmtl":  # step 8 (the first after the resume) reuses the weights solved at step 6
+        common += ["--hyper", "update_weights_every=3"]
+    baselines.main(common + ["--epochs", "4", "--out", str(a)])
+    baselines.main(common + ["--epochs", "2", "--out", str(b)])
+    blob = torch.load(b / "checkpoint.pt", weights_only=False)
+    rng = blob.pop("rng")  # Run's own RNG record (numpy's state) is not the rule's concern here
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)["state"]  # the method's state, the rule's included
+    assert state["rule"]["rule"]["rule"] == rule and rng is not None
+    baselines.main(common + ["--epochs", "4", "--out", str(b), "--resume"])
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    assert mb["steps"] == ma["steps"] == 16
+    assert mb["tasks"] == ma["tasks"] and mb["mean_weights"] == ma["mean_weights"]
+    if rule == "dwa":  # the third epoch's weights come from the loss history of the first two
+        assert ma["mean_weights"] != [1.0, 1.0]
+
+
+def test_mgda_ub_on_task_specific_features_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    """A backbone whose encoder gives one feature tensor per task (MTAN) has no shared representation:
+    RuleStep raises RuleInputError, which the command line reports like a UsageError."""
+    import common.models as models
+    from common.train import main_guard
+
+    class PerTask(nn.Module):
+        def __init__(self, enc):
+            super().__init__()
+            self.enc = enc
+
+        def forward(self, x):
+            r = self.enc(x)
+            return [r, r]
+    real = models.build_model
+
+    def build(*a, **k):
+        m = real(*a, **k)
+        m.encoder = PerTask(m.encoder)
+        return m
+    monkeypatch.setattr(models, "build_model", build)
+    monkeypatch.setattr(sys, "argv", ["baselines.py"])
+    argv = ["--method", "mgda-ub", "--dataset", "toy", "--max-steps", "1", "--out", str(tmp_path / "o")] + FLAGS
+    with pytest.raises(RuleInputError, match="mgda-ub needs rep = the one shared representation tensor, got a list"):
+        baselines.main(argv)
+    with pytest.raises(SystemExit) as e:
+        main_guard(lambda _: baselines.main(argv + ["--overwrite"]))
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("baselines.py: error: mgda-ub needs rep"), err
