@@ -401,3 +401,45 @@ def test_mgda_ub_on_task_specific_features_is_one_line_and_exit_2(tmp_path, monk
         main_guard(lambda _: baselines.main(argv + ["--overwrite"]))
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert e.value.code == 2 and len(err) == 1 and err[0].startswith("baselines.py: error: mgda-ub needs rep"), err
+
+
+def test_the_module_docstring_example_runs_with_aggregators_py_copied_alone(tmp_path):
+    """The usage example at the top of common/aggregators.py, run on a 2-task MLP in a folder that holds
+    only that file; its saved state loads with weights_only=True into a fresh rule."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _lift import run_alone
+    import common.aggregators as A
+
+    lines = A.__doc__.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("    rule = make_aggregator("))
+    end = next(i for i in range(start, len(lines)) if not lines[i].strip())
+    example = "\n".join(ln[4:] for ln in lines[start:end])
+    setup = """import torch
+import torch.nn as nn
+from aggregators import RuleStep, make_aggregator
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(5, 16), nn.ReLU())
+        self.heads = nn.ModuleList(nn.Linear(16, 1) for _ in range(2))
+    def forward(self, x):
+        return [h(self.trunk(x)).squeeze(1) for h in self.heads]
+
+def task_losses(outs, ys):
+    return torch.stack([nn.functional.mse_loss(o, y) for o, y in zip(outs, ys)])
+
+torch.manual_seed(0)
+net, epochs = Net(), 3
+x = torch.randn(64, 5)
+batches = [(x, [x[:, 0] + 1.0, x[:, 1] * x[:, 2]])] * 4
+"""
+    check = """
+fresh = RuleStep(make_aggregator("famo", num_tasks=2), net.trunk.parameters(), [list(h.parameters()) for h in net.heads])
+fresh.load_state_dict(torch.load("rule.pt", weights_only=True))
+assert (step.rule.logits != 0).any() and torch.equal(fresh.rule.logits, step.rule.logits)
+assert torch.equal(fresh.rule.opt.m, step.rule.opt.m) and fresh.rule.opt.t == step.rule.opt.t == 12
+"""
+    (tmp_path / "example.py").write_text(setup + example + "\n" + check)
+    r = run_alone(tmp_path, ["common/aggregators.py"], "import runpy; runpy.run_path('example.py'); print('example ok')")
+    assert r.returncode == 0 and "example ok" in r.stdout, r.stdout + r.stderr
