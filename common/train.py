@@ -583,11 +583,16 @@ class Run:
     """One training run: resolved arguments, device, data, the --out folder and its files."""
 
     def __init__(self, args: argparse.Namespace, method: str, method_defaults: Mapping[str, Mapping] | None = None,
-                 load_data: bool = True, check: Callable[[argparse.Namespace, MTLData | None], None] | None = None):
-        """`check(args, data)`, if given, validates method flags that depend on the dataset; it runs
-        after the data is loaded and before --out is touched (raise UsageError to refuse)."""
+                 load_data: bool = True, check: Callable[[argparse.Namespace, MTLData | None], None] | None = None,
+                 own: Sequence[str] = ()):
+        """`method_defaults`: the method's DEFAULTS table; every flag left None that it (or the
+        dataset's table) names is resolved here. `own`: table keys the method resolves itself
+        because their rule reads other flags (e.g. SAM-MTL's radii, which --rho sets); Run leaves
+        them unset. `check(args, data)`, if given, validates method flags that depend on the
+        dataset; it runs after the data is loaded and before --out is touched (raise UsageError)."""
         self.args, self.method = args, method
         self.t0 = time.time()
+        self._own = set(own)
         self._resolve(method_defaults or {})
         self._validate()
         self.device = resolve_device(args.device)
@@ -644,7 +649,7 @@ class Run:
         self.defaults = ds
         self._derived = []
         for k, v in ds.items():
-            if k == "scheduler" or getattr(a, k, 0) is not None:
+            if k == "scheduler" or k in self._own or getattr(a, k, 0) is not None:
                 continue
             if isinstance(v, Derived):
                 self._derived.append((k, v))
@@ -1097,7 +1102,7 @@ class Run:
         """With --resume and a checkpoint in --out: its `state` dict (and the resume point set);
         else None. The file is read with torch.load(weights_only=True): tensors and plain values
         only, so nothing in it can run code, and it does not depend on the suite's class names.
-        Its random streams are restored when the first resumed epoch starts (`epochs`)."""
+        Its random streams are restored at once and again when the first resumed epoch starts."""
         if not (self.args.resume and os.path.isfile(self.ckpt_path)):
             if self._config_pending:
                 self._config_pending = False
@@ -1118,7 +1123,8 @@ class Run:
         self._config_pending = False  # the resume is accepted: config.json records this session
         self.write_config()
         self._trim_log(self.start_epoch, (blob.get("state") or {}).get("phases"))
-        self._pending_rng = blob["rng"]
+        _set_rng_state(blob["rng"])  # now, and again when the first resumed epoch starts (`epochs`), so
+        self._pending_rng = blob["rng"]  # that building the objects in between cannot move the streams
         if not self.args.quiet:
             where = f"epoch {self.start_epoch}"
             phases = (blob.get("state") or {}).get("phases")
