@@ -1,19 +1,32 @@
-"""The small shared harness: arguments, the run directory, per-task losses and Jacobians,
-evaluation, log.csv / metrics.json, atomic checkpoints with --resume, progress bars, --max-steps.
+"""The small shared harness: arguments and their defaults, the run directory, per-task losses and
+Jacobians, evaluation, log.csv / metrics.json, atomic checkpoints with --resume, progress bars,
+--max-steps, and the skeleton every method's training loop shares.
 
 A method script reads top to bottom like its paper and uses these pieces:
 
     parser = base_parser("pml", __doc__)          # the common flags of DESIGN.md
-    ...method flags...
+    parser.epilog = defaults_table(DEFAULTS)      # --help shows the values every flag resolves to
+    ...method flags (default None: the table decides)...
     args = parser.parse_args(argv)
-    run = Run(args, "pml", METHOD_DEFAULTS)       # resolves defaults, validates, loads data, seeds
+    run = Run(args, "pml", DEFAULTS)              # resolves defaults, validates, loads data, seeds
+    model, (opt, sched) = ..., run.make_optimizer(model.parameters())
+    run.track(model=model, opt=opt, sched=sched)  # named state: saved by run.checkpoint, loaded on --resume
+    S = run.values(history=[])                    # plain values saved with it (update the dict in place)
     for epoch in run.epochs():                    # resumes where a checkpoint left off
         for x, ys in run.progress(run.batches("train", epoch), "train"):
             ...
             if run.step():                        # counts steps; True once --max-steps is reached
                 break
-        run.log_epoch(epoch, {...}); run.save_checkpoint(epoch, {...})
+        if run.eval_due(epoch):                   # every --eval-every epochs, and at the last one
+            run.best.offer(run.selection_score(val), model.state_dict(), epoch)   # --select best
+        run.log_epoch(epoch, {...}); run.checkpoint(epoch)
+    run.best.restore(model.load_state_dict)       # the selected epoch's weights (--select best)
     run.finish({...})                             # metrics.json
+
+A run in stages (EXTRA's warm-up, endpoints and curve) declares them with `run.phases([...])` and
+wraps each in `if run.enter(name): ... run.leave()`: each phase has its own epochs, its share of
+--max-steps, its own tracked objects and best model, its seconds and peak memory, and a --resume
+continues inside the phase it stopped in.
 
 `main_guard(main)` turns a `UsageError` (bad flag values, missing or malformed data, an existing
 run directory) into one line on stderr and exit status 2, before anything in --out is touched.
@@ -223,15 +236,62 @@ def describe_scheduler(spec) -> str:
     return f"StepLR(step {spec[0]}, gamma {spec[1]})"
 
 
-def defaults_table(method_defaults: Mapping[str, Mapping] | None = None) -> str:
-    """The per-dataset training defaults (DATASET_DEFAULTS under a method's own table), for --help."""
+class Derived:
+    """A default computed from the run once its data is loaded, e.g. PaLoRA's adapter learning-rate
+    multiplier T: ``Derived("T (the number of tasks)", lambda args, data: float(data.num_tasks))``.
+    --help prints `text`; Run resolves ``fn(args, data)`` for a flag left unset."""
+
+    def __init__(self, text: str, fn: Callable[[argparse.Namespace, MTLData | None], object]):
+        self.text, self.fn = text, fn
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+TRAINING_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "scheduler", "select", "augment")
+
+
+def resolved_defaults(dataset: str, method_defaults: Mapping[str, Mapping] | None = None) -> dict:
+    """The one resolution of every default, lowest first: GLOBAL_DEFAULTS, the dataset's row of
+    DATASET_DEFAULTS, the method's "*" row, the method's row for the dataset."""
     md = method_defaults or {}
-    lines = ["per-dataset defaults (what --epochs, --batch-size, --lr, --weight-decay, --scheduler, --select resolve to):"]
-    for name in DATASET_DEFAULTS:
-        d = {**GLOBAL_DEFAULTS, **DATASET_DEFAULTS[name], **md.get("*", {}), **md.get(name, {})}
+    return {**GLOBAL_DEFAULTS, **DATASET_DEFAULTS.get(dataset, {}), **md.get("*", {}), **md.get(dataset, {})}
+
+
+def _show(key: str, v) -> str:
+    if key == "scheduler":
+        return describe_scheduler(v)
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)) and not isinstance(v, Derived):
+        return "/".join(str(x) for x in v) if v else "none"
+    return str(v)
+
+
+def defaults_table(method_defaults: Mapping[str, Mapping] | None = None, datasets: Sequence[str] | None = None,
+                   title: str = "defaults") -> str:
+    """The --help table of what every flag left unset resolves to, per dataset (`resolved_defaults`):
+    the training settings, then the method's own flags (one row of values shared by all datasets,
+    then each dataset's own). `datasets`: the rows to print (default: every dataset the suite knows
+    and every dataset the method's table names)."""
+    md = method_defaults or {}
+    names = list(datasets) if datasets is not None else \
+        list(DATASET_DEFAULTS) + [d for d in md if d != "*" and d not in DATASET_DEFAULTS]
+    method_keys = [k for k in md.get("*", {}) if k not in TRAINING_KEYS]
+    for d in names:
+        method_keys += [k for k in md.get(d, {}) if k not in TRAINING_KEYS and k not in method_keys]
+    lines = [f"{title}: what each flag left unset resolves to (--flag-name = key with '-' for '_'):"]
+    if method_keys:
+        shared = md.get("*", {})
+        lines.append("  every dataset: " + ", ".join(f"{k}={_show(k, shared[k])}" for k in method_keys if k in shared))
+    for name in names:
+        d = resolved_defaults(name, md)
         wd = f", weight decay {d['weight_decay']:g}" if d.get("weight_decay") else ""
-        lines.append(f"  {name:20s} epochs {d['epochs']}, batch {d['batch_size']}, Adam lr {d['lr']:g}{wd}, "
-                     f"{describe_scheduler(d.get('scheduler'))}, select {d.get('select', 'last')}")
+        own = {k: v for k, v in {**md.get(name, {})}.items() if k in method_keys or k == "model"}
+        extra = ("; " + ", ".join(f"{k}={_show(k, v)}" for k, v in own.items())) if own else ""
+        lines.append(f"  {name:20s} epochs {d['epochs']}, batch {d['batch_size']}, Adam lr {_show('lr', d['lr'])}{wd}, "
+                     f"{describe_scheduler(d.get('scheduler'))}, select {d.get('select', 'last')}"
+                     f"{', augment' if d.get('augment') else ''}{extra}")
     return "\n".join(lines)
 
 
@@ -374,15 +434,86 @@ class _Adam(torch.optim.Adam):
             raise self.run.diverged(f"the update of step {self.run.global_step + 1} overflows the parameters' float type") from None
 
 
+def _clone(state):
+    """A detached copy of a (nested) state: tensors cloned on their device, containers rebuilt."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().clone()
+    if isinstance(state, Mapping):
+        return {k: _clone(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_clone(v) for v in state) if isinstance(state, list) else tuple(_clone(v) for v in state)
+    return state
+
+
+class Best:
+    """The model of the best validation score so far, for --select best (the score is the one
+    selection rule of the suite, higher is better: `Run.selection_score`). With --select last it
+    keeps nothing. `offer` copies the state (a state_dict, or any nested structure of them) only
+    when the score improves; NaN never does. Saved in every checkpoint (`state_dict`)."""
+
+    def __init__(self, select: str = "best"):
+        self.active = select == "best"
+        self.reset()
+
+    def reset(self) -> None:
+        self.score, self.epoch, self.state = -math.inf, None, None
+
+    def offer(self, score: float, state, epoch: int | None = None) -> bool:
+        """Keep a copy of `state` if `score` beats the best so far; True if it did."""
+        if not self.active or not score > self.score:
+            return False
+        self.score, self.epoch, self.state = float(score), epoch, _clone(state)
+        return True
+
+    def restore(self, load: Callable[[object], object]) -> int | None:
+        """`load(state)` of the best state (e.g. model.load_state_dict) and its epoch; None (and no
+        call) when nothing was kept (--select last, or no evaluation)."""
+        if self.state is None:
+            return None
+        load(self.state)
+        return self.epoch
+
+    def state_dict(self) -> dict:
+        return {"score": self.score, "epoch": self.epoch, "state": self.state}
+
+    def load_state_dict(self, sd: Mapping) -> None:
+        self.score, self.epoch, self.state = float(sd["score"]), sd["epoch"], sd["state"]
+
+
+def _rng_state() -> dict:
+    """The RNG streams as tensors and plain values (checkpoints load with weights_only=True)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(rng: Mapping) -> None:
+    torch.set_rng_state(rng["torch"].cpu())
+    n = rng["numpy"]
+    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all([t.cpu() for t in rng["cuda"]])
+        except RuntimeError:  # another number of GPUs than the run that wrote it
+            pass
+
+
 class Run:
     """One training run: resolved arguments, device, data, the --out folder and its files."""
 
     def __init__(self, args: argparse.Namespace, method: str, method_defaults: Mapping[str, Mapping] | None = None,
-                 load_data: bool = True, check: Callable[[argparse.Namespace, MTLData | None], None] | None = None):
-        """`check(args, data)`, if given, validates method flags that depend on the dataset; it runs
-        after the data is loaded and before --out is touched (raise UsageError to refuse)."""
+                 load_data: bool = True, check: Callable[[argparse.Namespace, MTLData | None], None] | None = None,
+                 own: Sequence[str] = ()):
+        """`method_defaults`: the method's DEFAULTS table; every flag left None that it (or the
+        dataset's table) names is resolved here. `own`: table keys the method resolves itself
+        because their rule reads other flags (e.g. SAM-MTL's radii, which --rho sets); Run leaves
+        them unset. `check(args, data)`, if given, validates method flags that depend on the
+        dataset; it runs after the data is loaded and before --out is touched (raise UsageError)."""
         self.args, self.method = args, method
         self.t0 = time.time()
+        self._own = set(own)
         self._resolve(method_defaults or {})
         self._validate()
         self.device = resolve_device(args.device)
@@ -391,6 +522,7 @@ class Run:
         if load_data:
             self.data = load_dataset(args.dataset, args.data_root, args.seed, c=args.c, augment=args.augment,
                                      data_seed=args.data_seed, **self.data_options())
+        self._resolve_derived()
         if check is not None:
             check(args, self.data)
         self._reference: Reference | None = None
@@ -410,6 +542,16 @@ class Run:
         self.seconds_before = 0.0  # training seconds of the sessions before a --resume (from the checkpoint)
         self.last_checkpoint: tuple[int, int] | None = None  # (epoch, step) of checkpoint.pt
         self.watch = FiniteWatch()
+        self.best = Best(args.select)  # --select best: the best model on validation (saved in checkpoints)
+        self._tracked: dict[str, object] = {}  # named objects with state_dict(): run.track
+        self._values: dict[str, object] = {}  # plain named values: run.values
+        self._saved: dict | None = None  # the checkpoint's state, read once (--resume)
+        self._read_checkpoint = False
+        self._pending_rng: Mapping | None = None  # restored when training resumes (first epoch)
+        self._phases: list[str] | None = None
+        self._ph: dict = {}
+        self._epochs_total = args.epochs
+        self._saved_midphase = False  # the checkpoint was written inside a phase (not at its end)
         # the harness-resolved arguments, compared with config.json on --resume
         self.run_args = json.loads(json.dumps(vars(args), default=_json_default))
         self._config_extra: dict = {}
@@ -420,19 +562,29 @@ class Run:
 
     # ---- arguments -------------------------------------------------------------------------
     def _resolve(self, method_defaults):
+        """Every flag left unset (None) that the defaults table names takes its value there
+        (`resolved_defaults`: global, dataset, method, method x dataset); `Derived` values wait for
+        the data (`_resolve_derived`)."""
         a = self.args
-        ds = dict(GLOBAL_DEFAULTS)
-        ds.update(DATASET_DEFAULTS.get(a.dataset, {}))
-        ds.update(method_defaults.get("*", {}))
-        ds.update(method_defaults.get(a.dataset, {}))
+        ds = resolved_defaults(a.dataset, method_defaults)
         self.defaults = ds
-        for k in ("epochs", "batch_size", "lr", "weight_decay", "select", "model", "augment", "holdout"):
-            if getattr(a, k, None) is None:
-                setattr(a, k, ds.get(k))
+        self._derived = []
+        for k, v in ds.items():
+            if k == "scheduler" or k in self._own or getattr(a, k, 0) is not None:
+                continue
+            if isinstance(v, Derived):
+                self._derived.append((k, v))
+            else:
+                setattr(a, k, v)
         a.augment = bool(a.augment)
         self.scheduler_spec = parse_scheduler(a.scheduler) if getattr(a, "scheduler", None) is not None else ds.get("scheduler")
         if a.eval_batch_size is None:
             a.eval_batch_size = min(2 * a.batch_size, 1024)
+
+    def _resolve_derived(self):
+        for k, v in self._derived:
+            setattr(self.args, k, v.fn(self.args, self.data))
+        self.defaults = {k: (getattr(self.args, k) if isinstance(v, Derived) else v) for k, v in self.defaults.items()}
 
     def _validate(self):
         a = self.args
@@ -575,24 +727,156 @@ class Run:
     def autocast(self):
         return autocast(self.device, self.args.amp)
 
-    def epochs(self):
-        """Epoch indices from the resume point; stops early once --max-steps is reached."""
-        for e in range(self.start_epoch, self.args.epochs):
+    def epochs(self, n: int | None = None):
+        """Epoch indices 0 .. n-1 (n = --epochs, or the current phase's epochs) from the resume
+        point; stops early once --max-steps (or the phase's share of it) is spent. A resumed run
+        gets its saved random streams back as its first epoch starts."""
+        self._epochs_total = self.args.epochs if n is None else int(n)
+        for e in range(self.start_epoch, self._epochs_total):
             if self.done:
                 return
+            if self._pending_rng is not None:
+                _set_rng_state(self._pending_rng)
+                self._pending_rng = None
             yield e
 
     def step(self) -> bool:
-        """Count one optimisation step; True when the --max-steps budget is spent. Every CHECK_EVERY
-        steps the on-device divergence flag is read (raises Diverged)."""
+        """Count one optimisation step; True when the --max-steps budget (of the phase) is spent.
+        Every CHECK_EVERY steps the on-device divergence flag is read (raises Diverged)."""
         self.global_step += 1
+        if self._phases is not None:
+            self._ph["steps"] += 1
         if self.global_step % CHECK_EVERY == 0:
             self.check_finite()
         return self.done
 
     @property
     def done(self) -> bool:
-        return self.args.max_steps is not None and self.global_step >= self.args.max_steps
+        """--max-steps is spent: in all, or within the current phase (its share, see `enter`)."""
+        if self.args.max_steps is None:
+            return False
+        if self._phases is not None and self._ph.get("cap") is not None and self._ph["steps"] >= self._ph["cap"]:
+            return True
+        return self.global_step >= self.args.max_steps
+
+    def eval_due(self, epoch: int, every: int | None = None) -> bool:
+        """Whether to validate after `epoch`: every `every` epochs (default --eval-every, else 1),
+        at the last epoch (of the phase), and when --max-steps has ended training early."""
+        every = every or getattr(self.args, "eval_every", None) or 1
+        return (epoch + 1) % every == 0 or epoch + 1 >= self._epochs_total or self.done
+
+    # ---- named state: what a checkpoint holds and a --resume restores -----------------------------
+    def _resume_state(self) -> dict | None:
+        """The state of --out/checkpoint.pt with --resume (read once), else None."""
+        if not self._read_checkpoint:
+            self._read_checkpoint = True
+            state = self.load_checkpoint()
+            if state is not None and not (isinstance(state, Mapping) and "tracked" in state):
+                raise UsageError(f"{self.ckpt_path} was written in an older layout; start afresh with --overwrite")
+            self._saved = state
+            if state is not None:
+                self.best.load_state_dict(state["best"])
+                if state.get("phases"):
+                    self._ph = dict(state["phases"])
+        return self._saved
+
+    def track(self, **objects) -> None:
+        """Name the objects whose state the run saves: anything with state_dict() /
+        load_state_dict() (models, optimisers, schedules, rules; None is skipped). With --resume
+        each gets its saved state now, so track them once they are built. In a phase they belong
+        to it: `leave` forgets them."""
+        saved = self._resume_state()
+        for name, obj in objects.items():
+            if obj is None:
+                continue
+            self._tracked[name] = obj
+            if saved is not None and name in saved["tracked"]:
+                try:
+                    obj.load_state_dict(saved["tracked"][name])
+                except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+                    raise UsageError(f"{self.ckpt_path}: the saved {name} does not fit this run ({type(e).__name__}); "
+                                     "resume with the flags it was written with, or start afresh with --overwrite") from None
+
+    def values(self, **defaults) -> dict:
+        """Plain named values saved with the run (tensors, numbers, strings, lists, dicts): the saved
+        ones on --resume, else `defaults`. Returns the dict that is saved: update it in place."""
+        saved = self._resume_state()
+        old = saved["values"] if saved is not None else {}
+        for k, v in defaults.items():
+            self._values.setdefault(k, old.get(k, v))
+        return self._values
+
+    def checkpoint(self, epoch: int, finished: bool = False) -> None:
+        """Save every tracked object's state_dict, the values, the best model and the phases
+        (checkpoint.pt, atomic; it loads with weights_only=True)."""
+        self._resume_state()
+        self.save_checkpoint(epoch, {"tracked": {n: o.state_dict() for n, o in self._tracked.items()},
+                                     "values": self._values, "best": self.best.state_dict(),
+                                     "phases": dict(self._ph) if self._phases is not None else None}, finished)
+
+    # ---- phases: a run in stages (EXTRA) --------------------------------------------------------
+    def phases(self, names: Sequence[str]) -> None:
+        """Declare the run's stages, in order. Each is run by `if run.enter(name): ... run.leave()`;
+        a --resume skips the finished ones and continues the one it stopped in."""
+        self._phases = list(names)
+        fresh = {"current": self._phases[0], "done": [], "steps": 0, "cap": None, "seconds": {}, "peak_mb": {}}
+        saved = self._resume_state()
+        if saved is None or not saved.get("phases"):
+            self._ph = fresh
+        elif self._ph["current"] is not None and self._ph["current"] not in self._phases:
+            raise UsageError(f"{self.ckpt_path} was written with other stage flags (phase {self._ph['current']!r}); "
+                             "rerun with the same flags or use --overwrite")
+
+    @property
+    def phase(self) -> str | None:
+        """The phase being run (None outside phases)."""
+        return self._ph.get("current") if self._phases is not None else None
+
+    def enter(self, name: str, seed: int | None = None) -> bool:
+        """Start (or, after --resume, continue) phase `name`; False if it is finished. A fresh phase
+        starts at epoch 0 with no best model, seeds the RNGs with `seed` (if given), and gets its
+        share of what is left of --max-steps: max(1, left // phases left, this one included)."""
+        ph = self._ph
+        if name in ph["done"]:
+            return False
+        resumed = self._saved is not None and ph["current"] == name and self._saved_midphase
+        if not resumed:
+            ph.update(current=name, steps=0, cap=None)
+            self.start_epoch = 0
+            self.best.reset()
+            if self._saved is not None:
+                self._saved["tracked"] = {}
+            if seed is not None:
+                seed_everything(seed)
+            if self.args.max_steps is not None:
+                left = len(self._phases) - self._phases.index(name)
+                ph["cap"] = max(1, (self.args.max_steps - self.global_step) // left)
+        self._saved_midphase = False
+        self._phase_t0 = time.time()
+        reset_peak_memory(self.device)
+        return True
+
+    def leave(self) -> None:
+        """The current phase is complete: its seconds and peak memory are recorded, its tracked
+        objects and best model forgotten, the next phase is current, and a checkpoint is written."""
+        ph, name = self._ph, self._ph["current"]
+        ph["seconds"][name] = ph["seconds"].get(name, 0.0) + time.time() - self._phase_t0
+        mb = peak_memory_mb(self.device)
+        if mb is not None:
+            ph["peak_mb"][name] = max(ph["peak_mb"].get(name, 0.0), mb)
+        ph["done"] = ph["done"] + [name]
+        i = self._phases.index(name)
+        ph.update(current=self._phases[i + 1] if i + 1 < len(self._phases) else None, steps=0, cap=None)
+        self._tracked.clear()
+        self.best.reset()
+        self.start_epoch = 0
+        self.checkpoint(-1)
+
+    def phase_seconds(self, name: str) -> float:
+        return float(self._ph.get("seconds", {}).get(name, 0.0))
+
+    def phase_peak_mb(self, name: str) -> float | None:
+        return self._ph.get("peak_mb", {}).get(name)
 
     def make_optimizer(self, params, lr: float | None = None, **adam):
         """Adam and the resolved schedule (None when there is none); call sched.step() once per epoch.
@@ -698,7 +982,8 @@ class Run:
 
     def log_epoch(self, epoch: int, row: Mapping[str, object]) -> None:
         self.check_finite()  # a diverged epoch gets no row
-        row = {"epoch": epoch, "step": self.global_step, "seconds": round(self.elapsed(), 3), **row}
+        phase = {"phase": self.phase} if self.phase is not None and "phase" not in row else {}
+        row = {"epoch": epoch, "step": self.global_step, "seconds": round(self.elapsed(), 3), **phase, **row}
         path = self.path("log.csv")
         rows, header = [], list(row)
         if os.path.exists(path):
@@ -720,65 +1005,78 @@ class Run:
             _atomic_write_bytes(path, w)
         if not self.args.quiet:
             shown = self._console_row(row)
-            print(f"[{self.method}] epoch {epoch + 1}/{self.args.epochs} step {self.global_step}: {shown}", flush=True)
+            where = f"{self.phase} " if self.phase is not None else ""
+            print(f"[{self.method}] {where}epoch {epoch + 1}/{self._epochs_total} step {self.global_step}: {shown}", flush=True)
 
     def save_checkpoint(self, epoch: int, state: Mapping[str, object], finished: bool = False) -> None:
         """Write checkpoint.pt atomically; a non-finite loss since the last check or a non-finite
-        tensor in `state` raises Diverged instead, so the file on disk stays the last finite state."""
+        tensor in `state` raises Diverged instead, so the file on disk stays the last finite state.
+        `state` must hold only tensors and plain Python values: it is read with weights_only=True."""
         self.check_finite(state)
         blob = {"epoch": epoch, "global_step": self.global_step, "finished": finished, "seconds": self.elapsed(),
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-                "state": dict(state)}
+                "rng": _rng_state(), "state": dict(state)}
         _atomic_write_bytes(self.ckpt_path, lambda tmp: torch.save(blob, tmp))
         self.last_checkpoint = (epoch, self.global_step)
         self._accept()
 
     def load_checkpoint(self) -> dict | None:
         """With --resume and a checkpoint in --out: its `state` dict (and the resume point set);
-        else None."""
+        else None. The file is read with torch.load(weights_only=True): tensors and plain values
+        only, so nothing in it can run code, and it does not depend on the suite's class names.
+        Its random streams are restored at once and again when the first resumed epoch starts."""
         if not (self.args.resume and os.path.isfile(self.ckpt_path)):
             if self._config_pending:
                 self._config_pending = False
                 self.write_config()
             return None
         try:
-            blob = torch.load(self.ckpt_path, map_location=self.device, weights_only=False)
-        except Exception as e:  # a truncated or foreign file
-            raise UsageError(f"cannot read checkpoint {self.ckpt_path} ({type(e).__name__}); use --overwrite to start afresh")
+            blob = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+        except Exception as e:  # a truncated or foreign file, or one that pickles objects
+            why = "it holds Python objects, written by an older version of the suite" if "eights only load" in str(e) \
+                else type(e).__name__
+            raise UsageError(f"cannot read checkpoint {self.ckpt_path} ({why}); use --overwrite to start afresh") from None
         self.start_epoch = blob["epoch"] + 1
         self.global_step = blob["global_step"]
         self.finished_before = bool(blob.get("finished"))
         self.seconds_before = float(blob.get("seconds", 0.0))
         self.last_checkpoint = (blob["epoch"], blob["global_step"])
+        self._saved_midphase = blob["epoch"] >= 0
         self._config_pending = False  # the resume is accepted: config.json records this session
         self.write_config()
-        self._trim_log(self.start_epoch)
-        torch.set_rng_state(blob["rng"]["torch"].cpu() if isinstance(blob["rng"]["torch"], torch.Tensor) else blob["rng"]["torch"])
-        np.random.set_state(blob["rng"]["numpy"])
-        if blob["rng"].get("cuda") is not None and torch.cuda.is_available():
-            try:
-                torch.cuda.set_rng_state_all([s.cpu() for s in blob["rng"]["cuda"]])
-            except RuntimeError:
-                pass
+        self._trim_log(self.start_epoch, (blob.get("state") or {}).get("phases"))
+        _set_rng_state(blob["rng"])  # now, and again when the first resumed epoch starts (`epochs`), so
+        self._pending_rng = blob["rng"]  # that building the objects in between cannot move the streams
         if not self.args.quiet:
-            print(f"[{self.method}] resumed from {self.ckpt_path} at epoch {self.start_epoch}, step {self.global_step}", flush=True)
+            where = f"epoch {self.start_epoch}"
+            phases = (blob.get("state") or {}).get("phases")
+            if phases and phases.get("current"):
+                where = f"phase {phases['current']}, {where}"
+            print(f"[{self.method}] resumed from {self.ckpt_path} at {where}, step {self.global_step}", flush=True)
         return blob["state"]
 
     def _accept(self) -> None:
         """The run has its first checkpoint (or its metrics): a run set aside by --overwrite goes."""
         rundir.drop_aside(self.out)
 
-    def _trim_log(self, start_epoch: int) -> None:
+    def _trim_log(self, start_epoch: int, phases: Mapping | None = None) -> None:
         """--resume: drop log.csv rows of epochs the checkpoint does not hold (written by a session
-        that stopped between its log row and its checkpoint); they are trained and logged again."""
+        that stopped between its log row and its checkpoint); they are trained and logged again. In
+        a run with phases, rows of finished phases stay, and of the current phase those before
+        `start_epoch`."""
         path = self.path("log.csv")
         if not os.path.isfile(path):
             return
         with open(path, newline="") as fh:
             reader = csv.DictReader(fh)
             header, rows = reader.fieldnames or [], list(reader)
-        keep = [r for r in rows if str(r.get("epoch", "")).lstrip("-").isdigit() and int(r["epoch"]) < start_epoch]
+
+        def kept(r):
+            if phases and r.get("phase") in phases.get("done", []):
+                return True
+            if phases and r.get("phase") != phases.get("current"):
+                return False
+            return str(r.get("epoch", "")).lstrip("-").isdigit() and int(r["epoch"]) < start_epoch
+        keep = [r for r in rows if kept(r)]
         if len(keep) == len(rows):
             return
 
@@ -793,7 +1091,7 @@ class Run:
         """The per-epoch console text of a log row: every column with up to SUMMARY_TASKS tasks; with
         more (40-task CelebA) one summary per kind of per-task column (mean and the worst task where
         the direction is known, else the range); log.csv keeps the full row."""
-        items = [(k, v) for k, v in row.items() if k not in ("epoch", "step")]
+        items = [(k, v) for k, v in row.items() if k not in ("epoch", "step", "phase")]
         names = self.data.task_names if self.data is not None else []
         if len(names) <= SUMMARY_TASKS:
             return ", ".join(f"{k}={_fmt(v)}" for k, v in items)

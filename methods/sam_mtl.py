@@ -529,6 +529,9 @@ def validate_method_args(args) -> None:
     parse_hyper(args.hyper)
 
 
+RESOLVED_HERE = ("rho_sh", "rho_ns", "unit_gradients")  # their defaults read --rho, --mode and --aggregator
+
+
 def resolve_method_defaults(args, run) -> None:
     """Fill --rho-sh, --rho-ns, --adaptive and --model from METHOD_DEFAULTS."""
     if args.rho is not None:
@@ -616,7 +619,7 @@ def main(argv=None):
 
     args = parse_args(argv)
     validate_method_args(args)
-    run = Run(args, "sam_mtl", METHOD_DEFAULTS)
+    run = Run(args, "sam_mtl", METHOD_DEFAULTS, own=RESOLVED_HERE)
     resolve_method_defaults(args, run)
     run.write_config()
     data, T, dev = run.data, run.data.num_tasks, run.device

@@ -37,7 +37,6 @@ def stl_step(models: Sequence[nn.Module], optimizers: Sequence[torch.optim.Optim
 
 
 # ================= runner: command line and training loop (needs the suite's common/) =================
-import copy  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
@@ -63,23 +62,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)  # puts common/ on the path
     from common.models import build_model, count_parameters
-    from common.train import Run, flat_metrics
+    from common.train import Best, Run, flat_metrics
 
     run = Run(args, "stl")
     data, T = run.data, run.data.num_tasks
     models = [build_model(args.model, data, tasks=[t], pretrained=args.pretrained).to(run.device) for t in range(T)]
     opts = [run.make_optimizer(m.parameters()) for m in models]
-    best = [(-float("inf"), None)] * T
-
-    state = run.load_checkpoint()
-    if state is not None:
-        for m, s in zip(models, state["models"]):
-            m.load_state_dict(s)
-        for (o, sc), s, ss in zip(opts, state["opts"], state["scheds"]):
-            o.load_state_dict(s)
-            if sc is not None and ss is not None:
-                sc.load_state_dict(ss)
-        best = state.get("best", best)
+    best = [Best(args.select) for _ in range(T)]  # each task's network is selected on its own task
+    for t, (m, (opt, sched), b) in enumerate(zip(models, opts, best)):
+        run.track(**{f"model{t}": m, f"opt{t}": opt, f"sched{t}": sched, f"best{t}": b})
 
     for epoch in run.epochs():
         for m in models:
@@ -98,23 +89,19 @@ def main(argv=None):
             if sc is not None:
                 sc.step()
         row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums.cpu())}
-        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
+        if run.eval_due(epoch):
             val = {}
             for t, m in enumerate(models):
                 m.eval()
                 val.update(run.evaluate(m, "val", task_ids=[t]))
-                score = run.selection_score({data.tasks[t].name: val[data.tasks[t].name]})
-                if args.select == "best" and score > best[t][0]:
-                    best[t] = (score, copy.deepcopy(m.state_dict()))
+                best[t].offer(run.selection_score({data.tasks[t].name: val[data.tasks[t].name]}), m.state_dict(), epoch)
             row.update(flat_metrics("val", val))
         run.log_epoch(epoch, row)
-        run.save_checkpoint(epoch, {"models": [m.state_dict() for m in models], "opts": [o.state_dict() for o, _ in opts],
-                                    "scheds": [sc.state_dict() if sc is not None else None for _, sc in opts], "best": best})
+        run.checkpoint(epoch)
 
     test = {}
     for t, m in enumerate(models):
-        if args.select == "best" and best[t][1] is not None:
-            m.load_state_dict(best[t][1])
+        best[t].restore(m.load_state_dict)
         m.eval()
         test.update(run.evaluate(m, "test", task_ids=[t]))
     run.finish({"tasks": test, "delta_m": 0.0,
