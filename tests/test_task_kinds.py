@@ -133,3 +133,101 @@ def test_every_kind_of_the_suite_keeps_its_losses_and_metrics(kind):
     assert meter.compute() == pytest.approx(want["metrics"], rel=1e-6)
     assert tuple(delta_metrics(spec)) == want["delta"]
     assert hv_reference([spec]) == [want["hv"]]
+
+
+def test_mse_kind_on_hand_computed_values():
+    spec = task("y", "mse")
+    assert spec.metrics == (("mse", False), ("mae", False))  # mse first: the primary, lower is better
+    # batch 1: errors (1, -2) -> loss (1 + 4) / 2 = 2.5; batch 2: errors (0.5, 0, 3) -> (0.25 + 9) / 3
+    b1 = (torch.tensor([[1.0], [0.0]]), torch.tensor([0.0, 2.0]))
+    b2 = (torch.tensor([[1.5], [1.0], [4.0]]), torch.tensor([1.0, 1.0, 1.0]))
+    assert float(task_loss(spec, *b1)) == pytest.approx(2.5)
+    assert float(task_loss(spec, *b2)) == pytest.approx(9.25 / 3)
+    meter = TaskMeter(spec)
+    for pred, target in (b1, b2):
+        meter.update(pred, target)
+    # pooled over the five elements of the split, never averaged per batch
+    assert meter.compute() == pytest.approx({"mse": (1 + 4 + 0.25 + 0 + 9) / 5, "mae": (1 + 2 + 0.5 + 0 + 3) / 5})
+    assert delta_metrics(spec) == ["mse", "mae"]
+    assert hv_reference([spec]) == [1.0]  # an error: 1, as the huber MAE, depth abs_err and the toy losses
+
+
+def test_mse_loss_has_the_gradient_of_the_mean_squared_error():
+    pred = torch.tensor([[1.0], [0.0]], requires_grad=True)
+    task_loss(task("y", "mse"), pred, torch.tensor([0.0, 2.0])).backward()
+    assert pred.grad.flatten().tolist() == pytest.approx([2 * 1 / 2, 2 * -2 / 2])
+
+
+@pytest.fixture
+def count_kind():
+    """A user's kind, registered without editing the suite: Poisson regression of counts with
+    metrics mean absolute error (primary, lower is better) and exact-count accuracy."""
+    from common.metrics import TASK_KINDS, TaskKind, register_kind
+
+    def update(meter, pred, target):
+        rate = pred.reshape(target.shape).exp()
+        meter.sums["abs"] += float((rate - target).abs().sum())
+        meter.sums["exact"] += float((rate.round() == target).sum())
+
+    kind = register_kind(TaskKind(
+        "count", lambda pred, target, info, index: F.poisson_nll_loss(pred.reshape(target.shape), target),
+        metrics=(("mae", False), ("exact", True)), hv_reference=1.0, update=update,
+        compute=lambda m: {"mae": m.sums["abs"] / m.n, "exact": m.sums["exact"] / m.n}))
+    yield kind
+    del TASK_KINDS["count"]
+
+
+def test_a_user_registered_kind_runs_through_the_suite(count_kind):
+    from types import SimpleNamespace
+
+    from common.metrics import delta_m, selection_score, task_losses
+
+    specs = [task("n", "count"), task("y", "mse")]
+    data = SimpleNamespace(tasks=specs, info={})
+    log_rate = torch.log(torch.tensor([[1.0], [2.0], [4.0]]))
+    counts = torch.tensor([1.0, 3.0, 4.0])
+    losses = task_losses(data, [log_rate, torch.zeros(3, 1)], [counts, torch.ones(3)])
+    want = float(F.poisson_nll_loss(log_rate.flatten(), counts))
+    assert losses.tolist() == pytest.approx([want, 1.0])
+
+    meter = TaskMeter(specs[0])
+    meter.update(log_rate, counts)
+    out = meter.compute()
+    assert out == pytest.approx({"mae": 1 / 3, "exact": 2 / 3})
+    assert delta_metrics(specs[0]) == ["mae", "exact"]  # default: every metric of the kind
+    ref = {"n": {"mae": 0.5, "exact": 0.5}}
+    # Delta-m% = mean((1/3 - 0.5) / 0.5, -(2/3 - 0.5) / 0.5) * 100 = mean(-33.3, -33.3)
+    assert delta_m({"n": out}, ref, specs) == pytest.approx(-100 / 3)
+    assert selection_score({"n": out}, specs, ref) == pytest.approx(100 / 3)
+    assert hv_reference(specs) == [1.0, 1.0]
+
+
+def test_registering_a_kind_twice_needs_replace(count_kind):
+    from common.metrics import register_kind
+
+    with pytest.raises(ValueError, match="'count' is already registered"):
+        register_kind(count_kind)
+    assert register_kind(count_kind, replace=True) is count_kind
+
+
+def test_a_kind_must_declare_its_delta_metrics_among_its_metrics():
+    from common.metrics import TaskKind
+
+    with pytest.raises(ValueError, match=r"delta metrics \['rmse'\] are not among its metrics"):
+        TaskKind("bad", F.mse_loss, (("mse", False),), 1.0, lambda m, p, t: None, lambda m: {}, delta_metrics=("rmse",))
+
+
+def test_an_unknown_kind_is_one_clear_error():
+    from common.data import TaskSpec
+
+    with pytest.raises(ValueError) as e:
+        task("y", "regression")
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("unknown task kind 'regression'; registered kinds: binary, class, ")
+    assert "register_kind" in msg
+    spec = TaskSpec("y", "regression", 1, (("mse", False),))  # built by hand: the same error where it is used
+    for use in (lambda: task_loss(spec, torch.zeros(1), torch.zeros(1)), lambda: TaskMeter(spec),
+                lambda: delta_metrics(spec), lambda: hv_reference([spec])):
+        with pytest.raises(ValueError, match="^unknown task kind 'regression'; registered kinds"):
+            use()
