@@ -210,3 +210,18 @@ def test_build_model_checks_a_registered_builder_of_yours():
         assert build_model("adapted-mlp", data).num_tasks == 2
     finally:
         del _BUILDERS["bare-mlp"], _BUILDERS["adapted-mlp"]
+
+
+def test_readme_example_of_your_own_model_and_tasks_runs():
+    """README "Your own model and tasks": its example, run as printed with the suite importable."""
+    import re
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    text = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    section = text[text.index("### Your own model and tasks"):]
+    code = re.search(r"^```python\n(.*?)^```", section, flags=re.S | re.M).group(1)
+    env = dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "'mse'" in r.stdout and "'mae'" in r.stdout
