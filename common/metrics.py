@@ -52,8 +52,8 @@ class TaskKind:
         dataset's info dict, `index` the task's position among the dataset's tasks).
     metrics: ((name, higher_is_better), ...), the primary metric first; a task reports these unless
         it asks for others (`common.data.task(..., metrics=...)`) from these and `optional_metrics`.
-    hv_reference: the fixed hypervolume reference value of the primary metric (the rule at
-        `register_kind` below: 0 for accuracy-like metrics, 1 for losses and errors, ...).
+    hv_reference: the fixed hypervolume reference value of the primary metric (the suite's rule, at
+        "The suite's task kinds" below: 0 for accuracy-like metrics, 1 for losses and errors, ...).
     update(meter, pred, target): add one batch to the meter's running state (TaskMeter has already
         counted the batch in `meter.n` and its loss in `meter.loss_sum`); the state lives in
         `meter.sums` (floats, start at 0) or in attributes that `start(meter)` creates.
