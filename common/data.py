@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from common.device import UsageError
+from common.metrics import kind_of
 
 DATA_README = "data/README.md"
 
@@ -45,21 +46,9 @@ def data_error(dataset: str, path: str, expected: str) -> DataError:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task. `kind` selects the loss and the metrics in common/metrics.py:
-
-    class      multi-class cross-entropy on logits (out_dim classes); metric acc
-    binary     binary cross-entropy on one logit; metrics acc, f1 (F1 at threshold 0.5)
-    huber      Huber (smooth L1) regression on one output; metrics mae, huber
-    seg        per-pixel NLL on log-softmax, ignore label -1; metrics miou, pixacc
-    depth      L1 over valid pixels (target != 0); metrics abs_err, rel_err (optional: rmse)
-    normal     1 - cosine of L2-normalised prediction, valid pixels; metrics mean, median, 11.25, 22.5, 30
-    normal_l1  L1 between the L2-normalised prediction and the target over valid pixels (target
-               vector != 0; the dense-prediction survey's NormalsLoss); same five angle metrics
-    saliency   balanced BCE on one logit (positive weight = fraction of negatives), target 0 / 1,
-               -1 = ignore; metric maxF (F-beta, beta^2 = 0.3, max over thresholds)
-    edge       weighted BCE on one logit (0.95 on edge pixels, 0.05 elsewhere), target 0 / 1,
-               -1 = ignore; metric odsF (optimal-dataset-scale F-measure with thinning + matching)
-    toy        the toy objective itself is the loss; metric loss
+    """One task. `kind` names a registered task kind (common.metrics.TASK_KINDS: its loss, metrics,
+    meter, Delta-m% metrics and hypervolume reference; the suite's kinds are listed there, and
+    common.metrics.register_kind adds one).
 
     `metrics` is the kind's list unless the task asks for another one (`task(..., metrics=...)`):
     the AvgNorm dense suite (nyud, pascal-context) reports exactly one metric per task
@@ -77,31 +66,14 @@ class TaskSpec:
         return self.metrics[0][0]
 
 
-METRICS_BY_KIND = {
-    "class": (("acc", True),),
-    "binary": (("f1", True), ("acc", True)),
-    "huber": (("mae", False), ("huber", False)),
-    "seg": (("miou", True), ("pixacc", True)),
-    "depth": (("abs_err", False), ("rel_err", False)),
-    "normal": (("mean", False), ("median", False), ("11.25", True), ("22.5", True), ("30", True)),
-    "normal_l1": (("mean", False), ("median", False), ("11.25", True), ("22.5", True), ("30", True)),
-    "saliency": (("maxF", True),),
-    "edge": (("odsF", True),),
-    "toy": (("loss", False),),
-}
-
-# Metrics a kind's meter also computes but reports only when a task asks for them.
-OPTIONAL_METRICS_BY_KIND = {
-    "depth": (("rmse", False),),  # root mean squared error over every valid pixel of the split
-}
-
-
 def task(name: str, kind: str, out_dim: int = 1, metrics: Sequence[str] | None = None) -> TaskSpec:
     """A TaskSpec with the kind's metrics, or with exactly `metrics` (names, in that order, from the
-    kind's list or its optional ones), e.g. task("depth", "depth", 1, metrics=("rmse",))."""
+    kind's list or its optional ones), e.g. task("depth", "depth", 1, metrics=("rmse",)). An
+    unregistered kind is a ValueError (common.metrics.kind_of)."""
+    k = kind_of(kind)
     if metrics is None:
-        return TaskSpec(name, kind, out_dim, METRICS_BY_KIND[kind])
-    known = dict(METRICS_BY_KIND[kind] + OPTIONAL_METRICS_BY_KIND.get(kind, ()))
+        return TaskSpec(name, kind, out_dim, k.metrics)
+    known = dict(k.metrics + k.optional_metrics)
     unknown = [m for m in metrics if m not in known]
     if unknown or not metrics:
         raise ValueError(f"task {name!r}: kind {kind!r} has no metric {unknown or metrics!r}; it has {sorted(known)}")

@@ -32,34 +32,86 @@ per-batch values, even the median normal error; pooling over every pixel is the 
 """
 from __future__ import annotations
 
+import collections
 import math
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Which metrics enter Delta-m% for each task kind (binary tasks: F1 only, regression: MAE only).
-DELTA_METRICS_BY_KIND = {
-    "class": ("acc",),
-    "binary": ("f1",),
-    "huber": ("mae",),
-    "seg": ("miou", "pixacc"),
-    "depth": ("abs_err", "rel_err", "rmse"),
-    "normal": ("mean", "median", "11.25", "22.5", "30"),
-    "normal_l1": ("mean", "median", "11.25", "22.5", "30"),
-    "saliency": ("maxF",),
-    "edge": ("odsF",),
-    "toy": ("loss",),
-}
+# --------------------------------------------------------------------------------------------
+# Task kinds: one registry, TASK_KINDS[kind name] -> TaskKind
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskKind:
+    """Everything the suite needs to know about one kind of task (a TaskSpec names it by `name`).
+
+    loss(pred, target, info, index) -> scalar tensor: the training loss of one batch (`info` is the
+        dataset's info dict, `index` the task's position among the dataset's tasks).
+    metrics: ((name, higher_is_better), ...), the primary metric first; a task reports these unless
+        it asks for others (`common.data.task(..., metrics=...)`) from these and `optional_metrics`.
+    hv_reference: the fixed hypervolume reference value of the primary metric (the suite's rule, at
+        "The suite's task kinds" below: 0 for accuracy-like metrics, 1 for losses and errors, ...).
+    update(meter, pred, target): add one batch to the meter's running state (TaskMeter has already
+        counted the batch in `meter.n` and its loss in `meter.loss_sum`); the state lives in
+        `meter.sums` (floats, start at 0) or in attributes that `start(meter)` creates.
+    compute(meter) -> {metric: value}: every metric, optional ones included, over the whole split.
+    delta_metrics: the metrics that enter Delta-m%, Mean Rank and the selection score (default:
+        every metric, optional ones included).
+    """
+
+    name: str
+    loss: Callable[..., torch.Tensor]
+    metrics: tuple[tuple[str, bool], ...]
+    hv_reference: float
+    update: Callable[..., None]
+    compute: Callable[..., dict]
+    start: Callable[..., None] | None = None
+    optional_metrics: tuple[tuple[str, bool], ...] = ()
+    delta_metrics: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        names = [m for m, _ in self.metrics + self.optional_metrics]
+        if not self.metrics or len(set(names)) != len(names):
+            raise ValueError(f"task kind {self.name!r}: metrics must be non-empty and unique, got {names}")
+        unknown = [m for m in self.delta_metrics or () if m not in names]
+        if unknown:
+            raise ValueError(f"task kind {self.name!r}: delta metrics {unknown} are not among its metrics {names}")
+        if not math.isfinite(float(self.hv_reference)):
+            raise ValueError(f"task kind {self.name!r}: hv_reference must be a finite number")
+        if self.delta_metrics is None:
+            object.__setattr__(self, "delta_metrics", tuple(names))
+
+
+TASK_KINDS: dict[str, TaskKind] = {}
+
+
+def register_kind(kind: TaskKind, replace: bool = False) -> TaskKind:
+    """Add `kind` to TASK_KINDS, so that tasks of that kind train, are measured, enter Delta-m% and
+    the hypervolume like the suite's own. A name already registered is an error unless `replace`."""
+    if kind.name in TASK_KINDS and not replace:
+        raise ValueError(f"task kind {kind.name!r} is already registered; pass replace=True to redefine it")
+    TASK_KINDS[kind.name] = kind
+    return kind
+
+
+def kind_of(name: str) -> TaskKind:
+    """The registered TaskKind called `name`; a one-line ValueError naming the known kinds otherwise."""
+    try:
+        return TASK_KINDS[name]
+    except KeyError:
+        raise ValueError(f"unknown task kind {name!r}; registered kinds: {', '.join(sorted(TASK_KINDS))} "
+                         f"(add one with common.metrics.register_kind)") from None
 
 
 def delta_metrics(spec) -> list[str]:
-    """The metrics of task `spec` that enter Delta-m% and Mean Rank: those of
-    DELTA_METRICS_BY_KIND[kind] that the task reports. A task that reports fewer (the dense suite's
-    one metric per task, `task(..., metrics=...)`) is compared on exactly those."""
+    """The metrics of task `spec` that enter Delta-m% and Mean Rank: its kind's `delta_metrics` that
+    the task reports. A task that reports fewer (the dense suite's one metric per task,
+    `task(..., metrics=...)`) is compared on exactly those."""
     reported = {m for m, _ in spec.metrics}
-    return [m for m in DELTA_METRICS_BY_KIND[spec.kind] if m in reported]
+    return [m for m in kind_of(spec.kind).delta_metrics if m in reported]
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,38 +167,8 @@ def normals_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def task_loss(spec, pred: torch.Tensor, target: torch.Tensor, info: Mapping | None = None, index: int = 0) -> torch.Tensor:
-    """The training loss of one task (a scalar), by `spec.kind`."""
-    kind = spec.kind
-    if kind == "class":
-        return F.cross_entropy(pred, target)
-    if kind == "binary":
-        return F.binary_cross_entropy_with_logits(pred.reshape(target.shape), target.float())
-    if kind == "huber":
-        return F.huber_loss(pred.reshape(target.shape), target.float(), delta=1.0)
-    if kind == "seg":
-        # mean over the labelled pixels (= F.nll_loss(..., ignore_index=-1)), but 0 instead of NaN
-        # for a batch without any (e.g. human parts on images without people)
-        total = F.nll_loss(F.log_softmax(pred, dim=1), target, ignore_index=-1, reduction="sum")
-        return total / (target >= 0).sum().clamp_min(1)
-    if kind == "depth":
-        mask = _valid_mask(target)
-        return ((pred - target).abs() * mask).sum() / mask.sum().clamp_min(1.0)
-    if kind == "normal":
-        mask = _valid_mask(target)
-        pred = F.normalize(pred, dim=1)
-        return 1.0 - (pred * target * mask).sum() / mask.sum().clamp_min(1.0)
-    if kind == "normal_l1":
-        return normals_l1_loss(pred, target)
-    if kind == "saliency":
-        return balanced_bce(pred, target, None)
-    if kind == "edge":
-        return balanced_bce(pred, target, (info or {}).get("edge_pos_weight", EDGE_POS_WEIGHT))
-    if kind == "toy":
-        from common.data import toy_losses
-
-        c = (info or {}).get("c", 1.0)
-        return toy_losses(pred[0], c)[index]
-    raise ValueError(f"unknown task kind {kind!r}")
+    """The training loss of one task (a scalar): the loss of its kind (`kind_of(spec.kind).loss`)."""
+    return kind_of(spec.kind).loss(pred, target, info or {}, index)
 
 
 def task_losses(data, outputs: Sequence[torch.Tensor], targets: Sequence[torch.Tensor], task_ids: Sequence[int] | None = None) -> torch.Tensor:
@@ -160,7 +182,9 @@ def task_losses(data, outputs: Sequence[torch.Tensor], targets: Sequence[torch.T
 # --------------------------------------------------------------------------------------------
 class TaskMeter:
     """Accumulates one task's predictions over a split; `compute()` gives {metric: value} for
-    exactly the metrics of the task's spec.
+    exactly the metrics of the task's spec. What it accumulates is the task kind's (`TaskKind.start`,
+    `update`, `compute`); the meter itself counts the samples (`n`) and sums the batch losses
+    weighted by the batch size (`loss_sum`).
 
     Memory stays bounded whatever the split size: counts, a confusion matrix, an angle histogram,
     or per-threshold counts (saliency, edges); no prediction map is kept. Options read from the
@@ -170,106 +194,23 @@ class TaskMeter:
 
     def __init__(self, spec, info: Mapping | None = None, index: int = 0):
         self.spec, self.info, self.index = spec, info or {}, index
+        self.kind = kind_of(spec.kind)
         self.n = 0
         self.loss_sum = 0.0
-        k = spec.kind
-        if k == "seg":
-            self.conf = None
-        elif k in ("normal", "normal_l1"):
-            self.hist = torch.zeros(18001, dtype=torch.float64)
-            self.angle_sum = 0.0
-        elif k == "saliency":
-            self.sal_thresholds = torch.as_tensor(self.info.get("sal_thresholds", SAL_THRESHOLDS), dtype=torch.float64)
-            self.sal_counts = torch.zeros(3, len(self.sal_thresholds), dtype=torch.float64)  # tp, predicted, actual
-        elif k == "edge":
-            self.edge_thresholds = edge_thresholds(int(self.info.get("edge_thresholds", EDGE_NUM_THRESHOLDS)))
-            self.edge_max_dist = float(self.info.get("edge_max_dist", EDGE_MAX_DIST))
-            self.edge_counts = torch.zeros(4, len(self.edge_thresholds), dtype=torch.float64)  # cntR, sumR, cntP, sumP
-        self.s = {"a": 0.0, "b": 0.0, "c": 0.0, "d": 0.0, "e": 0.0}
+        self.sums: dict[str, float] = collections.defaultdict(float)
+        if self.kind.start is not None:
+            self.kind.start(self)
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        k = self.spec.kind
         bs = target.shape[0] if target.dim() > 0 else 1
-        self.loss_sum += float(task_loss(self.spec, pred, target, self.info, self.index)) * bs
+        self.loss_sum += float(self.kind.loss(pred, target, self.info, self.index)) * bs
         self.n += bs
-        s = self.s
-        if k == "class":
-            s["a"] += float((pred.argmax(1) == target).sum())
-        elif k == "binary":
-            p = (pred.reshape(target.shape) > 0).float()
-            t = target.float()
-            s["a"] += float((p * t).sum())  # tp
-            s["b"] += float((p * (1 - t)).sum())  # fp
-            s["c"] += float(((1 - p) * t).sum())  # fn
-            s["d"] += float((p == t).sum())  # correct
-        elif k == "huber":
-            e = pred.reshape(target.shape).float() - target.float()
-            s["a"] += float(e.abs().sum())
-        elif k == "seg":
-            c = self.spec.out_dim
-            p = pred.argmax(1).flatten()
-            t = target.flatten()
-            valid = t >= 0
-            idx = t[valid] * c + p[valid]
-            m = torch.bincount(idx, minlength=c * c).reshape(c, c).cpu().double()
-            self.conf = m if self.conf is None else self.conf + m
-        elif k == "depth":
-            mask = _valid_mask(target).bool().expand_as(target)
-            e = (pred - target)[mask].abs()
-            s["a"] += float(e.sum())
-            s["b"] += float((e / target[mask].abs()).sum())
-            s["c"] += float(mask.sum())
-            # RMSE as the survey's DepthMeter: predictions clamped at 0 (depth is positive)
-            s["e"] += float(((pred.clamp_min(0) - target)[mask].double() ** 2).sum())
-        elif k in ("normal", "normal_l1"):
-            if k == "normal":
-                mask = _valid_mask(target).bool()[:, 0]
-            else:  # the survey's eval_normals: valid where the target's norm is non-zero, both normalised
-                mask = _nonzero_vector_mask(target)[:, 0]
-                target = F.normalize(target, dim=1)
-            cos = (F.normalize(pred, dim=1) * target).sum(1).clamp(-1, 1)
-            ang = torch.rad2deg(torch.acos(cos))[mask].double()
-            self.angle_sum += float(ang.sum())
-            self.hist += torch.bincount((ang * 100).floor().long().clamp(0, 18000), minlength=18001).cpu().double()
-        elif k == "saliency":
-            self.sal_counts += saliency_counts(torch.sigmoid(pred.float()).reshape(target.shape), target,
-                                               self.sal_thresholds)
-        elif k == "edge":
-            prob = torch.sigmoid(pred.float()).reshape(target.shape)
-            for b in range(bs):
-                self.edge_counts += edge_counts(prob[b].reshape(prob.shape[-2:]), target[b].reshape(target.shape[-2:]),
-                                                self.edge_thresholds, self.edge_max_dist)
+        self.kind.update(self, pred, target)
 
     def compute(self) -> dict[str, float]:
-        out = self._compute_all()
+        out = self.kind.compute(self)
         return {m: out[m] for m, _ in self.spec.metrics}
-
-    def _compute_all(self) -> dict[str, float]:
-        k, s = self.spec.kind, self.s
-        n = max(self.n, 1)
-        if k == "class":
-            return {"acc": s["a"] / n}
-        if k == "binary":
-            tp, fp, fn = s["a"], s["b"], s["c"]
-            f1 = 2 * tp / (2 * tp + fp + fn) if tp > 0 else 0.0
-            return {"f1": f1, "acc": s["d"] / n}
-        if k == "huber":
-            return {"mae": s["a"] / n, "huber": self.loss_sum / n}
-        if k == "seg":
-            return confusion_metrics(self.conf if self.conf is not None else torch.zeros(1, 1))
-        if k == "depth":
-            c = max(s["c"], 1.0)
-            return {"abs_err": s["a"] / c, "rel_err": s["b"] / c, "rmse": float(np.sqrt(s["e"] / c))}
-        if k in ("normal", "normal_l1"):
-            return histogram_angle_metrics(self.hist, self.angle_sum)
-        if k == "saliency":
-            return {"maxF": max_f(*self.sal_counts, beta2=float(self.info.get("sal_beta2", SAL_BETA2)))}
-        if k == "edge":
-            return {"odsF": ods_f(*self.edge_counts)[0]}
-        if k == "toy":
-            return {"loss": self.loss_sum / n}
-        raise ValueError(k)
 
 
 def confusion_metrics(conf: torch.Tensor) -> dict[str, float]:
@@ -543,6 +484,199 @@ def ods_f(cnt_r, sum_r, cnt_p, sum_p) -> tuple[float, int]:
 
 
 # --------------------------------------------------------------------------------------------
+# The suite's task kinds (TaskSpec.kind): loss, metrics, meter, Delta-m% metrics, hypervolume reference
+# --------------------------------------------------------------------------------------------
+#   class      multi-class cross-entropy on logits (out_dim classes); metric acc
+#   binary     binary cross-entropy on one logit; metrics f1 (at threshold 0.5), acc; Delta-m%: f1
+#   huber      Huber (smooth L1, delta 1) regression; metrics mae, huber (the mean loss); Delta-m%: mae
+#   mse        squared-error regression; metrics mse (the mean squared error), mae, both pooled over
+#              every element of the split
+#   seg        per-pixel NLL on log-softmax, ignore label -1; metrics miou, pixacc
+#   depth      L1 over valid pixels (target != 0); metrics abs_err, rel_err (optional: rmse)
+#   normal     1 - cosine of the L2-normalised prediction, valid pixels; metrics mean, median, 11.25,
+#              22.5, 30 (degrees)
+#   normal_l1  L1 between the L2-normalised prediction and the target over valid pixels (target
+#              vector != 0; the dense-prediction survey's NormalsLoss); the same five angle metrics
+#   saliency   balanced BCE on one logit (positive weight = fraction of negatives), target 0 / 1,
+#              -1 = ignore; metric maxF (F-beta, beta^2 = 0.3, max over thresholds)
+#   edge       weighted BCE on one logit (0.95 on edge pixels, 0.05 elsewhere), target 0 / 1,
+#              -1 = ignore; metric odsF (optimal-dataset-scale F-measure with thinning + matching)
+#   toy        the toy objective itself is the loss; metric loss
+# The hypervolume reference (TaskKind.hv_reference) is ONE rule for every front method of the suite
+# (PML, EXTRA, PaLoRA, the PFL baselines, AvgNorm's grid), one fixed value per task kind on its
+# primary metric, never a value taken from the points (that would change with the run and make
+# hypervolumes incomparable):
+#   accuracy-like (accuracy, F1, mIoU, maxF, odsF): 0 -- PML Table 4 (acc_1 x acc_2 for one point) and
+#       PaLoRA's official compute_hv;
+#   losses and errors (toy losses, the Huber / MAE of normalised UTKFace age, depth absolute error, the
+#       mse kind's mean squared error): 1 -- PML Fig. 19 and PaLoRA's hypervolume of losses use (1, 1);
+#       PaLoRA's depth plots use 1;
+#   normal mean angle: 90 degrees -- PaLoRA's Pareto plots.
+ANGLE_METRICS = (("mean", False), ("median", False), ("11.25", True), ("22.5", True), ("30", True))
+
+
+def _class_update(m, pred, target):
+    m.sums["correct"] += float((pred.argmax(1) == target).sum())
+
+
+def _binary_update(m, pred, target):
+    p = (pred.reshape(target.shape) > 0).float()
+    t = target.float()
+    m.sums["tp"] += float((p * t).sum())
+    m.sums["fp"] += float((p * (1 - t)).sum())
+    m.sums["fn"] += float(((1 - p) * t).sum())
+    m.sums["correct"] += float((p == t).sum())
+
+
+def _binary_compute(m):
+    tp, fp, fn = m.sums["tp"], m.sums["fp"], m.sums["fn"]
+    return {"f1": 2 * tp / (2 * tp + fp + fn) if tp > 0 else 0.0, "acc": m.sums["correct"] / max(m.n, 1)}
+
+
+def _abs_error_update(m, pred, target):
+    m.sums["abs"] += float((pred.reshape(target.shape).float() - target.float()).abs().sum())
+
+
+def _mse_update(m, pred, target):
+    e = pred.reshape(target.shape).double() - target.double()
+    m.sums["sq"] += float((e ** 2).sum())
+    m.sums["abs"] += float(e.abs().sum())
+    m.sums["count"] += e.numel()
+
+
+def _seg_loss(pred, target, info, index):
+    # mean over the labelled pixels (= F.nll_loss(..., ignore_index=-1)), but 0 instead of NaN
+    # for a batch without any (e.g. human parts on images without people)
+    total = F.nll_loss(F.log_softmax(pred, dim=1), target, ignore_index=-1, reduction="sum")
+    return total / (target >= 0).sum().clamp_min(1)
+
+
+def _seg_start(m):
+    m.conf = None
+
+
+def _seg_update(m, pred, target):
+    c = m.spec.out_dim
+    p = pred.argmax(1).flatten()
+    t = target.flatten()
+    valid = t >= 0
+    idx = t[valid] * c + p[valid]
+    conf = torch.bincount(idx, minlength=c * c).reshape(c, c).cpu().double()
+    m.conf = conf if m.conf is None else m.conf + conf
+
+
+def _depth_loss(pred, target, info, index):
+    mask = _valid_mask(target)
+    return ((pred - target).abs() * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _depth_update(m, pred, target):
+    mask = _valid_mask(target).bool().expand_as(target)
+    e = (pred - target)[mask].abs()
+    m.sums["abs"] += float(e.sum())
+    m.sums["rel"] += float((e / target[mask].abs()).sum())
+    m.sums["count"] += float(mask.sum())
+    # RMSE as the survey's DepthMeter: predictions clamped at 0 (depth is positive)
+    m.sums["sq"] += float(((pred.clamp_min(0) - target)[mask].double() ** 2).sum())
+
+
+def _depth_compute(m):
+    c = max(m.sums["count"], 1.0)
+    return {"abs_err": m.sums["abs"] / c, "rel_err": m.sums["rel"] / c, "rmse": float(np.sqrt(m.sums["sq"] / c))}
+
+
+def _normal_loss(pred, target, info, index):
+    mask = _valid_mask(target)
+    pred = F.normalize(pred, dim=1)
+    return 1.0 - (pred * target * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _angle_start(m):
+    m.hist = torch.zeros(18001, dtype=torch.float64)
+    m.angle_sum = 0.0
+
+
+def _angle_update(m, pred, target, survey: bool):
+    if not survey:
+        mask = _valid_mask(target).bool()[:, 0]
+    else:  # the survey's eval_normals: valid where the target's norm is non-zero, both normalised
+        mask = _nonzero_vector_mask(target)[:, 0]
+        target = F.normalize(target, dim=1)
+    cos = (F.normalize(pred, dim=1) * target).sum(1).clamp(-1, 1)
+    ang = torch.rad2deg(torch.acos(cos))[mask].double()
+    m.angle_sum += float(ang.sum())
+    m.hist += torch.bincount((ang * 100).floor().long().clamp(0, 18000), minlength=18001).cpu().double()
+
+
+def _saliency_start(m):
+    m.sal_thresholds = torch.as_tensor(m.info.get("sal_thresholds", SAL_THRESHOLDS), dtype=torch.float64)
+    m.sal_counts = torch.zeros(3, len(m.sal_thresholds), dtype=torch.float64)  # tp, predicted, actual
+
+
+def _saliency_update(m, pred, target):
+    m.sal_counts += saliency_counts(torch.sigmoid(pred.float()).reshape(target.shape), target, m.sal_thresholds)
+
+
+def _edge_start(m):
+    m.edge_thresholds = edge_thresholds(int(m.info.get("edge_thresholds", EDGE_NUM_THRESHOLDS)))
+    m.edge_max_dist = float(m.info.get("edge_max_dist", EDGE_MAX_DIST))
+    m.edge_counts = torch.zeros(4, len(m.edge_thresholds), dtype=torch.float64)  # cntR, sumR, cntP, sumP
+
+
+def _edge_update(m, pred, target):
+    prob = torch.sigmoid(pred.float()).reshape(target.shape)
+    for b in range(target.shape[0]):
+        m.edge_counts += edge_counts(prob[b].reshape(prob.shape[-2:]), target[b].reshape(target.shape[-2:]),
+                                     m.edge_thresholds, m.edge_max_dist)
+
+
+def _toy_loss(pred, target, info, index):
+    from common.data import toy_losses
+
+    return toy_losses(pred[0], info.get("c", 1.0))[index]
+
+
+def _nothing(m, pred, target):
+    """Meters whose metrics come from the loss alone (TaskMeter sums it)."""
+
+
+def _mean_loss(m):
+    return m.loss_sum / max(m.n, 1)
+
+
+for _kind in (
+    TaskKind("class", lambda pred, target, info, index: F.cross_entropy(pred, target), (("acc", True),), 0.0,
+             _class_update, lambda m: {"acc": m.sums["correct"] / max(m.n, 1)}),
+    TaskKind("binary", lambda pred, target, info, index: F.binary_cross_entropy_with_logits(
+                 pred.reshape(target.shape), target.float()),
+             (("f1", True), ("acc", True)), 0.0, _binary_update, _binary_compute, delta_metrics=("f1",)),
+    TaskKind("huber", lambda pred, target, info, index: F.huber_loss(pred.reshape(target.shape), target.float(),
+                                                                     delta=1.0),
+             (("mae", False), ("huber", False)), 1.0, _abs_error_update,
+             lambda m: {"mae": m.sums["abs"] / max(m.n, 1), "huber": _mean_loss(m)}, delta_metrics=("mae",)),
+    TaskKind("mse", lambda pred, target, info, index: F.mse_loss(pred.reshape(target.shape), target.float()),
+             (("mse", False), ("mae", False)), 1.0, _mse_update,
+             lambda m: {"mse": m.sums["sq"] / max(m.sums["count"], 1), "mae": m.sums["abs"] / max(m.sums["count"], 1)}),
+    TaskKind("seg", _seg_loss, (("miou", True), ("pixacc", True)), 0.0, _seg_update,
+             lambda m: confusion_metrics(m.conf if m.conf is not None else torch.zeros(1, 1)), start=_seg_start),
+    TaskKind("depth", _depth_loss, (("abs_err", False), ("rel_err", False)), 1.0, _depth_update, _depth_compute,
+             optional_metrics=(("rmse", False),)),  # rmse: over every valid pixel of the split (dense suite)
+    TaskKind("normal", _normal_loss, ANGLE_METRICS, 90.0, lambda m, p, t: _angle_update(m, p, t, survey=False),
+             lambda m: histogram_angle_metrics(m.hist, m.angle_sum), start=_angle_start),
+    TaskKind("normal_l1", lambda pred, target, info, index: normals_l1_loss(pred, target), ANGLE_METRICS, 90.0,
+             lambda m, p, t: _angle_update(m, p, t, survey=True),
+             lambda m: histogram_angle_metrics(m.hist, m.angle_sum), start=_angle_start),
+    TaskKind("saliency", lambda pred, target, info, index: balanced_bce(pred, target, None), (("maxF", True),), 0.0,
+             _saliency_update, lambda m: {"maxF": max_f(*m.sal_counts, beta2=float(m.info.get("sal_beta2", SAL_BETA2)))},
+             start=_saliency_start),
+    TaskKind("edge", lambda pred, target, info, index: balanced_bce(pred, target, info.get("edge_pos_weight", EDGE_POS_WEIGHT)),
+             (("odsF", True),), 0.0, _edge_update, lambda m: {"odsF": ods_f(*m.edge_counts)[0]}, start=_edge_start),
+    TaskKind("toy", _toy_loss, (("loss", False),), 1.0, _nothing, lambda m: {"loss": _mean_loss(m)}),
+):
+    register_kind(_kind)
+
+
+# --------------------------------------------------------------------------------------------
 # Multi-task summaries
 # --------------------------------------------------------------------------------------------
 def delta_m(metrics: Mapping[str, Mapping[str, float]], reference: Mapping[str, Mapping[str, float]], specs) -> float | None:
@@ -710,18 +844,23 @@ def _hv_slice(P: np.ndarray, r: np.ndarray, budget: list) -> float:
     return vol
 
 
-# The hypervolume reference point: ONE rule for every front method of the suite (PML, EXTRA, PaLoRA,
-# the PFL baselines, AvgNorm's grid), one fixed value per task kind on its primary metric, never a
-# value taken from the points (that would change with the run and make hypervolumes incomparable):
-#   accuracy-like (accuracy, F1, mIoU, maxF, odsF): 0 -- PML Table 4 (acc_1 x acc_2 for one point) and
-#       PaLoRA's official compute_hv;
-#   losses and errors (toy losses, the Huber / MAE of normalised UTKFace age, depth absolute error): 1 --
-#       PML Fig. 19 and PaLoRA's hypervolume of losses use (1, 1); PaLoRA's depth plots use 1;
-#   normal mean angle: 90 degrees -- PaLoRA's Pareto plots.
+class _HvReferences(Mapping):
+    """HV_REFERENCE[kind]: the hypervolume reference of each registered kind (TaskKind.hv_reference,
+    the suite's one rule, see "The suite's task kinds" above), read live from TASK_KINDS."""
+
+    def __getitem__(self, kind: str) -> float:
+        return float(kind_of(kind).hv_reference)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TASK_KINDS)
+
+    def __len__(self) -> int:
+        return len(TASK_KINDS)
+
+
 # Every front method reports "hypervolume" on the test split with this reference (PML also reports
 # its validation hypervolume, which selects its epoch as the paper, as "hypervolume_val").
-HV_REFERENCE = {"class": 0.0, "binary": 0.0, "seg": 0.0, "saliency": 0.0, "edge": 0.0,
-                "depth": 1.0, "huber": 1.0, "toy": 1.0, "normal": 90.0, "normal_l1": 90.0}
+HV_REFERENCE: Mapping[str, float] = _HvReferences()
 HV_SPLIT = "test"
 
 
@@ -730,9 +869,6 @@ def hv_reference(specs, override: Sequence[float] | None = None) -> list[float]:
     if given, else HV_REFERENCE of each task's kind (the suite's one rule, see above)."""
     if override is not None:
         return [float(r) for r in override]
-    missing = [s.kind for s in specs if s.kind not in HV_REFERENCE]
-    if missing:
-        raise ValueError(f"no hypervolume reference for task kind(s) {missing}; add them to HV_REFERENCE")
     return [float(HV_REFERENCE[s.kind]) for s in specs]
 
 

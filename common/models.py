@@ -1,14 +1,15 @@
 """Backbones with an explicit shared-encoder / task-heads split.
 
-Every model is an `MTLModel`: `encoder(x)` gives the shared representation (one tensor, or a
-list of T task-specific tensors for MTAN-style attention models), `heads[t]` maps it to task t's
-output. `shared_parameters()`, `task_parameters(t)` and `last_shared_parameters()` are what the
-aggregators and the methods work on. `build_model(name, data, tasks=None)` builds one by name for a
-dataset (`tasks` picks a subset of the dataset's tasks, e.g. one task for single-task learning).
+What the methods and the harness call on a model is `MultiTaskProtocol` (below: which method needs
+which member). Every model of the suite is an `MTLModel`: `encoder(x)` gives the shared
+representation (one tensor, or a list of T task-specific tensors for MTAN-style attention models),
+`heads[t]` maps it to task t's output. `MultiTaskModel(shared, heads)` turns any trunk and heads of
+your own into such a model. `build_model(name, data, tasks=None)` builds one by name for a dataset
+(`tasks` picks a subset of the dataset's tasks, e.g. one task for single-task learning).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 import torch.nn as nn
@@ -54,6 +55,97 @@ class MTLModel(nn.Module):
         if last is None:
             return self.shared_parameters()
         return [p for p in last.parameters() if p.requires_grad]
+
+
+@runtime_checkable
+class MultiTaskProtocol(Protocol):
+    """What the suite's methods and harness call on a multi-task model of T tasks. Every model of
+    `build_model` satisfies it (they are MTLModels); `MultiTaskModel(shared, heads)` makes any
+    trunk and heads of yours satisfy it; `check_model` says which members a model lacks.
+
+    Who needs which member (besides model(x), which every method calls):
+    - num_tasks: the harness (one loss per task), SAM-MTL.
+    - shared_parameters(): the gradient rules of baselines.py that need the task Jacobian (MGDA,
+      PCGrad, CAGrad, IMTL, Nash-MTL, FairGrad, GradDrop), --clip-grad, SAM-MTL, PML's gradient
+      balancing and clipping (WeightEnsemble(shared=...)), AvgNorm with --grad-on all, EXTRA, PaLoRA
+      (which parameters are the shared ones).
+    - task_parameters(t): the Jacobian rules (head t gets w_t times its own gradient), SAM-MTL, PML's
+      gradient balancing (WeightEnsemble(heads=...)), AvgNorm with --grad-on all, EXTRA.
+    - last_shared_parameters(): GradNorm, AvgNorm (its default --grad-on last), EXTRA.
+    - encoder(x), decode(rep): the training loops of baselines.py and EXTRA (every rule; MGDA-UB
+      differentiates the losses w.r.t. the representation rep).
+    The losses-only rules (LS, SI, RLW, DWA, UW, FAMO) need model(x) alone. PFL and PaLoRA build
+    their own models around a backbone of the suite; the members above are what they read from it.
+    """
+
+    num_tasks: int
+    encoder: Callable[[torch.Tensor], Any]  # x -> the shared representation rep (a tensor, or T tensors)
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The T task outputs, in task order: decode(encoder(x))."""
+
+    def decode(self, rep) -> list[torch.Tensor]:
+        """The T task outputs from the shared representation."""
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters every task's loss reaches (the trunk)."""
+
+    def task_parameters(self, t: int) -> list[nn.Parameter]:
+        """The trainable parameters only task t's loss reaches (its head), disjoint from the shared ones."""
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the last shared layer (GradNorm's W), a subset of the shared ones."""
+
+
+PROTOCOL_MEMBERS = {
+    "num_tasks": "the harness, SAM-MTL",
+    "encoder": "baselines.py and EXTRA",
+    "decode": "baselines.py and EXTRA",
+    "shared_parameters": "the Jacobian rules, SAM-MTL, PML --balancing grad, AvgNorm, EXTRA, PaLoRA",
+    "task_parameters": "the Jacobian rules, SAM-MTL, PML --balancing grad, AvgNorm, EXTRA",
+    "last_shared_parameters": "GradNorm, AvgNorm, EXTRA",
+}
+
+
+def check_model(model) -> Any:
+    """`model` if it has every member of MultiTaskProtocol; a one-line TypeError naming the missing
+    members, who needs them, and the adapter otherwise."""
+    missing = [m for m in PROTOCOL_MEMBERS if not hasattr(model, m)]
+    if not callable(model):
+        missing.insert(0, "__call__")
+    if missing:
+        who = "; ".join(f"{m} ({PROTOCOL_MEMBERS.get(m, 'every method')})" for m in missing)
+        raise TypeError(f"{type(model).__name__} is not a multi-task model of the suite: it lacks {who}; wrap your "
+                        f"network as common.models.MultiTaskModel(shared=<trunk>, heads=[<head per task>])")
+    return model
+
+
+class MultiTaskModel(MTLModel):
+    """Any shared trunk and T heads of yours as a model of the suite (MultiTaskProtocol):
+    model(x) = [heads[t](shared(x)) for t], shared_parameters() = the trunk's trainable parameters,
+    task_parameters(t) = head t's.
+
+    `last_shared` is the module whose parameters are last_shared_parameters() (GradNorm's W,
+    AvgNorm's default); it must be a module of `shared`. Default: the trunk's last module, in
+    registration order (`shared.modules()`), that holds trainable parameters itself (for an
+    nn.Sequential: its last layer with weights, a normalisation layer included); the whole trunk if
+    none does. Pass it when your trunk registers its layers in another order than it runs them."""
+
+    def __init__(self, shared: nn.Module, heads: Sequence[nn.Module], last_shared: nn.Module | None = None,
+                 task_names: Sequence[str] | None = None):
+        heads = list(heads)
+        if not heads:
+            raise ValueError("MultiTaskModel needs one head per task, got none")
+        super().__init__(shared, heads, task_names or [f"task{t}" for t in range(len(heads))])
+        if last_shared is None:
+            owners = [m for m in shared.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
+            last_shared = owners[-1] if owners else shared
+        elif not any(m is last_shared for m in shared.modules()):
+            raise ValueError(f"last_shared ({type(last_shared).__name__}) is not a module of the shared trunk")
+        self._last_shared = [last_shared]  # a list: not registered twice (state_dict, named_parameters)
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self._last_shared[0].parameters() if p.requires_grad]
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,7 +243,7 @@ def build_model(name: str | None, data, tasks: Sequence[int] | None = None, **kw
     if name not in _BUILDERS:
         raise UsageError(f"unknown --model {name!r}; choose one of: {', '.join(_BUILDERS)}")
     specs = [data.tasks[i] for i in (range(data.num_tasks) if tasks is None else tasks)]
-    return _BUILDERS[name](data, specs, **kw)
+    return check_model(_BUILDERS[name](data, specs, **kw))  # a registered builder of yours too
 
 
 def count_parameters(params) -> int:

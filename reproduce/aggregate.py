@@ -26,7 +26,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from common.data import METRICS_BY_KIND, TaskSpec  # noqa: E402
+from common.data import TaskSpec, task  # noqa: E402
 from common.metrics import delta_m, hypervolume, mean_rank  # noqa: E402
 from reproduce import registry as reg  # noqa: E402
 
@@ -46,7 +46,7 @@ def task_specs(dataset: str, names: list[str]) -> list[TaskSpec]:
         kinds = ["binary"] * len(names)
     else:
         kinds = KINDS.get(dataset, ["class"] * len(names))
-    return [TaskSpec(n, k, 1, METRICS_BY_KIND[k]) for n, k in zip(names, kinds)]
+    return [task(n, k, 1) for n, k in zip(names, kinds)]
 
 
 def published_reference(dataset: str) -> dict | None:

@@ -385,8 +385,9 @@ def test_hv_reference_is_one_fixed_rule_and_override():
     # accuracy -> 0, depth abs error -> 1, MAE of normalised age -> 1, normal angle -> 90; never from the points
     assert hv_reference(specs) == [0.0, 1.0, 1.0, 90.0]
     assert hv_reference(specs, override=[0.5, 2, 9, 1]) == [0.5, 2.0, 9.0, 1.0]
-    from common.data import METRICS_BY_KIND
-    assert set(METRICS_BY_KIND) <= set(HV_REFERENCE)  # every task kind has its fixed value
+    from common.metrics import TASK_KINDS
+    assert set(HV_REFERENCE) == set(TASK_KINDS)  # every task kind has its fixed value
+    assert HV_REFERENCE["mse"] == 1.0  # an error, like huber's MAE and depth's absolute error
 
 
 def test_front_summary_on_a_hand_made_front():
