@@ -107,19 +107,19 @@ def test_adapter_members_and_default_last_shared():
 def test_adapter_trains_one_step_through_the_baselines_drop_in(rule):
     """One rule per kind of need: losses, the task Jacobian on shared_parameters() with
     task_parameters(t), last_shared_parameters(), and the representation encoder(x) -> decode(rep)."""
-    from common.aggregators import make_aggregator
-    from common.train import aggregator_backward  # the baselines' drop-in
+    from common.aggregators import RuleStep, make_aggregator  # the baselines' drop-in
 
     x, ys, data = problem()
     model = MultiTaskModel(*foreign_mlp())
     agg = make_aggregator(rule, 2)
-    opt = torch.optim.SGD(list(model.parameters()) + list(agg.parameters()), lr=0.05)
+    step = RuleStep.for_model(agg, model)  # shared_parameters(), task_parameters(t), last_shared_parameters()
+    opt = torch.optim.SGD(list(model.parameters()) + list(step.parameters()), lr=0.05)
     before = task_losses(data, model(x), ys).detach()
     for _ in range(20):
         opt.zero_grad(set_to_none=True)
         rep = model.encoder(x)
         losses = task_losses(data, model.decode(rep), ys)
-        w = aggregator_backward(agg, model, losses, rep=rep if agg.needs == "representation" else None)
+        w = step.backward(losses, rep=rep if agg.needs == "representation" else None)
         assert w.shape == (2,)
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
         opt.step()
