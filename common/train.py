@@ -239,7 +239,9 @@ def describe_scheduler(spec) -> str:
 class Derived:
     """A default computed from the run once its data is loaded, e.g. PaLoRA's adapter learning-rate
     multiplier T: ``Derived("T (the number of tasks)", lambda args, data: float(data.num_tasks))``.
-    --help prints `text`; Run resolves ``fn(args, data)`` for a flag left unset."""
+    --help prints `text`; Run resolves ``fn(args, data)`` for a flag left unset (`data` is None for
+    a Run without data). A method file's table, which must import without common/, may hold a
+    plain function ``fn(args, data)`` instead: its docstring's first line is the text."""
 
     def __init__(self, text: str, fn: Callable[[argparse.Namespace, MTLData | None], object]):
         self.text, self.fn = text, fn
@@ -247,6 +249,21 @@ class Derived:
     def __repr__(self) -> str:
         return self.text
 
+
+def as_derived(v) -> Derived | None:
+    """`v` as a Derived default (a Derived, or any object with `text` and `fn`, or a plain
+    function), else None."""
+    if isinstance(v, Derived):
+        return v
+    if hasattr(v, "text") and callable(getattr(v, "fn", None)):
+        return Derived(str(v.text), v.fn)
+    if callable(v) and not isinstance(v, type):
+        return Derived(((v.__doc__ or "").strip().splitlines() or [getattr(v, "__name__", "derived")])[0], v)
+    return None
+
+
+# stand-ins that pass _validate for training flags whose default is Derived (checked once resolved)
+_PLACEHOLDER = {"epochs": 1, "batch_size": 1, "eval_batch_size": 1, "lr": 1.0, "weight_decay": 0.0}
 
 TRAINING_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "scheduler", "select", "augment")
 
@@ -259,6 +276,8 @@ def resolved_defaults(dataset: str, method_defaults: Mapping[str, Mapping] | Non
 
 
 def _show(key: str, v) -> str:
+    if as_derived(v) is not None:
+        return as_derived(v).text
     if key == "scheduler":
         return describe_scheduler(v)
     if isinstance(v, float):
@@ -572,22 +591,33 @@ class Run:
         for k, v in ds.items():
             if k == "scheduler" or k in self._own or getattr(a, k, 0) is not None:
                 continue
-            if isinstance(v, Derived):
-                self._derived.append((k, v))
+            if as_derived(v) is not None:
+                self._derived.append((k, as_derived(v)))
             else:
                 setattr(a, k, v)
         a.augment = bool(a.augment)
         self.scheduler_spec = parse_scheduler(a.scheduler) if getattr(a, "scheduler", None) is not None else ds.get("scheduler")
-        if a.eval_batch_size is None:
+        if a.eval_batch_size is None and a.batch_size is not None:
             a.eval_batch_size = min(2 * a.batch_size, 1024)
 
     def _resolve_derived(self):
+        """Resolve the `Derived` defaults once the data is loaded, then check the values again
+        (a derived --lr or --epochs is checked like a given one)."""
         for k, v in self._derived:
             setattr(self.args, k, v.fn(self.args, self.data))
-        self.defaults = {k: (getattr(self.args, k) if isinstance(v, Derived) else v) for k, v in self.defaults.items()}
+        self.defaults = {k: (getattr(self.args, k) if as_derived(v) is not None else v) for k, v in self.defaults.items()}
+        if self._derived:
+            if self.args.eval_batch_size is None and self.args.batch_size is not None:
+                self.args.eval_batch_size = min(2 * self.args.batch_size, 1024)
+            self._validate()
 
     def _validate(self):
+        """One line and exit 2 for a bad training flag; a flag whose default is still pending
+        (`Derived`, resolved after the data loads) is checked then."""
         a = self.args
+        pending = {k for k, _ in getattr(self, "_derived", ())} - {k for k in vars(a) if getattr(a, k) is not None}
+        if pending:
+            a = argparse.Namespace(**{**vars(a), **{k: _PLACEHOLDER[k] for k in pending if k in _PLACEHOLDER}})
         for k in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(a, k) is None or getattr(a, k) < 1:
                 raise UsageError(f"--{k.replace('_', '-')} must be a positive integer (got {getattr(a, k)})")
@@ -755,8 +785,8 @@ class Run:
         """--max-steps is spent: in all, or within the current phase (its share, see `enter`)."""
         if self.args.max_steps is None:
             return False
-        if self._phases is not None and self._ph.get("cap") is not None and self._ph["steps"] >= self._ph["cap"]:
-            return True
+        if self._phases is not None and self._ph.get("cap") is not None:  # a phase keeps at least one step
+            return self._ph["steps"] >= self._ph["cap"]
         return self.global_step >= self.args.max_steps
 
     def eval_due(self, epoch: int, every: int | None = None) -> bool:
@@ -846,6 +876,7 @@ class Run:
             self.best.reset()
             if self._saved is not None:
                 self._saved["tracked"] = {}
+            self._pending_rng = None  # a checkpoint written at the phase boundary: the phase's own seed rules
             if seed is not None:
                 seed_everything(seed)
             if self.args.max_steps is not None:

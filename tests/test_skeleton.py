@@ -118,8 +118,9 @@ def test_a_tracked_object_that_does_not_fit_is_refused(tmp_path):
 
 
 # ---- phases --------------------------------------------------------------------------------------------
-def _staged(out, max_steps, resume=False, crash_in=None):
-    """Three phases of 3 epochs x 4 steps; `crash_in` = (phase, epoch) raises there."""
+def _staged(out, max_steps, resume=False, crash_in=None, crash_after=None):
+    """Three phases of 3 epochs x 4 steps; `crash_in` = (phase, epoch) raises there, `crash_after` =
+    phase raises right after that phase's leave() (a checkpoint at the phase boundary)."""
     args = _args(out, "--epochs", "3", "--max-steps", str(max_steps), *(["--resume"] if resume else []))
     run = Run(args, "skeleton", load_data=False)
     run.phases(["a", "b", "c"])
@@ -141,6 +142,8 @@ def _staged(out, max_steps, resume=False, crash_in=None):
             if crash_in == (name, epoch):
                 raise KeyboardInterrupt
         run.leave()
+        if crash_after == name:
+            raise KeyboardInterrupt
     return run, S["trace"]
 
 
@@ -157,6 +160,19 @@ def test_phases_share_max_steps_and_resume_inside_a_phase(tmp_path):
     with open(tmp_path / "b" / "log.csv") as fh:
         rows = [(r["phase"], r["epoch"]) for r in csv.DictReader(fh)]
     assert rows == [(t[0], str(t[1])) for t in trace]  # one row per phase epoch, none twice
+
+
+def test_a_resume_at_a_phase_boundary_starts_the_next_phase_from_its_own_seed(tmp_path):
+    _, trace = _staged(tmp_path / "a", 30)
+    with pytest.raises(KeyboardInterrupt):
+        _staged(tmp_path / "b", 30, crash_after="a")
+    _, resumed = _staged(tmp_path / "b", 30, resume=True)
+    assert resumed == trace
+
+
+def test_each_phase_keeps_a_step_when_max_steps_is_below_the_number_of_phases(tmp_path):
+    _, trace = _staged(tmp_path / "a", 2)
+    assert [t[:3] for t in trace] == [("a", 0, 1), ("b", 0, 2), ("c", 0, 3)]
 
 
 def test_a_resume_drops_log_rows_past_the_checkpoint_within_its_phase(tmp_path):
@@ -197,6 +213,19 @@ def test_run_fills_every_unset_flag_from_the_table_and_derived_after_the_data(tm
     assert run.args.lr == 3e-3 and run.args.epochs == 1  # a given flag wins
     run = Run(_args(tmp_path / "p", "--knob", "9"), "skeleton", TABLE)
     assert run.args.knob == 9.0
+
+
+def m_fold(args, data):
+    """T x the dataset's lr"""
+    return 1e-3 * data.num_tasks
+
+
+def test_a_plain_function_in_a_table_is_derived_and_a_derived_lr_is_checked_once_resolved(tmp_path):
+    run = Run(_args(tmp_path / "o", "--epochs", "1"), "skeleton", {"*": {"lr": m_fold}})
+    assert run.args.lr == 2e-3 and run.defaults["lr"] == 2e-3
+    assert "Adam lr T x the dataset's lr" in defaults_table({"*": {"lr": m_fold}})
+    with pytest.raises(UsageError, match="--lr must be a positive number"):
+        Run(_args(tmp_path / "p", "--epochs", "1"), "skeleton", {"*": {"lr": lambda a, d: -1.0}})
 
 
 def test_defaults_table_prints_every_resolved_value():
