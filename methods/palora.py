@@ -443,8 +443,8 @@ def parse_args(argv=None):
     g.add_argument("--num-prefs", type=int, default=None,
                    help="M: preferences per batch = forward passes per batch (default: per dataset, see the table below; "
                         "with 3+ tasks and a deterministic schedule M must be a simplex-lattice size: 3, 6, 10, 15, ...)")
-    g.add_argument("--temperature", type=float, default=None,
-                   help="T_max of Eq. 2: exponent tau/T_max (default 0.2 = the official exponent 5 tau; 1 ends exactly at the base points)")
+    g.add_argument("--temperature", type=float, default=None, help="T_max of Eq. 2: exponent tau/T_max (default 0.2 = the official "
+                   "exponent 5 tau; 1 ends exactly at the base points)")
     g.add_argument("--schedule", choices=SCHEDULES, default=None,
                    help="preference schedule (default: per dataset, see the table below): annealed (Eq. 2), fixed (Eq. 2 at "
                         "tau = 1), dirichlet-annealed (Dirichlet(p(1-tau))), dirichlet (Dirichlet(p)) -- App. C")
