@@ -1227,3 +1227,93 @@ def _fmt(v):
 def flat_metrics(prefix: str, metrics: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     """{task: {metric: v}} -> {prefix_task_metric: v} for log.csv rows."""
     return {f"{prefix}_{t}_{m}": v for t, ms in metrics.items() for m, v in ms.items()}
+
+
+# ---- Pareto-front methods (PaLoRA, COSMOS / PHN): their flags, validation and test report ----------------------
+def front_validation(run: Run, evaluate: Callable[[Sequence, str], list], grid, epoch: int, history: list,
+                     model: torch.nn.Module, hv_ref: Sequence[float] | None = None) -> tuple[dict, list[dict]]:
+    """The per-epoch validation of a preference-conditioned front (PaLoRA, COSMOS / PHN): the grid on
+    validation (`evaluate(prefs, split)` -> one {"preference", "tasks"} per preference), appended to
+    `history` as (epoch, front); with --select best, `model` is offered under the front score: the
+    validation hypervolume, else (past the hypervolume's work budget) the mean selection score over
+    the grid. Returns the log.csv columns and the validation front."""
+    from common.metrics import front_summary
+
+    front = evaluate(grid, "val")
+    summ = front_summary(front, run.data.tasks, hv_ref)
+    history.append((epoch, front))
+    score = summ["hypervolume"] if summ["hypervolume"] is not None else \
+        float(np.mean([run.selection_score(f["tasks"]) for f in front]))
+    if run.args.select == "best":
+        run.warn_if_val_is_test()  # the epoch is chosen on validation
+    run.best.offer(score, model.state_dict(), epoch)
+    return {"val_hypervolume": summ["hypervolume"], "val_spearman": summ["spearman"],
+            "val_non_dominated": summ["non_dominated"]}, front
+
+
+def front_centre(front: list[dict], evaluate: Callable[[Sequence, str], list], split: str) -> dict:
+    """The metrics at the centre preference (1/T, ..., 1/T): from `front` when its grid holds it, else evaluated."""
+    T = len(front[0]["preference"])
+    centre = [1.0 / T] * T
+    hit = next((f["tasks"] for f in front if np.allclose(f["preference"], centre, atol=1e-6)), None)
+    return hit if hit is not None else evaluate([centre], split)[0]["tasks"]
+
+
+def front_report(run: Run, evaluate: Callable[[Sequence, str], list], grid, hv_ref: Sequence[float] | None = None) -> dict:
+    """The test-time result of a front method, for metrics.json: the model selected on validation
+    (--select best) is restored by the caller first; the grid on test ("front"), its front_summary,
+    the centre preference's metrics ("tasks", so Delta-m% is the centre's) and each task's best value
+    along the front ("best_per_task")."""
+    from common.metrics import HV_SPLIT, front_summary
+
+    front = evaluate(grid, "test")
+    summ = front_summary(front, run.data.tasks, hv_ref)
+    centre = front_centre(front, evaluate, "test")
+    best = {t.name: (max if t.metrics[0][1] else min)(f["tasks"][t.name][t.primary] for f in front) for t in run.data.tasks}
+    return {"tasks": centre, "centre_preference": [1.0 / run.data.num_tasks] * run.data.num_tasks, "front": front, **summ,
+            "hypervolume_split": HV_SPLIT, "best_per_task": best}
+
+
+def front_caption(report: Mapping) -> str:
+    """One line of a front_report for plot titles: hypervolume, Spearman, non-dominated points."""
+    show = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    return (f"HV {show(report['hypervolume'])}, Spearman {show(report['spearman'])}, "
+            f"non-dominated {report['non_dominated']}/{len(report['front'])}")
+
+
+def add_front_arguments(group) -> None:
+    """The evaluation flags of every preference-conditioned front method (PaLoRA, COSMOS / PHN):
+    --grid-points, --hv-ref, --eval-batches (checked by `check_front_arguments`)."""
+    group.add_argument("--grid-points", type=int, default=11,
+                       help="evaluation grid: n points per simplex edge, spacing 1/(n-1): 11 points for 2 tasks, 66 for 3 "
+                            "(default 11); with more than 3 tasks: the vertices and the centre")
+    group.add_argument("--hv-ref", default=None,
+                       help="hypervolume reference, one value per task on its primary metric, comma separated "
+                            "(default: the suite's one rule for every front method, common.metrics.HV_REFERENCE: 0 for "
+                            "accuracy-like metrics, 1 for losses and errors, 90 for normal angles)")
+    group.add_argument("--eval-batches", type=int, default=None,
+                       help="evaluate every preference on the first N batches of val/test only (smoke runs; default: the whole split)")
+
+
+def check_front_arguments(args, data: MTLData) -> None:
+    """One-line errors for the flags of `add_front_arguments` (a Run's `check`, before --out is
+    touched); sets args.hv_ref_values: the --hv-ref numbers, one per task, or None for the suite's rule."""
+    if args.grid_points < 2:
+        raise UsageError(f"--grid-points must be at least 2 (got {args.grid_points})")
+    if args.eval_batches is not None and args.eval_batches < 1:
+        raise UsageError(f"--eval-batches must be a positive integer (got {args.eval_batches})")
+    args.hv_ref_values = None
+    if args.hv_ref is not None:
+        try:
+            args.hv_ref_values = [float(v) for v in args.hv_ref.split(",")]
+        except ValueError:
+            raise UsageError(f"--hv-ref {args.hv_ref!r} must be comma-separated numbers, one per task") from None
+        if len(args.hv_ref_values) != data.num_tasks:
+            raise UsageError(f"--hv-ref needs {data.num_tasks} values (one per task: {', '.join(data.task_names)}), "
+                             f"got {len(args.hv_ref_values)}")
+
+
+def front_points(front: list[dict], tasks) -> tuple[np.ndarray, np.ndarray]:
+    """A front as arrays for plots: each point's primary metrics (points x tasks) and its preference."""
+    return (np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front], dtype=float),
+            np.array([f["preference"] for f in front], dtype=float))

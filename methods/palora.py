@@ -69,7 +69,6 @@ Where the official code (github nik-dim/palora) differs, this file follows the p
 """
 from __future__ import annotations
 
-import copy
 import functools
 import math
 import os
@@ -363,19 +362,28 @@ def _harness():
 
     from common.data import task
     from common.device import UsageError
-    from common.metrics import HV_SPLIT, evaluation_grid, front_summary, hypervolume
+    from common.metrics import evaluation_grid, hv_reference, hypervolume
     from common.models import build_model
-    from common.train import Run, base_parser, clip_shared, flat_metrics, main_guard
+    from common.train import (Derived, Run, add_front_arguments, base_parser, check_front_arguments, clip_shared, defaults_table,
+                              flat_metrics, front_caption, front_centre, front_points, front_report, front_validation, main_guard)
     return SimpleNamespace(**locals())
 
 
+def per_task(args, data) -> float:
+    """T (the number of tasks; the official reweight_lr)"""
+    return float(data.num_tasks) if data is not None else None  # a Run without data (load_data=False) leaves it unset
+
+
 # ----------------------------------------------------------------------------------------------
-# Per-dataset defaults (sources: the paper's App. A and section 5, the official configs
-# configs/experiment/<dataset>/{<dataset>.yaml,method/palora.yaml}, REFERENCE_NOTES.md)
+# Defaults per dataset (sources: the paper's App. A and section 5, the official configs
+# configs/experiment/<dataset>/{<dataset>.yaml,method/palora.yaml}, REFERENCE_NOTES.md). A function
+# value is computed from the run's data (`method_defaults` makes it a harness Derived).
 # ----------------------------------------------------------------------------------------------
-METHOD_DEFAULTS = {
-    # paper App. A: rank 1, scaling alpha and T_max picked on validation; official lora_alpha 1, mul 5
-    "*": dict(rank=1, scaling=1.0, num_prefs=5, schedule="annealed", temperature=0.2, balance="none", eval_every=1),
+DEFAULTS = {
+    # paper App. A: rank 1, scaling alpha and T_max picked on validation; official lora_alpha 1, mul 5;
+    # adapter learning rate = T x --lr (official reweight_lr; the paper is silent)
+    "*": dict(rank=1, scaling=1.0, num_prefs=5, schedule="annealed", temperature=0.2, balance="none", eval_every=1,
+              adapter_lr_mult=per_task),
     "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
     "multimnist": dict(epochs=10, batch_size=256, lr=1e-3),
     "multifashion": dict(epochs=10, batch_size=256, lr=1e-3),
@@ -396,9 +404,9 @@ METHOD_DEFAULTS = {
                   balance="grad", eval_every=10, holdout=95 / 795),
 }
 
-# Pareto expansion (section 5.3, App. A.3): same settings, only the epochs change (MultiMNIST 4,
-# CityScapes 5) and the learning rate is the one of the final training iteration (official resume
-# config: 5e-5 on CityScapes = 1e-4 halved once); no scheduler within these few epochs.
+# Pareto expansion (--init-ckpt; section 5.3, App. A.3), on top of DEFAULTS: same settings, only the
+# epochs change (MultiMNIST 4, CityScapes 5) and the learning rate is the one of the final training
+# iteration (official resume config: 5e-5 on CityScapes = 1e-4 halved once); no scheduler within these few epochs.
 EXPANSION_DEFAULTS = {
     "*": dict(epochs=4, scheduler=None),
     "cityscapes": dict(epochs=5, lr=5e-5, scheduler=None),
@@ -409,68 +417,101 @@ EXPANSION_DEFAULTS = {
 
 # Delta_p% reported in the paper (sections 5.1-5.2), keyed by (dataset family, backbone, rank).
 PAPER_DELTA_P = {("multimnist", "lenet", 1): 12.5, ("cityscapes", "segnet", 4): 4.2, ("nyuv2", "segnet", 4): 6.3}
+# the settings a run records in config.json ("resolved") once the tables are applied
+RESOLVED = ("rank", "scaling", "num_prefs", "schedule", "temperature", "balance", "adapter_lr_mult", "eval_every")
 
 
-def expansion_defaults() -> dict:
-    """METHOD_DEFAULTS with the EXPANSION_DEFAULTS overrides on top, dataset by dataset."""
-    out = {"*": {**METHOD_DEFAULTS["*"], **EXPANSION_DEFAULTS["*"]}}
-    for ds in set(METHOD_DEFAULTS) | set(EXPANSION_DEFAULTS):
-        if ds != "*":
-            out[ds] = {**METHOD_DEFAULTS.get(ds, {}), **EXPANSION_DEFAULTS["*"], **EXPANSION_DEFAULTS.get(ds, {})}
-    return out
+def method_defaults(expansion: bool = False) -> dict:
+    """The table a run resolves its unset flags from: DEFAULTS, or for a Pareto expansion DEFAULTS with
+    EXPANSION_DEFAULTS on top, dataset by dataset; a function value becomes a Derived (its docstring is the help text)."""
+    H = _harness()
+    table = {ds: dict(row) for ds, row in DEFAULTS.items()}
+    if expansion:
+        for ds in set(DEFAULTS) | set(EXPANSION_DEFAULTS):
+            table[ds] = {**table.get(ds, {}), **EXPANSION_DEFAULTS["*"], **EXPANSION_DEFAULTS.get(ds, {})}
+    return {ds: {k: H.Derived(v.__doc__, v) if callable(v) else v for k, v in row.items()} for ds, row in table.items()}
 
 
 def parse_args(argv=None):
     H = _harness()
-    epilog = ("per-dataset defaults of the method flags and training (full training):\n"
-              + _table(METHOD_DEFAULTS) + "\nPareto expansion (--init-ckpt) overrides:\n" + _table(EXPANSION_DEFAULTS))
     p = H.base_parser("palora", __doc__)
-    p.epilog = epilog
+    p.epilog = (H.defaults_table(method_defaults(), title="defaults of a full training")
+                + "\n\n" + H.defaults_table(method_defaults(expansion=True), title="defaults of a Pareto expansion (--init-ckpt)"))
     g = p.add_argument_group("PaLoRA options")
-    g.add_argument("--rank", type=int, default=None, help="adapter rank r of Eq. 1 (default: 1; 4 on cityscapes, nyuv2, utkface)")
-    g.add_argument("--scaling", type=float, default=None,
-                   help="scaling alpha of Eq. 1; the adapters enter as alpha/r (default 1, official lora_alpha)")
+    g.add_argument("--rank", type=int, default=None, help="adapter rank r of Eq. 1 (default: per dataset, see the table below)")
+    g.add_argument("--scaling", type=float, default=None, help="scaling alpha of Eq. 1; the adapters enter as alpha/r (default 1, official lora_alpha)")
     g.add_argument("--num-prefs", type=int, default=None,
-                   help="M: preferences per batch = forward passes per batch (default 5; 6 for 3-task datasets; "
+                   help="M: preferences per batch = forward passes per batch (default: per dataset, see the table below; "
                         "with 3+ tasks and a deterministic schedule M must be a simplex-lattice size: 3, 6, 10, 15, ...)")
+    g.add_argument("--temperature", type=float, default=None, help="T_max of Eq. 2: exponent tau/T_max (default 0.2 = the official "
+                   "exponent 5 tau; 1 ends exactly at the base points)")
     g.add_argument("--schedule", choices=SCHEDULES, default=None,
-                   help="preference schedule: annealed (Eq. 2, default), fixed (Eq. 2 at tau = 1), "
-                        "dirichlet-annealed (Dirichlet(p(1-tau))), dirichlet (Dirichlet(p)) -- App. C")
-    g.add_argument("--temperature", type=float, default=None,
-                   help="T_max of Eq. 2: exponent tau/T_max (default 0.2 = the official exponent 5 tau; 1 ends exactly at the base points)")
+                   help="preference schedule (default: per dataset, see the table below): annealed (Eq. 2), fixed (Eq. 2 at "
+                        "tau = 1), dirichlet-annealed (Dirichlet(p(1-tau))), dirichlet (Dirichlet(p)) -- App. C")
     g.add_argument("--epsilon", type=float, default=0.01,
                    help="base preferences are eps + (1 - T eps) * lattice point, keeping every coordinate > 0 (default 0.01, official)")
     g.add_argument("--concentration", type=float, default=1.0, help="p of the Dirichlet schedules (default 1)")
     g.add_argument("--balance", choices=["none", "grad"], default=None,
                    help="none: loss lambda^T L; grad: sum_t lambda_t L_t / (||grad_shared L_t|| + 1e-3) "
-                        "(PaMaL; default on cityscapes, nyuv2)")
+                        "(PaMaL) (default: per dataset, see the table below)")
     g.add_argument("--adapter-lr-mult", type=float, default=None,
-                   help="adapter learning rate = this x --lr (default T, the official reweight_lr)")
+                   help="adapter learning rate = this x --lr (default T, the number of tasks: the official reweight_lr)")
     g.add_argument("--init-ckpt", default=None,
                    help="Pareto expansion: a trained multi-task checkpoint (methods/baselines.py checkpoint.pt or a state_dict); "
                         "its weights are frozen and only the adapters train (section 5.3)")
-    g.add_argument("--grid-points", type=int, default=11,
-                   help="evaluation grid: n points per simplex edge, spacing 1/(n-1): 11 points for 2 tasks, 66 for 3 (default 11); "
-                        "with more than 3 tasks: the vertices and the centre")
-    g.add_argument("--hv-ref", default=None,
-                   help="hypervolume reference, one value per task on its primary metric, comma separated "
-                        "(default: the suite's one rule for every front method, common.metrics.HV_REFERENCE: 0 for "
-                        "accuracy-like metrics, 1 for losses and errors, 90 for normal angles)")
-    g.add_argument("--eval-batches", type=int, default=None,
-                   help="evaluate every preference on the first N batches of val/test only (smoke runs; default: the whole split)")
-    g.add_argument("--eval-every", type=int, default=None, help="validate the front every N epochs (default 1; 20 cityscapes, 10 nyuv2)")
+    H.add_front_arguments(g)  # --grid-points, --hv-ref, --eval-batches
+    g.add_argument("--eval-every", type=int, default=None, help="validate the front every N epochs (default: per dataset, see the table below)")
     g.add_argument("--overhead-report", action="store_true",
                    help="print the adapter overhead Delta_p%% of LeNet (MultiMNIST) and SegNet (Cityscapes, NYUv2 shapes) "
                         "next to the paper's, then exit")
     return p.parse_args(argv)
 
 
-def _table(d) -> str:
-    return "\n".join(f"  {k}: " + ", ".join(f"{a}={v}" for a, v in sorted(row.items())) for k, row in d.items())
+# ----------------------------------------------------------------------------------------------
+# The model and the preferences of a run
+# ----------------------------------------------------------------------------------------------
+def build(args, run, expansion: bool) -> tuple[nn.Module, dict]:
+    """The base backbone (theta_0 of an expansion, frozen: section 5.3) with the Eq. 1 adapters, on
+    the run's device, and its parameter overhead next to the paper's Delta_p%."""
+    H = _harness()
+    model = H.build_model(args.model, run.data, pretrained=args.pretrained)
+    if expansion:
+        load_init_checkpoint(args.init_ckpt, model)
+    try:
+        palora_wrap(model, run.data.num_tasks, args.rank, args.scaling)
+    except ValueError as e:  # e.g. --dataset toy: nothing to adapt
+        raise H.UsageError(f"--model {run.model_name}: {e}; pick another --model") from None
+    model.to(run.device)
+    if expansion:
+        for p in base_parameters(model):
+            p.requires_grad_(False)
+    overhead = parameter_overhead(model)
+    family = "multimnist" if args.dataset.startswith("multimnist") and run.data.num_tasks == 2 else args.dataset
+    overhead["paper_delta_p_percent"] = PAPER_DELTA_P.get((family, run.model_name, args.rank))
+    return model, overhead
+
+
+def schedule_base(args, num_tasks: int) -> torch.Tensor | None:
+    """The base preferences lambda_0 of a deterministic schedule (Eq. 2); None for the Dirichlet ones."""
+    if args.schedule not in ("annealed", "fixed"):
+        return None
+    try:
+        return base_preferences(num_tasks, args.num_prefs, args.epsilon)
+    except ValueError as e:
+        raise _harness().UsageError(f"--num-prefs {args.num_prefs}: {e}") from None
+
+
+def train_row(run, sums: torch.Tensor, n: int, steps_total: int, prefs: torch.Tensor | None) -> dict:
+    """An epoch's log columns: the mean training losses, tau, and how far the last batch's preferences spread."""
+    row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(run.data.tasks, sums.cpu())}
+    row["tau"] = min(1.0, run.global_step / steps_total)
+    if prefs is not None:
+        row["pref_min_task1"], row["pref_max_task1"] = float(prefs[:, 0].min()), float(prefs[:, 0].max())
+    return row
 
 
 # ----------------------------------------------------------------------------------------------
-# Evaluation: the preference grid, the centre, hypervolume / Spearman / non-dominated
+# Evaluation at preferences (the front: common.train.front_validation / front_report)
 # ----------------------------------------------------------------------------------------------
 def evaluate_at(run, model: nn.Module, prefs, split: str) -> list[dict]:
     model.eval()
@@ -483,31 +524,31 @@ def evaluate_at(run, model: nn.Module, prefs, split: str) -> list[dict]:
     return res
 
 
-def centre_metrics(run, model: nn.Module, front: list[dict], num_tasks: int, split: str) -> dict:
-    """Metrics at lambda = (1/T, ..., 1/T): taken from the front when the grid holds it."""
-    centre = [1.0 / num_tasks] * num_tasks
-    for f in front:
-        if np.allclose(f["preference"], centre, atol=1e-6):
-            return f["tasks"]
-    return evaluate_at(run, model, [centre], split)[0]["tasks"]
-
-
 # ----------------------------------------------------------------------------------------------
 # Pareto expansion: loading theta_0
 # ----------------------------------------------------------------------------------------------
 def load_init_checkpoint(path: str, model: nn.Module) -> None:
     """Load a multi-task checkpoint into the (unwrapped) base model: a checkpoint.pt of
-    methods/baselines.py (["state"]["model"]), or a bare state_dict."""
+    methods/baselines.py (its model under ["state"]["tracked"]["model"], or ["state"]["model"] as
+    written before the harness named its state, when checkpoints still pickled the rule objects), or
+    a bare state_dict."""
     H = _harness()
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a checkpoint of the older layout pickles objects: the file the user named, as before
+            if "eights only load" not in str(e):
+                raise
+            blob = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise H.UsageError(f"--init-ckpt {path}: cannot read it ({type(e).__name__}); give a checkpoint.pt of methods/baselines.py")
     sd = blob
     if isinstance(blob, dict) and isinstance(blob.get("state"), dict):
-        sd = blob["state"].get("model")
-    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
-        raise H.UsageError(f"--init-ckpt {path}: no model state_dict in it (expected ['state']['model'] as methods/baselines.py writes)")
+        state = blob["state"]
+        sd = state["tracked"].get("model") if isinstance(state.get("tracked"), dict) else state.get("model")
+    if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
+        raise H.UsageError(f"--init-ckpt {path}: no model state_dict in it (expected ['state']['tracked']['model'] "
+                           "as methods/baselines.py writes)")
     if any(k.endswith("lora_A") for k in sd):
         raise H.UsageError(f"--init-ckpt {path}: this is a PaLoRA checkpoint; expansion starts from a plain multi-task model "
                          "(use --resume to continue a PaLoRA run)")
@@ -538,10 +579,8 @@ def _ternary(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_front(path: str, front: list[dict], tasks, centre: dict | None = None, init: dict | None = None,
                title: str = "") -> None:
-    plt = _plt()
-    T = len(tasks)
-    P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front])
-    lam = np.array([f["preference"] for f in front])
+    plt, T = _plt(), len(tasks)
+    P, lam = _harness().front_points(front, tasks)
     if T == 2:
         fig, ax = plt.subplots(figsize=(5.2, 4.4))
         ax.plot(P[:, 0], P[:, 1], "-", color="0.6", lw=1, zorder=1)
@@ -645,7 +684,7 @@ def plot_val_fronts(path: str, history: list[tuple[int, list[dict]]], tasks) -> 
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     cmap = plt.get_cmap("plasma")
     for k, (epoch, front) in enumerate(history):
-        P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front])
+        P = _harness().front_points(front, tasks)[0]
         ax.plot(P[:, 0], P[:, 1], "o-", ms=3, lw=1, color=cmap(k / max(len(history) - 1, 1)), label=f"epoch {epoch + 1}")
     ax.set_xlabel(f"{tasks[0].name} {tasks[0].primary} (val)")
     ax.set_ylabel(f"{tasks[1].name} {tasks[1].primary} (val)")
@@ -678,8 +717,18 @@ def overhead_report() -> list[dict]:
     return rows
 
 
+def print_overhead_report() -> list[dict]:
+    """--overhead-report: the rows of overhead_report as a table."""
+    rows = overhead_report()
+    print(f"{'dataset':<11} {'model':<7} {'r':>2} {'T':>2} {'base':>11} {'adapters':>10} {'Delta_p%':>9} {'paper':>6}")
+    for r in rows:
+        print(f"{r['dataset']:<11} {r['model']:<7} {r['rank']:>2} {r['tasks']:>2} {r['base']:>11,} {r['adapters']:>10,} "
+              f"{r['delta_p_percent']:>8.2f}% {r['paper_delta_p_percent']:>5.1f}%")
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------
-# main
+# Flag checks, the test-time report, main
 # ----------------------------------------------------------------------------------------------
 def _validate(args) -> None:
     H = _harness()
@@ -697,105 +746,86 @@ def _validate(args) -> None:
         raise H.UsageError(f"--epsilon must be in [0, 1/T) (got {args.epsilon})")
     if args.adapter_lr_mult is not None and not (args.adapter_lr_mult > 0 and math.isfinite(args.adapter_lr_mult)):
         raise H.UsageError(f"--adapter-lr-mult must be a positive number (got {args.adapter_lr_mult})")
-    if args.grid_points < 2:
-        raise H.UsageError(f"--grid-points must be at least 2 (got {args.grid_points})")
-    if args.eval_batches is not None and args.eval_batches < 1:
-        raise H.UsageError(f"--eval-batches must be a positive integer (got {args.eval_batches})")
     if args.eval_every is not None and args.eval_every < 1:
         raise H.UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
     if args.init_ckpt is not None and not os.path.isfile(args.init_ckpt):
         raise H.UsageError(f"--init-ckpt {args.init_ckpt}: no such file (train one first, e.g. python methods/baselines.py --method ls)")
-    if args.hv_ref is not None:
-        try:
-            args.hv_ref_values = [float(v) for v in args.hv_ref.split(",")]
-        except ValueError:
-            raise H.UsageError(f"--hv-ref {args.hv_ref!r} must be comma-separated numbers, one per task")
-    else:
-        args.hv_ref_values = None
+
+
+def _check(args, data) -> None:
+    """The flags that depend on the tasks (Run calls it before --out is touched)."""
+    H, T = _harness(), data.num_tasks
+    H.check_front_arguments(args, data)
+    if args.epsilon * T >= 1:
+        raise H.UsageError(f"--epsilon must be below 1/T = {1 / T:.3g} for {T} tasks (got {args.epsilon})")
+    schedule_base(args, T)  # --num-prefs must be a lattice size for a deterministic schedule
+
+
+def report(run, model: nn.Module, evaluate, grid, S: dict, overhead: dict, base_prefs: torch.Tensor | None) -> dict:
+    """Test: the model selected on validation (--select best), the grid front and its centre, the
+    pseudo-preferences (section 5.4, Figure 5), theta_0 of an expansion; the plots; metrics.json."""
+    H, args, tasks = _harness(), run.args, run.data.tasks
+    selected_epoch = run.best.restore(model.load_state_dict)
+    rep = H.front_report(run, evaluate, grid, args.hv_ref_values)
+    labels, pseudo_prefs = zip(*pseudo_preferences(len(tasks)))
+    pseudo = [{"label": lbl, **e} for lbl, e in zip(labels, evaluate(pseudo_prefs, "test"))]
+    init, expansion = S["init_metrics"], None
+    if args.init_ckpt is not None:  # theta_0's own point, under the front's hypervolume reference
+        P0 = np.array([[init[t.name][t.primary] for t in tasks]])
+        hv0 = H.hypervolume(P0, H.hv_reference(tasks, args.hv_ref_values), maximize=[t.metrics[0][1] for t in tasks])
+        expansion = {"init_ckpt": os.path.abspath(args.init_ckpt), "init": {"tasks": init, "hypervolume": hv0}}
+    title = f"PaLoRA {args.dataset} seed {args.seed} (test)\n" + H.front_caption(rep)
+    run.guarded("front.png", plot_front, run.path("front.png"), rep["front"], tasks, centre=rep["tasks"], init=init, title=title)
+    run.guarded("pseudo_preferences.png", plot_pseudo, run.path("pseudo_preferences.png"), pseudo, tasks)
+    run.guarded("val_fronts.png", plot_val_fronts, run.path("val_fronts.png"), S["history"], tasks)
+    out = run.finish({**rep, "pseudo_preferences": pseudo, "parameters": overhead, "delta_p_percent": overhead["delta_p_percent"],
+                      "selected_epoch": selected_epoch,
+                      "schedule": {"name": args.schedule, "num_prefs": args.num_prefs, "temperature": args.temperature,
+                                   "epsilon": args.epsilon, "concentration": args.concentration,
+                                   "base_preferences": base_prefs.tolist() if base_prefs is not None else None},
+                      "rank": args.rank, "scaling": args.scaling, "balance": args.balance, "model": run.model_name,
+                      "expansion": expansion})
+    if not args.quiet:
+        paper = overhead["paper_delta_p_percent"]
+        print(f"[palora] front: {len(rep['front'])} points, hypervolume={_fmt(out['hypervolume'])}, non-dominated={out['non_dominated']}, "
+              f"spearman={_fmt(out['spearman'])}, Delta_p={overhead['delta_p_percent']:.2f}%"
+              + (f" (paper: {paper}%)" if paper is not None else ""), flush=True)
+    return out
 
 
 def main(argv=None):
     H = _harness()
     args = parse_args(argv)
     if args.overhead_report:
-        rows = overhead_report()
-        print(f"{'dataset':<11} {'model':<7} {'r':>2} {'T':>2} {'base':>11} {'adapters':>10} {'Delta_p%':>9} {'paper':>6}")
-        for r in rows:
-            print(f"{r['dataset']:<11} {r['model']:<7} {r['rank']:>2} {r['tasks']:>2} {r['base']:>11,} {r['adapters']:>10,} "
-                  f"{r['delta_p_percent']:>8.2f}% {r['paper_delta_p_percent']:>5.1f}%")
-        return rows
+        return print_overhead_report()
     _validate(args)
     expansion = args.init_ckpt is not None
-    run = H.Run(args, "palora", expansion_defaults() if expansion else METHOD_DEFAULTS)
+    run = H.Run(args, "palora", method_defaults(expansion), check=_check)
     data, T, dev = run.data, run.data.num_tasks, run.device
-    for k in ("rank", "scaling", "num_prefs", "schedule", "temperature", "balance", "eval_every"):
-        if getattr(args, k) is None:
-            setattr(args, k, run.defaults[k])
-    if args.adapter_lr_mult is None:
-        args.adapter_lr_mult = float(T)
-    if args.epsilon * T >= 1:
-        raise H.UsageError(f"--epsilon must be below 1/T = {1 / T:.3g} for {T} tasks (got {args.epsilon})")
-    if args.hv_ref_values is not None and len(args.hv_ref_values) != T:
-        raise H.UsageError(f"--hv-ref needs {T} values (one per task: {', '.join(data.task_names)}), got {len(args.hv_ref_values)}")
-    deterministic = args.schedule in ("annealed", "fixed")
-    if deterministic:
-        try:
-            base_prefs = base_preferences(T, args.num_prefs, args.epsilon)
-        except ValueError as e:
-            raise H.UsageError(f"--num-prefs {args.num_prefs}: {e}") from None
-    else:
-        base_prefs = torch.full((args.num_prefs, T), 1.0 / T, dtype=torch.float64)  # only the shape is used
-    run.write_config({"resolved": {k: getattr(args, k) for k in ("rank", "scaling", "num_prefs", "schedule", "temperature",
-                                                                   "balance", "adapter_lr_mult", "eval_every")},
-                      "base_preferences": base_prefs.tolist() if deterministic else None})
-
-    # --- the model: base backbone (optionally theta_0 of an expansion), then Eq. 1 adapters ---
-    model_name = args.model or data.default_model
-    model = H.build_model(args.model, data, pretrained=args.pretrained)
-    if expansion:
-        load_init_checkpoint(args.init_ckpt, model)
-    try:
-        palora_wrap(model, T, args.rank, args.scaling)
-    except ValueError as e:  # e.g. --dataset toy: nothing to adapt
-        raise H.UsageError(f"--model {model_name}: {e}; pick another --model") from None
-    model.to(dev)
-    if expansion:  # section 5.3: train only the adapters
-        for p in base_parameters(model):
-            p.requires_grad_(False)
-    overhead = parameter_overhead(model)
-    family = "multimnist" if args.dataset.startswith("multimnist") and T == 2 else args.dataset
-    overhead["paper_delta_p_percent"] = PAPER_DELTA_P.get((family, model_name, args.rank))
+    base = schedule_base(args, T)  # lambda_0 of Eq. 2; a Dirichlet schedule uses only the shape (M, T)
+    base_prefs = base if base is not None else torch.full((args.num_prefs, T), 1.0 / T, dtype=torch.float64)
+    run.write_config({"resolved": {k: getattr(args, k) for k in RESOLVED},
+                      "base_preferences": base.tolist() if base is not None else None})
+    model, overhead = build(args, run, expansion)
     trainable = [p for p in model.parameters() if p.requires_grad]
     shared_ids = {id(p) for p in model.shared_parameters()}
     groups = [{"params": adapter_parameters(model), "lr": args.lr * args.adapter_lr_mult}]
-    if not expansion:
+    if not expansion:  # an expansion trains only the adapters (section 5.3)
         groups.insert(0, {"params": base_parameters(model)})
     opt, sched = run.make_optimizer(groups)
-    steps_total = args.epochs * run.num_batches("train")  # tau = (step + 1) / steps_total (official)
-    best = (-float("inf"), None, None)
-    history: list[tuple[int, list[dict]]] = []
-    init_metrics = None
-
-    state = run.load_checkpoint()
-    if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise H.UsageError(f"{run.ckpt_path} was written with other flags (--model/--rank/--init-ckpt differ: "
-                             f"{type(e).__name__}); resume with the original flags or use --overwrite")
-        if sched is not None and state.get("sched") is not None:
-            sched.load_state_dict(state["sched"])
-        best, history, init_metrics = state["best"], state["history"], state.get("init_metrics")
-    elif expansion:  # theta_0 itself (the adapters are zero, so any lambda gives the base model)
-        init_metrics = evaluate_at(run, model, [[1.0 / T] * T], "test")[0]["tasks"]
+    run.track(model=model, opt=opt, sched=sched)
+    S = run.values(history=[], init_metrics=None)
+    evaluate = functools.partial(evaluate_at, run, model)
+    if expansion and S["init_metrics"] is None:  # theta_0 itself (the adapters are zero, so any lambda gives the base model)
+        S["init_metrics"] = evaluate([[1.0 / T] * T], "test")[0]["tasks"]
     if not run.finished_before:
         plot_schedule(run.path("schedule.png"), args.schedule, base_prefs, args.temperature, args.concentration)
 
+    steps_total = args.epochs * run.num_batches("train")  # tau = (step + 1) / steps_total (official)
     grid = H.evaluation_grid(T, args.grid_points)
     for epoch in run.epochs():
         set_train_mode(model, expansion)
-        sums, n, lam = torch.zeros(T, device=dev), 0, None
+        sums, n, prefs = torch.zeros(T, device=dev), 0, None
         for x, ys in run.progress(run.batches("train", epoch), f"palora epoch {epoch + 1}", run.num_batches()):
             tau = min(1.0, (run.global_step + 1) / steps_total)
             prefs = sample_preferences(args.schedule, base_prefs, tau, args.temperature, args.concentration)
@@ -813,67 +843,14 @@ def main(argv=None):
                 break
         if sched is not None:
             sched.step()
-        row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums.cpu())}
-        row["tau"] = min(1.0, run.global_step / steps_total)
-        if lam is not None:  # how far the last batch's preferences have spread from the centre
-            row["pref_min_task1"], row["pref_max_task1"] = float(prefs[:, 0].min()), float(prefs[:, 0].max())
-        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
-            val_front = evaluate_at(run, model, grid, "val")
-            summ = H.front_summary(val_front, data.tasks, args.hv_ref_values)
-            history.append((epoch, val_front))
-            row.update({"val_hypervolume": summ["hypervolume"], "val_spearman": summ["spearman"],
-                        "val_non_dominated": summ["non_dominated"]})
-            row.update(H.flat_metrics("val_centre", centre_metrics(run, model, val_front, T, "val")))
-            score = summ["hypervolume"] if summ["hypervolume"] is not None else \
-                float(np.mean([run.selection_score(f["tasks"]) for f in val_front]))
-            if args.select == "best":
-                run.warn_if_val_is_test()  # the epoch is chosen on validation
-            if args.select == "best" and score > best[0]:
-                best = (score, epoch, copy.deepcopy(model.state_dict()))
+        row = train_row(run, sums, n, steps_total, prefs)
+        if run.eval_due(epoch):  # the front on validation, its centre; --select best keeps the best front score
+            cols, val_front = H.front_validation(run, evaluate, grid, epoch, S["history"], model, args.hv_ref_values)
+            row.update(cols)
+            row.update(H.flat_metrics("val_centre", H.front_centre(val_front, evaluate, "val")))
         run.log_epoch(epoch, row)
-        run.save_checkpoint(epoch, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                    "sched": sched.state_dict() if sched is not None else None,
-                                    "best": best, "history": history, "init_metrics": init_metrics},
-                            finished=epoch + 1 == args.epochs)
-
-    # --- test: the grid front, the centre, the pseudo-preferences ---
-    selected_epoch = None
-    if args.select == "best" and best[2] is not None:
-        model.load_state_dict(best[2])
-        selected_epoch = best[1]
-    front = evaluate_at(run, model, grid, "test")
-    summ = H.front_summary(front, data.tasks, args.hv_ref_values)
-    centre_pref = [1.0 / T] * T
-    centre = centre_metrics(run, model, front, T, "test")
-    labels, pseudo_prefs = zip(*pseudo_preferences(T))  # section 5.4, Figure 5
-    pseudo = [{"label": lbl, **e} for lbl, e in zip(labels, evaluate_at(run, model, pseudo_prefs, "test"))]
-    best_per_task = {t.name: (max if t.metrics[0][1] else min)(f["tasks"][t.name][t.primary] for f in front) for t in data.tasks}
-    init_summary = None
-    if init_metrics is not None:
-        P0 = np.array([[init_metrics[t.name][t.primary] for t in data.tasks]])
-        init_summary = {"tasks": init_metrics,
-                        "hypervolume": H.hypervolume(P0, summ["hypervolume_ref"], maximize=[t.metrics[0][1] for t in data.tasks])}
-    title = f"PaLoRA {args.dataset} seed {args.seed} (test)\nHV {_fmt(summ['hypervolume'])}, Spearman {_fmt(summ['spearman'])}, " \
-            f"non-dominated {summ['non_dominated']}/{len(front)}"
-    run.guarded("front.png", plot_front, run.path("front.png"), front, data.tasks, centre=centre, init=init_metrics, title=title)
-    run.guarded("pseudo_preferences.png", plot_pseudo, run.path("pseudo_preferences.png"), pseudo, data.tasks)
-    run.guarded("val_fronts.png", plot_val_fronts, run.path("val_fronts.png"), history, data.tasks)
-    result = {"tasks": centre, "centre_preference": centre_pref, "front": front, **summ, "hypervolume_split": H.HV_SPLIT,
-              "best_per_task": best_per_task, "pseudo_preferences": pseudo,
-              "parameters": overhead, "delta_p_percent": overhead["delta_p_percent"],
-              "selected_epoch": selected_epoch,
-              "schedule": {"name": args.schedule, "num_prefs": args.num_prefs, "temperature": args.temperature,
-                           "epsilon": args.epsilon, "concentration": args.concentration,
-                           "base_preferences": base_prefs.tolist() if deterministic else None},
-              "rank": args.rank, "scaling": args.scaling, "balance": args.balance, "model": model_name,
-              "expansion": {"init_ckpt": os.path.abspath(args.init_ckpt), "init": init_summary} if expansion else None}
-    out = run.finish(result)
-    if not args.quiet:
-        paper = overhead["paper_delta_p_percent"]
-        print(f"[palora] front: {len(front)} points, hypervolume={_fmt(out['hypervolume'])}, non-dominated={out['non_dominated']}, "
-              f"spearman={_fmt(out['spearman'])}, Delta_p={overhead['delta_p_percent']:.2f}%"
-              + (f" (paper: {paper}%)" if paper is not None else ""), flush=True)
-    return out
+        run.checkpoint(epoch, finished=epoch + 1 == args.epochs)
+    return report(run, model, evaluate, grid, S, overhead, base)
 
 
 def _fmt(v) -> str:

@@ -273,8 +273,8 @@ def phn_epo_weights(G: torch.Tensor, losses: torch.Tensor, r: torch.Tensor, offs
 
 
 # ================= runner: command line and training loop (needs the suite's common/) =================
-import copy  # noqa: E402
 import dataclasses  # noqa: E402
+import functools  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
@@ -287,50 +287,57 @@ def _harness() -> None:
 
 
 METHODS = ("cosmos", "phn-ls", "phn-epo")
+EPO_MOVES = ("balance", "descent", "fallback")  # PHN-EPO's steps: balance LP, descent LP, the official fallback
 
 # ----------------------------------------------------------------------------------------------
-# Defaults: (method family, setting) -> {dataset or "*": {...}}
-# Sources: ruchtem/cosmos multi_objective/settings.py (generic, cosmos, hyperSolver_ln/_epo and the
-# per-dataset dicts), PML appendix K (settings I and II), PaLoRA section 5.2 (CityScapes).
+# Defaults: one table with the rows of each method family (COSMOS; PHN-LS and PHN-EPO share theirs),
+# "*" then per dataset, for setting I (PML appendix K: 10 epochs, no schedule; --setting 1, the default).
+# --setting 2 (setting II, the COSMOS paper's) puts SETTING_II over the family's "*" row: every dataset
+# without its own epochs (the MultiMNIST family, census, utkface) trains longer; toy, celeba and the
+# scene datasets keep theirs. Sources: ruchtem/cosmos multi_objective/settings.py (generic, cosmos,
+# hyperSolver_ln/_epo and the per-dataset dicts), PML appendix K, PaLoRA section 5.2 (CityScapes).
 # ----------------------------------------------------------------------------------------------
-_COSMOS = {
-    "*": dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None, alpha=1.2, lamda=2.0, eval_every=1),
-    "multifashion-mnist": dict(lamda=8.0),
-    "census": dict(alpha=0.5, lamda=0.01),
-    "celeba": dict(epochs=30, batch_size=32, lr=5e-4, scheduler=None, alpha=1.0, lamda=3.0, eval_every=5),  # COSMOS repo celeba
-    "toy": dict(epochs=50, batch_size=1, lr=2e-3, eval_every=10),
-    # not in the COSMOS paper: PaLoRA Table 1 (results of the PaMaL paper) uses the CityScapes
-    # benchmark (SegNet, 100 epochs, Adam 1e-4 halved after 75) for every PFL method
-    "cityscapes": dict(epochs=100, batch_size=8, lr=1e-4, scheduler=(75, 0.5), eval_every=20),
-    "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5), eval_every=20),
-}
-_PHN = {
-    "*": dict(epochs=10, batch_size=256, lr=1e-4, scheduler=None, alpha=0.2, ray_hidden=100, eval_every=1, epo_offset=0.0),
-    # the toy losses reach -20 (PML App. C); EPO needs l > 0, so it works on l + 20 there
-    "toy": dict(epochs=50, batch_size=1, lr=2e-3, eval_every=10, epo_offset=20.0),
+DEFAULTS = {
+    "cosmos": {
+        "*": dict(epochs=10, batch_size=256, lr=1e-3, scheduler=None, alpha=1.2, lamda=2.0, eval_every=1),
+        "multifashion-mnist": dict(lamda=8.0),
+        "census": dict(alpha=0.5, lamda=0.01),
+        "celeba": dict(epochs=30, batch_size=32, lr=5e-4, scheduler=None, alpha=1.0, lamda=3.0, eval_every=5),  # COSMOS repo celeba
+        "toy": dict(epochs=50, batch_size=1, lr=2e-3, eval_every=10),
+        # not in the COSMOS paper: PaLoRA Table 1 (results of the PaMaL paper) uses the CityScapes
+        # benchmark (SegNet, 100 epochs, Adam 1e-4 halved after 75) for every PFL method
+        "cityscapes": dict(epochs=100, batch_size=8, lr=1e-4, scheduler=(75, 0.5), eval_every=20),
+        "nyuv2": dict(epochs=200, batch_size=2, lr=1e-4, scheduler=(100, 0.5), eval_every=20),
+    },
+    "phn": {
+        "*": dict(epochs=10, batch_size=256, lr=1e-4, scheduler=None, alpha=0.2, ray_hidden=100, eval_every=1, epo_offset=0.0),
+        # the toy losses reach -20 (PML App. C); EPO needs l > 0, so it works on l + 20 there
+        "toy": dict(epochs=50, batch_size=1, lr=2e-3, eval_every=10, epo_offset=20.0),
+    },
 }
 SETTING_II = {"cosmos": dict(epochs=100, scheduler=("multistep", (20, 40, 80, 90), 0.1)),
               "phn": dict(epochs=150, scheduler=None)}
 
 
 def method_defaults(method: str, setting: int) -> dict:
+    """The rows of DEFAULTS a run resolves its unset flags from: its --method's family, with SETTING_II
+    over the "*" row under --setting 2 (the one choice the table cannot say by dataset)."""
     family = "cosmos" if method == "cosmos" else "phn"
-    table = copy.deepcopy(_COSMOS if family == "cosmos" else _PHN)
-    if setting == 2:  # only the MultiMNIST-family / census settings change
-        for ds in ("*", "multifashion-mnist", "census"):
-            table.setdefault(ds, {}).update(SETTING_II[family])
+    table = {ds: dict(row) for ds, row in DEFAULTS[family].items()}
+    if setting == 2:
+        table["*"].update(SETTING_II[family])
     return table
 
 
 def parse_args(argv=None):
     _harness()
-    from common.train import base_parser, describe_scheduler
+    from common.train import add_front_arguments, base_parser, defaults_table, describe_scheduler
 
     p = base_parser("pfl", __doc__)
-    p.epilog = ("per-dataset defaults, setting I (--setting 2 changes epochs / schedule of the MNIST family and census):\n"
-                + "\n".join(f" {m}:\n" + _table(method_defaults(m, 1)) for m in ("cosmos", "phn-ls"))
-                + "\n setting II: " + "; ".join(f"{k}: epochs {v['epochs']}, {describe_scheduler(v['scheduler'])}"
-                                                for k, v in SETTING_II.items()))
+    p.epilog = "\n\n".join(defaults_table(method_defaults(m, 1), title=f"{title}, setting I (--setting 1)")
+                           for m, title in (("cosmos", "COSMOS (--method cosmos)"), ("phn-ls", "PHN (--method phn-ls, phn-epo)")))
+    p.epilog += "\n\n--setting 2 changes the '*' row (every dataset without its own epochs): " + "; ".join(
+        f"{k}: epochs {v['epochs']}, {describe_scheduler(v['scheduler'])}" for k, v in SETTING_II.items())
     g = p.add_argument_group("Pareto-front-learning options")
     g.add_argument("--method", choices=METHODS, default="cosmos",
                    help="cosmos (input conditioning + cosine penalty), phn-ls (hypernetwork, r^T L), "
@@ -339,9 +346,9 @@ def parse_args(argv=None):
                    help="PML appendix K: 1 = 10 epochs, no schedule (default); 2 = the COSMOS paper's "
                         "(COSMOS 100 epochs, MultiStepLR 20/40/80/90 x0.1; PHN 150 epochs)")
     g.add_argument("--alpha", type=float, default=None,
-                   help="Dirichlet concentration of the training preferences, r ~ Dir(alpha 1) (default: COSMOS 1.2, PHN 0.2)")
+                   help="Dirichlet concentration of the training preferences, r ~ Dir(alpha 1) (default: per method and dataset, see the tables below)")
     g.add_argument("--lamda", type=float, default=None,
-                   help="COSMOS: weight lambda of the cosine-similarity penalty (default 2; 8 multifashion-mnist, 0.01 census, 3 celeba)")
+                   help="COSMOS: weight lambda of the cosine-similarity penalty (default: per dataset, see the table below)")
     g.add_argument("--condition", choices=("upsample", "constant"), default="upsample",
                    help="COSMOS on images: upsample = the official transposed-conv upsampler of r to K channels; "
                         "constant = channel k filled with r_k (default upsample)")
@@ -354,26 +361,14 @@ def parse_args(argv=None):
                    help="PHN-EPO: drop the descent LP's restriction beta^T C a >= min(max(C a), 0) (official 'relax'; default off)")
     g.add_argument("--max-hyper-params", type=float, default=5e7,
                    help="PHN: refuse to build a hypernetwork larger than this many parameters (default 5e7)")
-    g.add_argument("--grid-points", type=int, default=11,
-                   help="evaluation grid: n points per simplex edge (11 points for 2 tasks, 66 for 3); more than 3 tasks: "
-                        "the vertices and the centre (default 11)")
-    g.add_argument("--hv-ref", default=None,
-                   help="hypervolume reference, one value per task on its primary metric, comma separated "
-                        "(default: the suite's one rule for every front method, common.metrics.HV_REFERENCE: 0 for "
-                        "accuracy-like metrics, 1 for losses and errors, 90 for normal angles)")
-    g.add_argument("--eval-every", type=int, default=None, help="validate the front every N epochs (default 1; 10 toy, 20 scene)")
-    g.add_argument("--eval-batches", type=int, default=None,
-                   help="evaluate every preference on the first N batches of val/test only (smoke runs; default all)")
+    g.add_argument("--eval-every", type=int, default=None, help="validate the front every N epochs (default: per method and dataset, see the tables below)")
+    add_front_arguments(g)  # --grid-points, --hv-ref, --eval-batches
     return p.parse_args(argv)
 
 
-def _table(d) -> str:
-    from common.train import describe_scheduler
-
-    return "\n".join(f"  {k}: " + ", ".join(f"{a}={describe_scheduler(v) if a == 'scheduler' else v}" for a, v in sorted(row.items()))
-                     for k, row in d.items())
-
-
+# ----------------------------------------------------------------------------------------------
+# The models: a COSMOS-conditioned backbone, or a hypernetwork and its target
+# ----------------------------------------------------------------------------------------------
 def build_cosmos(args, data) -> COSMOSModel:
     from common.models import MTLModel, build_model
 
@@ -385,8 +380,6 @@ def build_cosmos(args, data) -> COSMOSModel:
     wide = (shape[0] + K,) + shape[1:] if len(shape) == 3 else (int(np.prod(shape)) + K,)
     backbone = build_model(args.model, dataclasses.replace(data, input_shape=wide), pretrained=args.pretrained)
     return COSMOSModel(backbone, K, shape, args.condition)
-
-
 
 
 def build_phn(args, data) -> tuple[HyperNetwork, nn.Module]:
@@ -403,6 +396,57 @@ def build_phn(args, data) -> tuple[HyperNetwork, nn.Module]:
     return hnet, target
 
 
+def build(args, run) -> tuple[nn.Module, nn.Module | None, dict]:
+    """The trained module (COSMOS: the conditioned backbone; PHN: the hypernetwork) on the run's
+    device, PHN's target network (None for COSMOS) and the parameter counts with Delta_p% (PaLoRA
+    Table 1): the trainable parameters over the plain multi-task model of the same backbone."""
+    from common.models import build_model, count_parameters
+
+    if args.method != "cosmos":
+        module, target = build_phn(args, run.data)
+        module.to(run.device), target.to(run.device)
+        params = {"hypernetwork": count_parameters(module.parameters()), "target": count_parameters(target.parameters())}
+    else:
+        module, target = build_cosmos(args, run.data).to(run.device), None
+        cond = count_parameters(module.upsampler.parameters()) if module.upsampler is not None else 0
+        params = {"model": count_parameters(module.parameters()), "conditioning": cond}
+    params["trainable"] = count_parameters(module.parameters())
+    params["base_model"] = params["target"] if target is not None else count_parameters(build_model(args.model, run.data).parameters())
+    params["delta_p_percent"] = 100.0 * (params["trainable"] / params["base_model"] - 1.0)
+    return module, target, params
+
+
+def forward_at(module: nn.Module, target: nn.Module | None, r, x=None):
+    """The outputs at preference r for a batch x; without x, forward(x) at r for evaluation (PHN
+    generates the weights once, without a graph)."""
+    if target is None:
+        module.set_ray(r)
+        return module if x is None else module(x)
+    if x is not None:
+        return target_forward(target, module(r), x)
+    with torch.no_grad():
+        w = module(r)
+    return lambda x: target_forward(target, w, x)
+
+
+def evaluate_front(run, module: nn.Module, target: nn.Module | None, prefs, split: str) -> list[dict]:
+    module.eval()
+    if target is not None:
+        target.eval()
+    return [{"preference": [round(float(v), 6) for v in r],
+             "tasks": run.evaluate(forward_at(module, target, torch.as_tensor(r, dtype=torch.float32, device=run.device)),
+                                   split, max_batches=run.args.eval_batches)} for r in prefs]
+
+
+def train_row(run, opt, sums: torch.Tensor, n: int, cos_sum: torch.Tensor, moves: dict) -> dict:
+    """An epoch's log columns: mean training losses, the learning rate, COSMOS's mean cosine, PHN-EPO's steps."""
+    row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(run.data.tasks, sums.cpu())}
+    row["lr"] = opt.param_groups[0]["lr"]
+    if run.args.method == "cosmos":
+        row["train_cosine"] = float(cos_sum) / max(n, 1)
+    if run.args.method == "phn-epo":
+        row.update({f"epo_{k}": v for k, v in moves.items()})
+    return row
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,14 +465,14 @@ def plot_front(path: str, front: list[dict], tasks, title: str, analytic: np.nda
                history: list | None = None) -> None:
     """2 tasks: the test front coloured by r_1 (validation fronts of earlier epochs in grey, the
     analytic front on toy); 3 tasks: each task's metric over the preference triangle."""
-    plt = _plt()
-    T = len(tasks)
-    P = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in front])
-    lam = np.array([f["preference"] for f in front])
+    from common.train import front_points
+
+    plt, T = _plt(), len(tasks)
+    P, lam = front_points(front, tasks)
     if T == 2:
         fig, ax = plt.subplots(figsize=(5.4, 4.4))
         for epoch, vf in (history or [])[:-1]:
-            V = np.array([[f["tasks"][t.name][t.primary] for t in tasks] for f in vf])
+            V = front_points(vf, tasks)[0]
             ax.plot(V[:, 0], V[:, 1], "-", color="0.85", lw=0.8, zorder=0)
         if analytic is not None:
             ax.plot(analytic[:, 0], analytic[:, 1], "k--", lw=1, label="analytic Pareto front")
@@ -457,10 +501,8 @@ def plot_front(path: str, front: list[dict], tasks, title: str, analytic: np.nda
     plt.close(fig)
 
 
-
-
 # ----------------------------------------------------------------------------------------------
-# main
+# Flag checks, the test-time report, main
 # ----------------------------------------------------------------------------------------------
 def _validate(args) -> None:
     from common.device import UsageError
@@ -473,122 +515,83 @@ def _validate(args) -> None:
         raise UsageError(f"--ray-hidden must be a positive integer (got {args.ray_hidden})")
     if not (args.epo_eps >= 0 and math.isfinite(args.epo_eps)):
         raise UsageError(f"--epo-eps must be a non-negative number (got {args.epo_eps})")
-    if args.grid_points < 2:
-        raise UsageError(f"--grid-points must be at least 2 (got {args.grid_points})")
-    for k in ("eval_every", "eval_batches"):
-        if getattr(args, k) is not None and getattr(args, k) < 1:
-            raise UsageError(f"--{k.replace('_', '-')} must be a positive integer (got {getattr(args, k)})")
-    args.hv_ref_values = None
-    if args.hv_ref is not None:
-        try:
-            args.hv_ref_values = [float(v) for v in args.hv_ref.split(",")]
-        except ValueError:
-            raise UsageError(f"--hv-ref {args.hv_ref!r} must be comma-separated numbers, one per task")
+    if args.eval_every is not None and args.eval_every < 1:
+        raise UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
 
 
 def _check(args, data) -> None:
+    """The flags that depend on the data (Run calls it before --out is touched)."""
     from common.device import UsageError
     from common.models import build_model, count_parameters
+    from common.train import check_front_arguments
 
-    if args.hv_ref_values is not None and len(args.hv_ref_values) != data.num_tasks:
-        raise UsageError(f"--hv-ref needs {data.num_tasks} values (one per task: {', '.join(data.task_names)})")
+    check_front_arguments(args, data)
     if args.method != "cosmos":  # refuse an oversized hypernetwork before anything is built or written
         target = build_model(args.model, data, pretrained=args.pretrained)
-        hidden = args.ray_hidden or {**_PHN["*"], **_PHN.get(args.dataset, {})}["ray_hidden"]
-        n = HyperNetwork.size(target, data.num_tasks, hidden)
+        n = HyperNetwork.size(target, data.num_tasks, args.ray_hidden)
         if n > args.max_hyper_params:
             raise UsageError(f"PHN would need a {n / 1e6:.0f}M-parameter hypernetwork for the {count_parameters(target.parameters()) / 1e6:.2f}M-"
-                             f"parameter --model {args.model or data.default_model} (ray width {hidden}); PHN targets small "
+                             f"parameter --model {args.model or data.default_model} (ray width {args.ray_hidden}); PHN targets small "
                              f"networks (LeNet, MLP, toy): use --method cosmos here, or raise --max-hyper-params")
     if args.method == "cosmos" and args.dataset != "toy" and len(data.input_shape) not in (1, 3):
         raise UsageError(f"COSMOS conditions image (C, H, W) or tabular (F,) inputs; {args.dataset} has shape {data.input_shape}")
 
 
+def report(run, module: nn.Module, evaluate, grid, S: dict, params: dict) -> dict:
+    """Test: the model selected on validation (--select best), the grid front and its centre; the
+    front plot (earlier validation fronts in grey, the analytic front on toy); metrics.json."""
+    from common.metrics import front_summary
+    from common.train import front_caption, front_report
+
+    args, tasks = run.args, run.data.tasks
+    selected_epoch = run.best.restore(module.load_state_dict)
+    rep = front_report(run, evaluate, grid, args.hv_ref_values)
+    title = f"{args.method} {args.dataset} seed {args.seed} (test)\n" + front_caption(rep)
+    run.guarded("front.png", plot_front, run.path("front.png"), rep["front"], tasks, title, analytic=run.data.info.get("front"),
+                history=S["history"])
+    out = run.finish({**rep, "parameters": params, "delta_p_percent": params["delta_p_percent"], "selected_epoch": selected_epoch,
+                      "pfl_method": args.method, "setting": args.setting, "alpha": args.alpha,
+                      "lamda": args.lamda if args.method == "cosmos" else None,
+                      "epo_moves": S["counters"] if args.method == "phn-epo" else None,
+                      "val_history": [{"epoch": e, **front_summary(vf, tasks, args.hv_ref_values)} for e, vf in S["history"]]})
+    if not args.quiet:
+        show = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        print(f"[{args.method}] front: {len(rep['front'])} points, hypervolume={show(out['hypervolume'])}, "
+              f"non-dominated={out['non_dominated']}, spearman={show(out['spearman'])}, parameters={params}", flush=True)
+    return out
+
+
 def main(argv=None):
     args = parse_args(argv)  # puts common/ on the path
     from common.device import UsageError
-    from common.metrics import HV_SPLIT, evaluation_grid, front_summary
-    from common.models import build_model, count_parameters
-    from common.train import Run, clip_shared, jacobian, set_flat_grad
+    from common.metrics import evaluation_grid
+    from common.train import Run, clip_shared, front_validation, jacobian, set_flat_grad
 
     _validate(args)
     run = Run(args, args.method, method_defaults(args.method, args.setting), check=_check)
     data, K, dev = run.data, run.data.num_tasks, run.device
-    phn = args.method != "cosmos"
-    for k in ("alpha", "eval_every") + (("ray_hidden", "epo_offset") if phn else ("lamda",)):
-        if getattr(args, k) is None:
-            setattr(args, k, run.defaults[k])
-
-    # --- the model: COSMOS-conditioned backbone, or hypernetwork + target ---
-    if phn:
-        hnet, target = build_phn(args, data)
-        hnet.to(dev), target.to(dev)
-        trainable = list(hnet.parameters())
-        params = {"hypernetwork": count_parameters(hnet.parameters()), "target": count_parameters(target.parameters())}
-        module = hnet
-    else:
-        model = build_cosmos(args, data).to(dev)
-        trainable = list(model.parameters())
-        cond = count_parameters(model.upsampler.parameters()) if model.upsampler is not None else 0
-        params = {"model": count_parameters(model.parameters()), "conditioning": cond}
-        module = model
-    params["trainable"] = count_parameters(trainable)
-    # Delta_p% (PaLoRA Table 1): trainable parameters over the plain multi-task model of the same backbone
-    params["base_model"] = params["target"] if phn else count_parameters(build_model(args.model, data).parameters())
-    params["delta_p_percent"] = 100.0 * (params["trainable"] / params["base_model"] - 1.0)
+    module, target, params = build(args, run)
+    trainable = list(module.parameters())
     run.write_config({"resolved": {k: getattr(args, k, None) for k in ("method", "setting", "alpha", "lamda", "condition",
                                                                         "ray_hidden", "epo_offset", "eval_every")},
                       "parameters": params})
     opt, sched = run.make_optimizer(trainable)
-
-    def forward_at(r):
-        """forward(x) at preference r (for evaluation: the weights are generated once)."""
-        r = torch.as_tensor(r, dtype=torch.float32, device=dev)
-        if phn:
-            with torch.no_grad():
-                w = hnet(r)
-            return lambda x: target_forward(target, w, x)
-        model.set_ray(r)
-        return model
-
-    def evaluate_front(prefs, split):
-        module.eval()
-        if phn:
-            target.eval()
-        out = [{"preference": [round(float(v), 6) for v in r],
-                "tasks": run.evaluate(forward_at(r), split, max_batches=args.eval_batches)} for r in prefs]
-        return out
-
-    best, history = (-float("inf"), None, None), []
-    counters = {"balance": 0, "descent": 0, "fallback": 0}
-    state = run.load_checkpoint()
-    if state is not None:
-        try:
-            module.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise UsageError(f"{run.ckpt_path} was written with other flags ({type(e).__name__}); resume with the original flags or use --overwrite")
-        if sched is not None and state.get("sched") is not None:
-            sched.load_state_dict(state["sched"])
-        best, history, counters = state["best"], state["history"], state["counters"]
+    run.track(model=module, opt=opt, sched=sched)
+    S = run.values(history=[], counters=dict.fromkeys(EPO_MOVES, 0))
+    evaluate = functools.partial(evaluate_front, run, module, target)
 
     grid = evaluation_grid(K, args.grid_points)
     for epoch in run.epochs():
         module.train()
-        if phn:
+        if target is not None:
             target.train()
         sums, cos_sum, n = torch.zeros(K, device=dev), torch.zeros((), device=dev), 0  # read once per epoch
-        epoch_moves = {"balance": 0, "descent": 0, "fallback": 0}
+        moves = dict.fromkeys(EPO_MOVES, 0)
         for x, ys in run.progress(run.batches("train", epoch), f"{args.method} epoch {epoch + 1}", run.num_batches()):
             r = sample_ray(K, args.alpha).to(dev)
             opt.zero_grad(set_to_none=True)
             with run.autocast():
-                if phn:
-                    outputs = target_forward(target, hnet(r), x)
-                else:
-                    model.set_ray(r)
-                    outputs = model(x)
-                losses = run.losses(outputs, ys).float()
+                losses = run.losses(forward_at(module, target, r, x), ys).float()
             if args.method == "cosmos":
                 loss, cos = cosmos_loss(losses, r, args.lamda)
                 cos_sum += cos.detach().float()
@@ -601,11 +604,11 @@ def main(argv=None):
                     w, move, fell_back = phn_epo_weights(G, losses, r, args.epo_offset, args.epo_eps, args.epo_relax)
                 except ValueError as e:  # negative losses: a flag choice, one line and exit status 2
                     raise UsageError(str(e)) from None
-                epoch_moves[move] += 1
-                epoch_moves["fallback"] += fell_back  # the official fallback: the normalised ray
+                moves[move] += 1
+                moves["fallback"] += fell_back  # the official fallback: the normalised ray
                 set_flat_grad(trainable, w @ G)
-            if not phn:
-                clip_shared(model.backbone, args.clip_grad)
+            if target is None:
+                clip_shared(module.backbone, args.clip_grad)
             elif args.clip_grad:
                 torch.nn.utils.clip_grad_norm_(trainable, args.clip_grad)
             opt.step()
@@ -615,62 +618,14 @@ def main(argv=None):
                 break
         if sched is not None:
             sched.step()
-        for k, v in epoch_moves.items():
-            counters[k] += v
-        row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums.cpu())}
-        row["lr"] = opt.param_groups[0]["lr"]
-        if args.method == "cosmos":
-            row["train_cosine"] = float(cos_sum) / max(n, 1)
-        if args.method == "phn-epo":
-            row.update({f"epo_{k}": v for k, v in epoch_moves.items()})
-        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
-            val_front = evaluate_front(grid, "val")
-            summ = front_summary(val_front, data.tasks, args.hv_ref_values)
-            history.append((epoch, val_front))
-            row.update({"val_hypervolume": summ["hypervolume"], "val_spearman": summ["spearman"],
-                        "val_non_dominated": summ["non_dominated"]})
-            score = summ["hypervolume"] if summ["hypervolume"] is not None else \
-                float(np.mean([run.selection_score(f["tasks"]) for f in val_front]))
-            if args.select == "best":
-                run.warn_if_val_is_test()  # the epoch is chosen on validation
-            if args.select == "best" and score > best[0]:
-                best = (score, epoch, copy.deepcopy(module.state_dict()))
+        for k, v in moves.items():
+            S["counters"][k] += v
+        row = train_row(run, opt, sums, n, cos_sum, moves)
+        if run.eval_due(epoch):  # the front on validation; --select best keeps the best front score
+            row.update(front_validation(run, evaluate, grid, epoch, S["history"], module, args.hv_ref_values)[0])
         run.log_epoch(epoch, row)
-        run.save_checkpoint(epoch, {"model": module.state_dict(), "opt": opt.state_dict(),
-                                    "sched": sched.state_dict() if sched is not None else None,
-                                    "best": best, "history": history, "counters": counters},
-                            finished=epoch + 1 == args.epochs)
-
-    # --- test: the grid front and the centre preference ---
-    selected_epoch = None
-    if args.select == "best" and best[2] is not None:
-        module.load_state_dict(best[2])
-        selected_epoch = best[1]
-    front = evaluate_front(grid, "test")
-    summ = front_summary(front, data.tasks, args.hv_ref_values)
-    centre_pref = [1.0 / K] * K
-    centre = next((f["tasks"] for f in front if np.allclose(f["preference"], centre_pref, atol=1e-6)), None)
-    if centre is None:
-        centre = evaluate_front([centre_pref], "test")[0]["tasks"]
-    best_per_task = {t.name: (max if t.metrics[0][1] else min)(f["tasks"][t.name][t.primary] for f in front) for t in data.tasks}
-    title = (f"{args.method} {args.dataset} seed {args.seed} (test)\nHV {_fmt(summ['hypervolume'])}, "
-             f"Spearman {_fmt(summ['spearman'])}, non-dominated {summ['non_dominated']}/{len(front)}")
-    run.guarded("front.png", plot_front, run.path("front.png"), front, data.tasks, title, analytic=data.info.get("front"), history=history)
-    result = {"tasks": centre, "centre_preference": centre_pref, "front": front, **summ, "hypervolume_split": HV_SPLIT,
-              "best_per_task": best_per_task,
-              "parameters": params, "delta_p_percent": params["delta_p_percent"], "selected_epoch": selected_epoch, "pfl_method": args.method, "setting": args.setting,
-              "alpha": args.alpha, "lamda": args.lamda if args.method == "cosmos" else None,
-              "epo_moves": counters if args.method == "phn-epo" else None,
-              "val_history": [{"epoch": e, **front_summary(vf, data.tasks, args.hv_ref_values)} for e, vf in history]}
-    out = run.finish(result)
-    if not args.quiet:
-        print(f"[{args.method}] front: {len(front)} points, hypervolume={_fmt(out['hypervolume'])}, "
-              f"non-dominated={out['non_dominated']}, spearman={_fmt(out['spearman'])}, parameters={params}", flush=True)
-    return out
-
-
-def _fmt(v) -> str:
-    return "n/a" if v is None else f"{v:.4f}"
+        run.checkpoint(epoch, finished=epoch + 1 == args.epochs)
+    return report(run, module, evaluate, grid, S, params)
 
 
 if __name__ == "__main__":

@@ -424,14 +424,36 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert ma["front"] == mb["front"] and ma["tasks"] == mb["tasks"]
     with open(b / "log.csv") as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["0", "1", "2"]
-    sa = torch.load(a / "checkpoint.pt", weights_only=False)["state"]["model"]
-    sb = torch.load(b / "checkpoint.pt", weights_only=False)["state"]["model"]
+    sa = torch.load(a / "checkpoint.pt", weights_only=True)["state"]["tracked"]["model"]
+    sb = torch.load(b / "checkpoint.pt", weights_only=True)["state"]["tracked"]["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def save_ls_checkpoint(path, model):
-    """A checkpoint in the format methods/baselines.py writes (Run.save_checkpoint)."""
-    torch.save({"epoch": 0, "global_step": 1, "finished": True, "rng": {}, "state": {"model": model.state_dict()}}, path)
+def test_select_best_restores_the_epoch_of_the_best_validation_front_after_a_resume(tmp_path):
+    root = write_census(tmp_path / "data")
+    a, b = tmp_path / "a", tmp_path / "b"
+    flags = census_flags(root) + ["--epochs", "3", "--select", "best"]
+    ma = palora.main(flags + ["--out", str(a)])
+    with open(a / "log.csv") as fh:
+        hv = [float(r["val_hypervolume"]) for r in csv.DictReader(fh)]
+    assert ma["selected_epoch"] == int(np.argmax(hv))  # the front score: the validation hypervolume
+    palora.main(flags + ["--out", str(b), "--max-steps", "3"])
+    mb = palora.main(flags + ["--out", str(b), "--resume"])  # the kept best model survives the checkpoint
+    assert mb["selected_epoch"] == ma["selected_epoch"] and mb["front"] == ma["front"]
+
+
+def save_ls_checkpoint(path, model, layout="tracked"):
+    """A checkpoint in the layout methods/baselines.py writes (Run.checkpoint: the model under
+    state.tracked.model), or the older one (state.model), or a bare state_dict."""
+    sd = model.state_dict()
+    state = {"tracked": {"model": sd, "opt": {}}, "values": {}, "best": {}, "phases": None} if layout == "tracked" else {"model": sd}
+    torch.save(sd if layout == "bare" else {"epoch": 0, "global_step": 1, "finished": True, "rng": {}, "state": state}, path)
+
+
+def checkpoint_model(path):
+    """The model state_dict of a checkpoint.pt of either layout."""
+    state = torch.load(path, weights_only=False)["state"]
+    return state["tracked"]["model"] if "tracked" in state else state["model"]
 
 
 def test_pareto_expansion_from_an_ls_checkpoint_keeps_the_base_bit_identical(tmp_path):
@@ -442,13 +464,13 @@ def test_pareto_expansion_from_an_ls_checkpoint_keeps_the_base_bit_identical(tmp
     ls = tmp_path / "ls"
     baselines.main(["--method", "ls", "--dataset", "census", "--data-root", str(root), "--batch-size", "12",
                     "--epochs", "2", "--out", str(ls), "--no-progress", "--quiet"])
-    theta0 = torch.load(ls / "checkpoint.pt", weights_only=False)["state"]["model"]
+    theta0 = checkpoint_model(ls / "checkpoint.pt")
     out = tmp_path / "expand"
     m = palora.main(census_flags(root) + ["--init-ckpt", str(ls / "checkpoint.pt"), "--out", str(out)])
     assert m["steps"] == 4 * 3  # expansion default: 4 epochs (MultiMNIST setting of App. A.3)
     data = load_dataset("census", str(root))
     model = palora.palora_wrap(build_model(None, data), 2, 1, 1.0)
-    model.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=False)["state"]["model"])
+    model.load_state_dict(checkpoint_model(out / "checkpoint.pt"))
     base = palora.base_state_dict(model)
     assert set(base) == set(theta0) and all(torch.equal(base[k], theta0[k]) for k in theta0)  # bit-identical
     assert any(torch.count_nonzero(p) > 0 for n, p in model.named_parameters() if n.endswith("lora_A"))  # adapters trained
@@ -463,6 +485,33 @@ def test_pareto_expansion_from_an_ls_checkpoint_keeps_the_base_bit_identical(tmp
     save_ls_checkpoint(tmp_path / "other.pt", build_model("lenet", fake_data(data.tasks, (1, 28, 28))))
     with pytest.raises(UsageError, match="does not fit"):
         palora.main(census_flags(root) + ["--init-ckpt", str(tmp_path / "other.pt"), "--out", str(tmp_path / "x")])
+
+
+@pytest.mark.parametrize("layout", ["tracked", "model", "bare"])
+def test_init_ckpt_reads_every_checkpoint_layout(tmp_path, layout):
+    """--init-ckpt takes baselines.py's checkpoint.pt (state.tracked.model; state.model before the harness
+    named its state) or a bare state_dict, and the expansion starts from exactly those weights."""
+    from common.data import load_dataset
+
+    root = write_census(tmp_path / "data")
+    torch.manual_seed(5)
+    theta0 = build_model(None, load_dataset("census", str(root)))
+    save_ls_checkpoint(tmp_path / "theta0.pt", theta0, layout)
+    out = tmp_path / "expand"
+    palora.main(census_flags(root) + ["--init-ckpt", str(tmp_path / "theta0.pt"), "--max-steps", "1", "--out", str(out)])
+    model = palora.palora_wrap(build_model(None, load_dataset("census", str(root))), 2, 1, 1.0)
+    model.load_state_dict(checkpoint_model(out / "checkpoint.pt"))
+    base, want = palora.base_state_dict(model), theta0.state_dict()
+    assert set(base) == set(want) and all(torch.equal(base[k], want[k]) for k in want)
+
+
+def test_init_ckpt_without_a_model_is_one_line(tmp_path):
+    root = write_census(tmp_path / "data")
+    torch.save({"state": {"tracked": {"opt": {}}}}, tmp_path / "nomodel.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    for name, needle in (("nomodel.pt", "no model state_dict"), ("junk.pt", "cannot read it")):
+        with pytest.raises(UsageError, match=needle):
+            palora.main(census_flags(root) + ["--init-ckpt", str(tmp_path / name), "--out", str(tmp_path / "x")])
 
 
 def write_cityscapes(root, n_train=3, n_val=2, hw=(32, 64)):
@@ -505,3 +554,35 @@ def test_bad_flags_exit_2_with_one_line(tmp_path):
         with pytest.raises(UsageError, match=needle):
             palora.main(flags + ["--out", str(tmp_path / "p")])
     assert not (tmp_path / "p").exists()
+
+
+def test_help_prints_both_defaults_tables_and_config_records_the_resolved_values(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        palora.parse_args(["--help"])
+    text = capsys.readouterr().out
+    full, expansion = text.split("defaults of a full training")[1].split("defaults of a Pareto expansion")
+    row = lambda table, ds: next(ln for ln in table.splitlines() if ln.strip().startswith(ds + " "))  # noqa: E731
+    assert "adapter_lr_mult=T (the number of tasks" in full
+    assert "epochs 100" in row(full, "cityscapes") and "rank=4" in row(full, "cityscapes") and "balance=grad" in row(full, "cityscapes")
+    assert "StepLR(step 75, gamma 0.5)" in row(full, "cityscapes")
+    assert "epochs 20" in row(full, "multimnist3-lite") and "num_prefs=6" in row(full, "multimnist3-lite")
+    assert "epochs 5" in row(expansion, "cityscapes") and "Adam lr 5e-05, no schedule" in row(expansion, "cityscapes")
+    assert "epochs 4" in row(expansion, "multimnist3-lite")
+    # a run records what the table resolves to; adapter_lr_mult is derived from the data: T = 3 here
+    out = tmp_path / "mm3"
+    palora.main(["--dataset", "multimnist3-lite", "--max-steps", "1", "--grid-points", "2", "--out", str(out),
+                 "--data-root", DATA] + FAST)
+    cfg = read_json(out / "config.json")
+    assert cfg["args"]["epochs"] == 20 and cfg["args"]["num_prefs"] == 6 and cfg["args"]["rank"] == 1
+    assert cfg["resolved"]["adapter_lr_mult"] == 3.0 and cfg["defaults_used"]["adapter_lr_mult"] == 3.0
+    assert cfg["resolved"]["eval_every"] == 1 and cfg["resolved"]["schedule"] == "annealed"
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)["state"]["tracked"]["opt"]
+    assert [g["lr"] for g in ck["param_groups"]] == [1e-3, 3e-3]  # base, adapters = T x --lr
+
+
+def test_flags_that_depend_on_the_tasks_are_refused_before_out_is_touched(tmp_path):
+    for flags, needle in ((["--epsilon", "0.4"], "below 1/T"), (["--num-prefs", "4"], "simplex lattice"),
+                          (["--hv-ref", "0,0"], "needs 3 values")):
+        with pytest.raises(UsageError, match=needle):
+            palora.main(["--dataset", "multimnist3-lite", "--data-root", DATA, "--out", str(tmp_path / "o")] + flags + FAST)
+        assert not (tmp_path / "o").exists()

@@ -240,3 +240,44 @@ def test_bad_flag_is_one_line_exit_2(tmp_path):
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--alpha" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_help_prints_each_familys_table_and_config_records_the_resolved_values(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        pfl.parse_args(["--help"])
+    text = capsys.readouterr().out
+    cosmos, phn = text.split("COSMOS (--method cosmos), setting I")[1].split("PHN (--method phn-ls, phn-epo), setting I")
+    row = lambda table, ds: next(ln for ln in table.splitlines() if ln.strip().startswith(ds + " "))  # noqa: E731
+    assert "every dataset: alpha=1.2, lamda=2, eval_every=1" in cosmos
+    assert "lamda=0.01" in row(cosmos, "census") and "alpha=0.5" in row(cosmos, "census")
+    assert "epochs 30, batch 32, Adam lr 0.0005" in row(cosmos, "celeba") and "eval_every=5" in row(cosmos, "celeba")
+    assert "every dataset: alpha=0.2, ray_hidden=100, eval_every=1, epo_offset=0" in phn
+    assert "Adam lr 0.0001" in row(phn, "multimnist-lite") and "epo_offset=20" in row(phn, "toy")
+    assert "--setting 2 changes" in text and "cosmos: epochs 100, MultiStepLR(milestones [20, 40, 80, 90], gamma 0.1)" in text
+    # a run records what the table resolves to
+    out, _ = _run(tmp_path, "epo", "--method", "phn-epo", "--dataset", "toy", "--max-steps", "2", "--grid-points", "2")
+    cfg = json.load(open(out / "config.json"))
+    assert cfg["args"]["epochs"] == 50 and cfg["args"]["lr"] == 2e-3 and cfg["args"]["alpha"] == 0.2
+    assert cfg["resolved"]["epo_offset"] == 20.0 and cfg["resolved"]["ray_hidden"] == 100 and cfg["resolved"]["eval_every"] == 10
+    assert cfg["resolved"]["lamda"] is None  # a COSMOS flag: PHN leaves it unset
+    out, _ = _run(tmp_path, "cos", "--method", "cosmos", "--max-steps", "1", "--eval-batches", "1", "--grid-points", "2")
+    cfg = json.load(open(out / "config.json"))
+    assert cfg["resolved"]["alpha"] == 1.2 and cfg["resolved"]["lamda"] == 2.0 and cfg["resolved"]["ray_hidden"] is None
+
+
+def test_select_best_restores_the_best_validation_front_across_a_resume(tmp_path):
+    flags = ["--method", "cosmos", "--dataset", "toy", "--batch-size", "100", "--epochs", "3", "--eval-every", "1",
+             "--grid-points", "3", "--hv-ref", "30,30", "--select", "best"]  # 10 steps per epoch, the front validated after each
+    _, full = _run(tmp_path, "full", *flags)
+    hv = [h["hypervolume"] for h in full["val_history"]]
+    assert len(hv) == 3 and min(hv) > 0 and full["selected_epoch"] == int(np.argmax(hv))  # the front score: the validation hypervolume
+    _run(tmp_path, "part", *flags, "--max-steps", "10")  # stopped after the first epoch
+    _, resumed = _run(tmp_path, "part", *flags, "--resume")
+    assert resumed["selected_epoch"] == full["selected_epoch"] and resumed["front"] == full["front"]
+    assert resumed["val_history"] == full["val_history"]
+
+
+def test_hv_ref_of_the_wrong_length_is_refused_before_out_is_touched(tmp_path):
+    with pytest.raises(UsageError, match="--hv-ref needs 2 values"):
+        pfl.main(["--method", "cosmos", "--hv-ref", "1,2,3", "--out", str(tmp_path / "o"), "--quiet"])
+    assert not (tmp_path / "o").exists()

@@ -56,15 +56,15 @@ def test_scene_loader_augments_when_run_directly(tmp_path):
 
 
 def test_palora_holds_out_the_papers_validation_images(tmp_path):
-    cs = resolved(palora, "palora", ["--dataset", "cityscapes"], tmp_path, palora.METHOD_DEFAULTS)
-    ny = resolved(palora, "palora", ["--dataset", "nyuv2"], tmp_path, palora.METHOD_DEFAULTS)
+    cs = resolved(palora, "palora", ["--dataset", "cityscapes"], tmp_path, palora.method_defaults())
+    ny = resolved(palora, "palora", ["--dataset", "nyuv2"], tmp_path, palora.method_defaults())
     assert _split_counts(2975, cs.holdout) == 500 and _split_counts(795, ny.holdout) == 95  # PaLoRA section 5
-    assert resolved(palora, "palora", ["--dataset", "cityscapes", "--holdout", "0"], tmp_path, palora.METHOD_DEFAULTS).holdout == 0
+    assert resolved(palora, "palora", ["--dataset", "cityscapes", "--holdout", "0"], tmp_path, palora.method_defaults()).holdout == 0
     assert resolved(baselines, "baselines", ["--dataset", "cityscapes"], tmp_path).holdout is None  # other methods: as their codes
     # the real loader takes it: validation is a held-out part of train/, not the test files
     write_tiny_cityscapes(tmp_path)
     args = palora.parse_args(["--dataset", "cityscapes", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
-    run = Run(args, "palora", palora.METHOD_DEFAULTS)
+    run = Run(args, "palora", palora.method_defaults())
     assert run.data.info["val_is_test"] is False and len(run.data.val) == 2 and len(run.data.train) == 10
 
 
