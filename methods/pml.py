@@ -39,7 +39,7 @@ for every front method) and of the validation front ("hypervolume_val", which --
 
 Details and where they come from
 - Learning rate m-fold the baselines' (Sec. 5: back-propagation scales a member's gradient by alpha_t,
-  1/m in expectation); per-dataset W, lambda, p, balancing, epochs in METHOD_DEFAULTS (App. B, Sec.
+  1/m in expectation); per-dataset W, lambda, p, balancing, epochs in DEFAULTS, printed by --help (App. B, Sec.
   5, Tables 2-6; the official configs where the paper is silent).
 - BatchNorm, as the official code: the affine weights are interpolated like every other parameter,
   the running statistics are ONE shared buffer per layer (member 1 holds it; the other members' BN
@@ -466,7 +466,7 @@ def hv_ref_values(args) -> list[float] | None:
 def check_data(args, data) -> None:
     """The flags that depend on the tasks (Run's `check`: after loading, before --out is touched)."""
     H, T = _harness(), data.num_tasks
-    if args.dataset != "toy" and T < 2:
+    if T < 2:
         raise H.UsageError(f"PML needs at least 2 tasks; {args.dataset} has {T}")
     ref = hv_ref_values(args)
     if args.dataset != "toy" and ref is not None and len(ref) != T:

@@ -567,3 +567,19 @@ def test_the_m_fold_learning_rate_of_a_dataset_without_its_own_row(tmp_path, mon
     assert pml.m_fold_lr(pml.parse_args(["--dataset", "nyuv2"]), TWO) == pytest.approx(2e-4)  # T = 2 x nyuv2's 1e-4
     run = pml.make_run(pml.parse_args(["--lr", "5e-4", "--out", str(tmp_path / "g")] + QUIET))  # a given --lr stays
     assert run.args.lr == 5e-4
+
+
+def test_toy_resume_continues_to_the_uninterrupted_run(tmp_path, monkeypatch):
+    import common.data
+
+    monkeypatch.setattr(common.data, "toy_pareto_front", toy_pareto_front)  # the cached one
+    monkeypatch.setattr(pml._harness(), "TOY_STEPS_PER_EPOCH", 10)  # 3 "epochs" of 10 steps
+    flags = ["--dataset", "toy", "--c", "0.1", "--balancing", "loss", "--steps", "30"] + QUIET
+    whole = pml.main(flags + ["--out", str(tmp_path / "a")])
+    pml.main(flags + ["--max-steps", "10", "--out", str(tmp_path / "b")])
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)  # tensors and plain values only
+    assert ck["epoch"] == 0 and len(ck["state"]["values"]["traj"]) == 11 and "members" in ck["state"]["tracked"]
+    resumed = pml.main(flags + ["--resume", "--out", str(tmp_path / "b")])
+    assert resumed["steps"] == whole["steps"] == 30
+    assert resumed["pairs"] == whole["pairs"] and resumed["front"] == whole["front"]
+    assert len((tmp_path / "b" / "log.csv").read_text().strip().splitlines()) == 4  # header + 3 epochs
