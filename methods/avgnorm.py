@@ -74,7 +74,6 @@ The runner half (command line, training loop, grid) imports the suite's common/ 
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 import os
@@ -194,33 +193,22 @@ def _usage(message: str) -> Exception:
     return UsageError(message)
 
 
-# Per-dataset settings: the harness's benchmark defaults (epochs, batch size, lr, schedule) apply
-# to every dataset (common/train.py DATASET_DEFAULTS); AvgNorm adds its own, the same everywhere:
-# the last shared layer (paper, section V-F 5), recomputed every step, clipping off (Table IX).
-METHOD_DEFAULTS = {"*": {"grad_on": "last", "every": 1, "eps": 1e-8, "clip_grad": 0.0}}
+# The defaults (--help prints them; Run resolves every flag left unset from them): the harness's
+# benchmark settings per dataset (epochs, batch size, lr, schedule; common/train.py DATASET_DEFAULTS),
+# the same as methods/baselines.py, so AvgNorm compares with the other rules on equal terms; AvgNorm's
+# own, the same everywhere: the last shared layer (paper, section V-F 5), recomputed every step,
+# clipping off (Table IX).
+DEFAULTS = {"*": {"grad_on": "last", "every": 1, "eps": 1e-8, "clip_grad": 0.0}}
+METHOD_DEFAULTS = DEFAULTS  # the name reproduce/benchmark.py reads
 PAPER_GRID = "1,2,5,10,50"  # the values of the paper's searched weights (Tables VI, VII; appendix)
-
-
-def defaults_table() -> str:
-    """The per-dataset defaults, for --help."""
-    _common()
-    from common.train import DATASET_DEFAULTS, GLOBAL_DEFAULTS, describe_scheduler
-
-    lines = ["Defaults per dataset (common/train.py benchmark settings; AvgNorm's own flags are the same everywhere: "
-             + ", ".join(f"{k.replace('_', '-')} {v:g}" if not isinstance(v, str) else f"{k.replace('_', '-')} {v}"
-                         for k, v in METHOD_DEFAULTS["*"].items()) + "):"]
-    for name, d in DATASET_DEFAULTS.items():
-        d = {**GLOBAL_DEFAULTS, **d, **METHOD_DEFAULTS.get(name, {})}
-        sched = describe_scheduler(d.get("scheduler"))
-        lines.append(f"  {name:20s} epochs {d['epochs']}, batch {d['batch_size']}, Adam lr {d['lr']:g}, {sched}, select {d.get('select', 'last')}")
-    return "\n".join(lines)
 
 
 def parse_args(argv=None):
     _common()
-    from common.train import base_parser
+    from common.train import base_parser, defaults_table
 
-    p = base_parser("avgnorm", __doc__ + "\n" + defaults_table())
+    p = base_parser("avgnorm", __doc__)
+    p.epilog = defaults_table(DEFAULTS, title="AvgNorm defaults")
     g = p.add_argument_group("AvgNorm options")
     g.add_argument("--variant", choices=["avgnorm", "reciprocal", "static"], default="avgnorm",
                    help="avgnorm: w_i = S / ||g_i||, S = ||sum_i g_i|| (Eq. 6, default); reciprocal: w_i = 1 / ||g_i|| "
@@ -309,13 +297,6 @@ def check_flags(args) -> None:
         raise _usage("--weights sets the fixed weights of --variant static (the grid sets its own); add --variant static or drop it")
 
 
-def fill_defaults(args, run: Run) -> None:
-    """The method flags left unset take METHOD_DEFAULTS (resolved by Run per dataset)."""
-    for k in ("grad_on", "every", "eps", "clip_grad"):
-        if getattr(args, k) is None:
-            setattr(args, k, run.defaults[k])
-
-
 def static_weights(args, T: int) -> list[float]:
     if args.weights is None:
         return [1.0] * T
@@ -329,34 +310,35 @@ def static_weights(args, T: int) -> list[float]:
 # Training one weighting (AvgNorm, reciprocal or static) with its reports
 # ----------------------------------------------------------------------------------------------
 def fit(args, run: Run, weights: list[float] | None = None) -> dict:
-    """Train with args.variant (static: `weights`), write log.csv / checkpoints / plots / metrics.json
-    in run.out, and return the result (with the final validation metrics for the grid)."""
+    """Train with args.variant (static: `weights`), write log.csv / checkpoints / plots in run.out, and
+    return the result (`fit_report`, with the final validation metrics for the grid)."""
     _common()
     from common.device import synchronize
-    from common.models import build_model, count_parameters
+    from common.models import build_model
     from common.train import clip_shared, flat_metrics
 
     data, T, dev = run.data, run.data.num_tasks, run.device
-    names = data.task_names
     model = build_model(args.model, data, pretrained=args.pretrained).to(dev)
-    adaptive = args.variant != "static"
-    w = torch.tensor(weights if weights is not None else [1.0] * T, dtype=torch.float32, device=dev)
-    computed = False                # whether w holds a computed AvgNorm weight (guard fallback)
-    weight_sum, weight_n, guard_hits, weight_seconds = torch.zeros(T), 0, 0, 0.0
-    history: list[dict] = []        # per-epoch means of the reports (Figs. 7-9, Tables VI-VII)
-    best = (-float("inf"), None)
-    last_val = None                 # validation metrics of the current model, if just computed
-    state = run.load_checkpoint()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        w, computed = state["w"].to(dev), state["computed"]
-        weight_sum, weight_n, guard_hits = state["weight_sum"], state["weight_n"], state["guard_hits"]
-        weight_seconds, history, best = state["weight_seconds"], state["history"], state.get("best", best)
     opt, sched = run.make_optimizer(model.parameters())
-    if state is not None:
-        opt.load_state_dict(state["opt"])
-        if sched is not None and state.get("sched") is not None:
-            sched.load_state_dict(state["sched"])
+    run.track(model=model, opt=opt, sched=sched)
+    adaptive = args.variant != "static"
+    S = run.values(w=torch.tensor(weights if weights is not None else [1.0] * T, dtype=torch.float32),
+                   computed=False,  # whether w holds a computed AvgNorm weight (guard fallback)
+                   weight_sum=torch.zeros(T), weight_n=0, guard_hits=0, weight_seconds=0.0,
+                   history=[])  # per-epoch means of the reports (Figs. 7-9, Tables VI-VII)
+    w = S["w"].to(dev)
+    last_val = None  # validation metrics of the current model, if just computed
+
+    def weigh(G):  # Eq. 6 (or the reciprocal variant) on the task gradients G, with the near-zero guard
+        if not adaptive:
+            return w
+        t0 = time.perf_counter()
+        new, bad = avgnorm_weights(G, args.variant, args.eps, w if S["computed"] else None)
+        synchronize(dev)
+        S["weight_seconds"] += time.perf_counter() - t0
+        guard_epoch.add_(bad.sum())
+        S["computed"] = True
+        return new
 
     for epoch in run.epochs():
         model.train()
@@ -369,20 +351,8 @@ def fit(args, run: Run, weights: list[float] | None = None) -> dict:
             opt.zero_grad(set_to_none=True)
             with run.autocast():
                 losses = run.losses(model(x), ys).float()
-            weigh = None
-            if run.global_step % args.every == 0:  # recompute (adaptive) / report (static) this step
-                def weigh(G):
-                    nonlocal computed, weight_seconds
-                    if not adaptive:
-                        return w
-                    t0 = time.perf_counter()
-                    new, bad = avgnorm_weights(G, args.variant, args.eps, w if computed else None)
-                    synchronize(dev)
-                    weight_seconds += time.perf_counter() - t0
-                    guard_epoch.add_(bad.sum())
-                    computed = True
-                    return new
-            w, G = train_step(model, losses, w, weigh, args.grad_on)
+            due = run.global_step % args.every == 0  # recompute (adaptive) / report (static) this step
+            w, G = train_step(model, losses, w, weigh if due else None, args.grad_on)
             w = w.detach()
             if G is not None:
                 for k, v in gradient_report(G, w).items():
@@ -392,63 +362,68 @@ def fit(args, run: Run, weights: list[float] | None = None) -> dict:
             opt.step()
             sums += losses.detach()
             w_epoch += w.float()
-            weight_n += 1
+            S["weight_n"] += 1
             n += 1
             if run.step():
                 break
         if sched is not None:
             sched.step()
-        sums, w_epoch = sums.cpu(), w_epoch.cpu()
-        weight_sum += w_epoch
-        guard_hits += int(guard_epoch)
-        rec = {"epoch": epoch, "weights": (w_epoch / max(n, 1)).tolist()}
-        for k, v in rep_sum.items():
-            v = v.cpu() / rep_n
-            rec[k] = v.tolist() if v.dim() else float(v)
-        history.append(rec)
-        row = {f"train_loss_{t}": float(s / max(n, 1)) for t, s in zip(names, sums)}
-        row.update({f"weight_{t}": v for t, v in zip(names, rec["weights"])})
-        for k in ("grad_norm", "wgrad_norm", "cos"):
-            row.update({f"{k}_{t}": (rec[k][i] if k in rec else None) for i, t in enumerate(names)})
-        row["S"] = rec.get("S")
-        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
+        S["weight_sum"] += w_epoch.cpu()
+        S["guard_hits"] += int(guard_epoch)
+        rec = {"epoch": epoch, "weights": (w_epoch.cpu() / max(n, 1)).tolist()}
+        rec.update({k: (v.cpu() / rep_n).tolist() if v.dim() else float(v.cpu() / rep_n) for k, v in rep_sum.items()})
+        S["history"].append(rec)
+        row = epoch_row(data.task_names, sums.cpu() / max(n, 1), rec)
+        if run.eval_due(epoch):
             model.eval()
             val = last_val = run.evaluate(model, "val")
             row.update(flat_metrics("val", val))
-            score = run.selection_score(val)
-            if args.select == "best" and score > best[0]:
-                best = (score, copy.deepcopy(model.state_dict()))
+            run.best.offer(run.selection_score(val), model.state_dict(), epoch)  # --select best
         run.log_epoch(epoch, row)
-        run.save_checkpoint(epoch, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                    "sched": sched.state_dict() if sched is not None else None,
-                                    "w": w.cpu(), "computed": computed, "weight_sum": weight_sum,
-                                    "weight_n": weight_n, "guard_hits": guard_hits,
-                                    "weight_seconds": weight_seconds, "history": history, "best": best})
+        S["w"] = w.cpu()
+        run.checkpoint(epoch)
 
-    if args.select == "best" and best[1] is not None:
-        model.load_state_dict(best[1])
+    if run.best.restore(model.load_state_dict) is not None:
         last_val = None
     model.eval()
     val = last_val if last_val is not None else run.evaluate(model, "val")
-    test = run.evaluate(model, "test")
-    mean_w = (weight_sum / max(weight_n, 1)).tolist()
+    return fit_report(run, args, model, weights, w, S, val, run.evaluate(model, "test"))
+
+
+def epoch_row(names: list[str], train_loss: torch.Tensor, rec: dict) -> dict:
+    """The log.csv row of an epoch: mean training losses and weights, the gradient reports."""
+    row = {f"train_loss_{t}": float(v) for t, v in zip(names, train_loss)}
+    row.update({f"weight_{t}": v for t, v in zip(names, rec["weights"])})
+    for k in ("grad_norm", "wgrad_norm", "cos"):
+        row.update({f"{k}_{t}": (rec[k][i] if k in rec else None) for i, t in enumerate(names)})
+    row["S"] = rec.get("S")
+    return row
+
+
+def fit_report(run: Run, args, model, weights: list[float] | None, w: torch.Tensor, S: dict, val: dict, test: dict) -> dict:
+    """The result of one weighting: the weights and gradient reports of Tables VI-VII and Figs. 7-9,
+    the test and validation metrics; the plots (`plot_dynamics`)."""
+    _common()
+    from common.models import count_parameters
+
+    names, history = run.data.task_names, S["history"]
+    mean_w = (S["weight_sum"] / max(S["weight_n"], 1)).tolist()
     run.guarded("plots", plot_dynamics, run.out, history, names, f"{run.method} ({args.variant}, grad on {args.grad_on})")
     curves = {k: {t: [h[k][i] if k in h else None for h in history] for i, t in enumerate(names)}
               for k in ("weights", "grad_norm", "wgrad_norm", "cos")}
-    result = {"tasks": test, "variant": args.variant, "grad_on": args.grad_on, "every": args.every,
-              "eps": args.eps, "clip_grad": args.clip_grad,
-              "static_weights": weights if not adaptive else None,
-              "mean_weights": dict(zip(names, mean_w)),                       # Tables VI-VII, lambda_t
-              "final_weights": dict(zip(names, w.float().cpu().tolist())),
-              "gradient_cosine": curves["cos"],                                # Figs. 7, 9 (per epoch)
-              "grad_norms": curves["grad_norm"],                               # Fig. 8 (per epoch)
-              "weighted_grad_norms": curves["wgrad_norm"],
-              "weights_per_epoch": curves["weights"],
-              "S_per_epoch": [h.get("S") for h in history],
-              "guard_hits": guard_hits, "weight_seconds": round(weight_seconds, 4),
-              "val_tasks": val, "val_score": run.selection_score(val),
-              "parameters": count_parameters(model.parameters())}
-    return result
+    return {"tasks": test, "variant": args.variant, "grad_on": args.grad_on, "every": args.every,
+            "eps": args.eps, "clip_grad": args.clip_grad,
+            "static_weights": weights if args.variant == "static" else None,
+            "mean_weights": dict(zip(names, mean_w)),                       # Tables VI-VII, lambda_t
+            "final_weights": dict(zip(names, w.float().cpu().tolist())),
+            "gradient_cosine": curves["cos"],                                # Figs. 7, 9 (per epoch)
+            "grad_norms": curves["grad_norm"],                               # Fig. 8 (per epoch)
+            "weighted_grad_norms": curves["wgrad_norm"],
+            "weights_per_epoch": curves["weights"],
+            "S_per_epoch": [h.get("S") for h in history],
+            "guard_hits": S["guard_hits"], "weight_seconds": round(S["weight_seconds"], 4),
+            "val_tasks": val, "val_score": run.selection_score(val),
+            "parameters": count_parameters(model.parameters())}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -545,7 +520,7 @@ def grid_search(args, run: Run) -> dict:
         sub.quiet = True
         if not args.quiet:
             print(f"[{run.method}] grid point {k + 1}/{len(points)}: weights {sub.weights}", flush=True)
-        prun = Run(sub, "avgnorm-static", METHOD_DEFAULTS, load_data=False)
+        prun = Run(sub, "avgnorm-static", DEFAULTS, load_data=False)
         prun.use_data(data, run)  # the grid's data and Delta-m% reference: one selection rule for every point
         prun.write_config({"grid_point": pt})
         res = fit(sub, prun, pt)
@@ -615,10 +590,8 @@ def main(argv=None):
         if a.grid is not None:
             grid_points(a.grid, data.num_tasks)
 
-    run = Run(args, method, METHOD_DEFAULTS, check=check)  # the grid points share its data
+    run = Run(args, method, DEFAULTS, check=check)  # the grid points share its data
     weights = static_weights(args, run.data.num_tasks)
-    fill_defaults(args, run)
-    run.write_config()
     if args.grid is not None:
         return run.finish(grid_search(args, run))
     return run.finish(fit(args, run, weights if args.variant == "static" else None))

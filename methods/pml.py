@@ -39,7 +39,7 @@ for every front method) and of the validation front ("hypervolume_val", which --
 
 Details and where they come from
 - Learning rate m-fold the baselines' (Sec. 5: back-propagation scales a member's gradient by alpha_t,
-  1/m in expectation); per-dataset W, lambda, p, balancing, epochs in METHOD_DEFAULTS (App. B, Sec.
+  1/m in expectation); per-dataset W, lambda, p, balancing, epochs in DEFAULTS, printed by --help (App. B, Sec.
   5, Tables 2-6; the official configs where the paper is silent).
 - BatchNorm, as the official code: the affine weights are interpolated like every other parameter,
   the running statistics are ONE shared buffer per layer (member 1 holds it; the other members' BN
@@ -322,7 +322,8 @@ def train_step(ens: WeightEnsemble, opt, x, task_losses: Callable, p: float, win
 # ======================= runner: command line and training loop (needs common/) =======================
 @functools.lru_cache(maxsize=None)
 def _harness():
-    """The suite's harness (common/), imported on first use; the method half above never needs it."""
+    """The suite's harness (common/), imported on first use; the method half above never needs it.
+    It also completes DEFAULTS with the m-fold learning rate, a `Derived` (a class of the harness)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if root not in sys.path:  # called by every runner function: put the suite's root on the path once
         sys.path.insert(0, root)
@@ -332,13 +333,21 @@ def _harness():
     from common.device import UsageError
     from common.metrics import HV_SPLIT, evaluation_grid, hv_reference, hypervolume
     from common.models import build_model, count_parameters
-    from common.train import (DATASET_DEFAULTS, GLOBAL_DEFAULTS, Run, base_parser, flat_metrics, main_guard,
-                              recompute_bn_stats)
-    return SimpleNamespace(**{k: v for k, v in locals().items() if k != "SimpleNamespace"})
+    from common.train import (Derived, Run, base_parser, defaults_table, flat_metrics, main_guard, recompute_bn_stats,
+                              resolved_defaults)
+    DEFAULTS["*"].setdefault("lr", Derived("T x the dataset's lr (m-fold, Sec. 5)", m_fold_lr))
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("SimpleNamespace", "root")})
+
+
+def m_fold_lr(args, data) -> float:
+    """Sec. 5: back-propagation scales member t's gradient by alpha_t (1/m in expectation), so the
+    members learn at m = T times the dataset's learning rate."""
+    return _harness().resolved_defaults(args.dataset)["lr"] * data.num_tasks
 
 
 # ------------------------------------------------------------------------------------------------
-# Per-dataset defaults. lr = m x the baselines' lr (Sec. 5); W, lambda, p, balancing:
+# The defaults, per dataset (--help prints them; Run resolves every flag left unset from them).
+# lr = m x the baselines' lr (Sec. 5): the rows give it, other datasets get T x their lr (m_fold_lr).
 #   multimnist  W 4, lambda 0 (Sec. 5.1, Table 2: best mean HV), p 1, none; 10 epochs, batch 256 (App. B)
 #   multimnist3 W 3 (official config), lambda 0 (Table 5: "no balancing schemes and regularization";
 #               the config has 2), p 1, none; 20 epochs (App. B)
@@ -352,7 +361,7 @@ def _harness():
 #               19, W 3 / 1 18: the plain Algorithm 1 is as good and the cheapest)
 # Other datasets: the dataset's benchmark settings with lr x T, W 3, lambda 1, p 1, no balancing.
 # ------------------------------------------------------------------------------------------------
-METHOD_DEFAULTS: dict[str, dict] = {
+DEFAULTS: dict[str, dict] = {
     "*": dict(window=3, lam=1.0, p=1.0, balancing="none", balance_window=25, eval_every=1),
     "toy": dict(epochs=50, batch_size=1, lr=2e-3, window=1, lam=0.0, p=1.0, balancing="none"),
     "multimnist-lite": dict(epochs=10, batch_size=256, lr=2e-3, window=4, lam=0.0, p=1.0, balancing="none"),
@@ -364,29 +373,30 @@ METHOD_DEFAULTS: dict[str, dict] = {
     "cityscapes": dict(epochs=100, batch_size=8, lr=2e-4, scheduler=(75, 0.5), window=3, lam=1.0, p=5.0,
                        balancing="grad", eval_every=20),
 }
-METHOD_KEYS = ("window", "lam", "p", "balancing", "balance_window", "eval_every")
+METHOD_DEFAULTS = DEFAULTS  # the name reproduce/benchmark.py reads
 GRID_MAX_TASKS = 3  # simplex grids for T <= 3; beyond that the members and the centre
+TABLE = "(default: per dataset, see the table below)"
 
 
 def parse_args(argv=None):
     H = _harness()
-    lines = [f"  {ds}: " + ", ".join(f"{k}={v}" for k, v in d.items()) for ds, d in METHOD_DEFAULTS.items()]
-    p = H.base_parser("pml", __doc__ + "\nPer-dataset defaults (lr is already m-fold):\n" + "\n".join(lines))
-    g = p.add_argument_group("PML options (defaults per dataset, listed above)")
+    p = H.base_parser("pml", __doc__)
+    p.epilog = H.defaults_table(DEFAULTS, title="PML defaults (lr is already m-fold)")
+    g = p.add_argument_group("PML options")
     g.add_argument("--window", "-W", type=int, default=None,
-                   help="W: alpha samples (forward passes) per batch, Algorithm 1 lines 4-9")
+                   help=f"W: alpha samples (forward passes) per batch, Algorithm 1 lines 4-9 {TABLE}")
     g.add_argument("--lam", type=float, default=None,
-                   help="lambda: strength of the multi-forward regulariser of Eq. 3 (0 = off; needs W >= 2)")
+                   help=f"lambda: strength of the multi-forward regulariser of Eq. 3 (0 = off; needs W >= 2) {TABLE}")
     g.add_argument("--p", type=float, default=None,
                    help="concentration p of the symmetric Dirichlet Dir(p 1_T) that samples alpha (1 = uniform; "
-                        "the paper uses p >= 1, App. H discusses p < 1)")
+                        f"the paper uses p >= 1, App. H discusses p < 1) {TABLE}")
     g.add_argument("--p0", type=float, default=None,
                    help="optional warm start: the concentration starts at p0 and moves linearly to --p over "
                         "--warmup-epochs epochs (default: no warm start, p constant)")
     g.add_argument("--warmup-epochs", type=int, default=0, help="epochs of the --p0 warm start (default 0)")
     g.add_argument("--balancing", choices=["none", "loss", "grad"], default=None,
                    help="Sec. 4.2: none, loss (L_t divided by its mean over the last W steps) or grad "
-                        "(unit-norm task gradients on the shared parameters)")
+                        f"(unit-norm task gradients on the shared parameters) {TABLE}")
     g.add_argument("--balance-window", type=int, default=None,
                    help="steps in the loss-balancing running mean (default 25, the official code's window; the "
                         "paper calls it W without giving a value)")
@@ -412,17 +422,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def resolve_method_args(args) -> None:
-    """Fill the PML flags left unset from METHOD_DEFAULTS and check them (before anything is written)."""
+def check_flags(args) -> None:
+    """The PML flags given on the command line, checked before anything is loaded or written (the
+    ones left unset come from DEFAULTS)."""
     H = _harness()
-    d = dict(METHOD_DEFAULTS["*"])
-    d.update(METHOD_DEFAULTS.get(args.dataset, {}))
-    for k in METHOD_KEYS:
-        if getattr(args, k) is None:
-            setattr(args, k, d[k])
-    if args.window < 1:
-        raise H.UsageError(f"--window must be a positive integer (got {args.window})")
-    if not (args.lam >= 0 and math.isfinite(args.lam)):
+    positive = (("window", "a positive integer"), ("balance_window", "a positive integer"), ("eval_every", "a positive integer"))
+    for name, what in positive:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise H.UsageError(f"--{name.replace('_', '-')} must be {what} (got {getattr(args, name)})")
+    if args.lam is not None and not (args.lam >= 0 and math.isfinite(args.lam)):
         raise H.UsageError(f"--lam must be a finite number >= 0 (got {args.lam})")
     for name in ("p", "p0"):
         v = getattr(args, name)
@@ -432,13 +440,9 @@ def resolve_method_args(args) -> None:
         raise H.UsageError(f"--warmup-epochs must be >= 0 (got {args.warmup_epochs})")
     if (args.p0 is None) != (args.warmup_epochs == 0):
         raise H.UsageError("--p0 and --warmup-epochs go together: the concentration moves from --p0 to --p over "
-                         "--warmup-epochs epochs (give both, or neither)")
-    if args.balance_window < 1:
-        raise H.UsageError(f"--balance-window must be a positive integer (got {args.balance_window})")
+                           "--warmup-epochs epochs (give both, or neither)")
     if args.grid_n < 2:
         raise H.UsageError(f"--grid-n must be >= 2 (got {args.grid_n})")
-    if args.eval_every < 1:
-        raise H.UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
     if args.steps is not None:
         if args.dataset != "toy":
             raise H.UsageError("--steps is for --dataset toy; use --epochs or --max-steps for other datasets")
@@ -446,13 +450,46 @@ def resolve_method_args(args) -> None:
             raise H.UsageError(f"--steps must be a positive integer (got {args.steps})")
     if not (args.coverage_tol > 0):
         raise H.UsageError(f"--coverage-tol must be > 0 (got {args.coverage_tol})")
-    if args.hv_ref is not None:
-        try:
-            args.hv_ref_values = [float(v) for v in args.hv_ref.split(",")]
-        except ValueError:
-            raise H.UsageError(f"--hv-ref must be comma-separated numbers, one per task (got {args.hv_ref!r})") from None
-    else:
-        args.hv_ref_values = None
+    hv_ref_values(args)
+
+
+def hv_ref_values(args) -> list[float] | None:
+    """--hv-ref as numbers (None: the suite's rule, common.metrics.hv_reference)."""
+    if args.hv_ref is None:
+        return None
+    try:
+        return [float(v) for v in args.hv_ref.split(",")]
+    except ValueError:
+        raise _harness().UsageError(f"--hv-ref must be comma-separated numbers, one per task (got {args.hv_ref!r})") from None
+
+
+def check_data(args, data) -> None:
+    """The flags that depend on the tasks (Run's `check`: after loading, before --out is touched)."""
+    H, T = _harness(), data.num_tasks
+    if T < 2:
+        raise H.UsageError(f"PML needs at least 2 tasks; {args.dataset} has {T}")
+    ref = hv_ref_values(args)
+    if args.dataset != "toy" and ref is not None and len(ref) != T:
+        raise H.UsageError(f"--hv-ref needs {T} numbers ({', '.join(data.task_names)}), got {len(ref)}")
+
+
+def make_run(args):
+    """Run(args, "pml", DEFAULTS). Run checks --lr before it resolves `Derived` values, so an --lr left
+    to the m-fold rule gets the dataset's lr until the data is loaded, then m_fold_lr (in `check`)."""
+    H = _harness()
+    m_fold = args.lr is None and isinstance(H.resolved_defaults(args.dataset, DEFAULTS)["lr"], H.Derived)
+    if m_fold:
+        args.lr = H.resolved_defaults(args.dataset)["lr"]
+
+    def check(a, data):
+        check_data(a, data)
+        if m_fold:
+            a.lr = m_fold_lr(a, data)
+    run = H.Run(args, "pml", DEFAULTS, check=check)
+    if m_fold:
+        run.defaults["lr"] = args.lr
+        run.write_config()
+    return run
 
 
 def concentration(args, epoch: int) -> float:
@@ -498,8 +535,8 @@ def primary_points(data, results: list[dict]) -> tuple[np.ndarray, list[bool]]:
 
 
 def front_hypervolume(points: np.ndarray, ref: Sequence[float], flags: list[bool]) -> float | None:
-    H = _harness()
-    return H.hypervolume(points, ref, maximize=flags)
+    """The hypervolume of the grid's primary metrics (`primary_points`) against `ref`."""
+    return _harness().hypervolume(points, ref, maximize=flags)
 
 
 def select_network(run, val_res: list[dict]) -> int:
@@ -625,30 +662,19 @@ def plot_curves(path, history: list[dict], data):
 # 8. Training on a dataset
 # ------------------------------------------------------------------------------------------------
 def train_dataset(args, run):
+    """Algorithm 1 on a dataset: the T members trained through sampled theta(alpha), the evaluation grid
+    validated every --eval-every epochs; the subspace is reported (`dataset_report`)."""
     H = _harness()
     data, T, dev = run.data, run.data.num_tasks, run.device
-    if T < 2:
-        raise H.UsageError(f"PML needs at least 2 tasks; {args.dataset} has {T}")
-    if args.hv_ref_values is not None and len(args.hv_ref_values) != T:
-        raise H.UsageError(f"--hv-ref needs {T} numbers ({', '.join(data.task_names)}), got {len(args.hv_ref_values)}")
     # Algorithm 1 line 1: m = T members, each initialised independently (fresh draws from the seeded RNG)
     ens = mtl_ensemble([H.build_model(args.model, data, pretrained=args.pretrained).to(dev) for _ in range(T)])
-    net = copy.deepcopy(ens.members[0])  # holds theta(alpha) for evaluation
+    net = copy.deepcopy(ens.members[0])  # holds theta(alpha) for evaluation; the centre in checkpoints
     opt, sched = run.make_optimizer(ens.parameters())
     balancer = LossBalancer(args.balance_window) if args.balancing == "loss" else None
+    run.track(members=ens, model=net, opt=opt, sched=sched, balancer=balancer)
+    S = run.values(history=[])
     grid = H.evaluation_grid(T, args.grid_n)
-    best = {"hv": -float("inf"), "members": None, "epoch": None}
-    history: list[dict] = []
-    hv_ref = H.hv_reference(data.tasks, args.hv_ref_values)  # the suite's one rule (common.metrics.HV_REFERENCE)
-    state = run.load_checkpoint()
-    if state is not None:
-        ens.load_state_dict(state["members"])
-        opt.load_state_dict(state["opt"])
-        if sched is not None and state.get("sched") is not None:
-            sched.load_state_dict(state["sched"])
-        if balancer is not None and state.get("balancer"):
-            balancer.load_state_dict(state["balancer"])
-        best, history = state["best"], state["history"]
+    hv_ref = H.hv_reference(data.tasks, hv_ref_values(args))  # the suite's one rule (common.metrics.HV_REFERENCE)
 
     val_res = None
     for epoch in run.epochs():
@@ -663,13 +689,12 @@ def train_dataset(args, run):
             n += 1
             if run.step():
                 break
+        row = {f"train_loss_{t.name}": float(s) for t, s in zip(data.tasks, (sums / max(n, 1)).cpu())}
+        row.update({"train_reg": float(reg_sum) / max(n, 1), "p": p_now, "train_seconds": round(time.time() - t0, 3)})
         if sched is not None:
             sched.step()
-        sums, reg_sum = sums.cpu(), float(reg_sum)
-        row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)}
-        row.update({"train_reg": reg_sum / max(n, 1), "p": p_now, "train_seconds": round(time.time() - t0, 3)})
         row["val_hypervolume"] = None
-        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
+        if run.eval_due(epoch):
             val_res = evaluate_subspace(run, args, ens, net, grid, "val")
             pts, flags = primary_points(data, val_res)
             hv = front_hypervolume(pts, hv_ref, flags)
@@ -677,32 +702,31 @@ def train_dataset(args, run):
             row.update(H.flat_metrics("val_centre", val_res[len(grid) // 2]))
             if args.select == "best":
                 run.warn_if_val_is_test()  # the epoch is chosen on validation
-            if args.select == "best" and hv is not None and hv > best["hv"]:
-                best = {"hv": hv, "members": copy.deepcopy(ens.state_dict()), "epoch": epoch}
-        cos = ens.cosine_similarities()
-        row["members_cosine_1_2"] = cos[0][1]
+            if hv is not None:
+                run.best.offer(hv, ens.state_dict(), epoch)  # --select best: the highest validation hypervolume
+        row["members_cosine_1_2"] = ens.cosine_similarities()[0][1]
         run.log_epoch(epoch, row)
-        history.append({"epoch": epoch, **row})
-        centre = {k: v.clone() for k, v in ens.materialize(np.full(T, 1.0 / T), net).state_dict().items()}
-        run.save_checkpoint(epoch, {"members": ens.state_dict(), "model": centre, "opt": opt.state_dict(),
-                                    "sched": sched.state_dict() if sched is not None else None,
-                                    "balancer": balancer.state_dict() if balancer is not None else None,
-                                    "best": best, "history": history})
+        S["history"].append({"epoch": epoch, **row})
+        ens.materialize(np.full(T, 1.0 / T), net)  # the checkpoint's "model": the centre, in MTLModel format
+        run.checkpoint(epoch)
 
-    if args.select == "best" and best["members"] is not None:
-        ens.load_state_dict(best["members"])
-        val_res = None
+    selected_epoch = run.best.restore(ens.load_state_dict)
     if val_res is None or args.select == "best":
         val_res = evaluate_subspace(run, args, ens, net, grid, "val")
     test_res = val_res if data.val is data.test else evaluate_subspace(run, args, ens, net, grid, "test")
+    return run.finish(dataset_report(run, args, ens, grid, val_res, test_res, hv_ref, S["history"], selected_epoch))
+
+
+def dataset_report(run, args, ens: WeightEnsemble, grid: np.ndarray, val_res: list[dict], test_res: list[dict],
+                   hv_ref, history: list[dict], selected_epoch: int | None) -> dict:
+    """metrics.json of a dataset run: the network selected on validation, the best-of-subspace oracle
+    apart, the hypervolumes and the front; the plots (front.png or simplex.png, curves.png)."""
+    H = _harness()
+    data, T = run.data, run.data.num_tasks
     val_pts, flags = primary_points(data, val_res)
     test_pts, _ = primary_points(data, test_res)
-    hv_val, hv_test = front_hypervolume(val_pts, hv_ref, flags), front_hypervolume(test_pts, hv_ref, flags)
     pick = select_network(run, val_res)
     oracle = best_of_subspace(data, test_res)
-
-    front = [{"preference": [round(float(v), 6) for v in a], "tasks": tr, "val": vr}
-             for a, tr, vr in zip(grid, test_res, val_res)]
     plots = []
     if T == 2:
         run.guarded("front.png", plot_front_2d, run.path("front.png"), data, grid, val_pts, test_pts)
@@ -713,22 +737,23 @@ def train_dataset(args, run):
     run.guarded("curves.png", plot_curves, run.path("curves.png"), history, data)
     if history:
         plots.append("curves.png")
-    result = {
+    return {
         "tasks": test_res[pick],  # one network: theta(alpha) at the alpha selected on validation
         "delta_m": run.delta_m(test_res[pick]),
         "selected_preference": [round(float(v), 6) for v in grid[pick]],
         "tasks_best_of_subspace_test": oracle,
         "delta_m_best_of_subspace_test": run.delta_m(oracle),
         "best_of_subspace_note": "an oracle, not one network: each metric's best test value over the grid's networks",
-        "hypervolume": hv_test,  # the suite's one rule: test split, reference common.metrics.hv_reference
+        "hypervolume": front_hypervolume(test_pts, hv_ref, flags),  # the suite's one rule: test split, common.metrics.hv_reference
         "hypervolume_split": H.HV_SPLIT,
-        "hypervolume_val": hv_val,  # selects the epoch with --select best (as the paper)
+        "hypervolume_val": front_hypervolume(val_pts, hv_ref, flags),  # selects the epoch with --select best (as the paper)
         "hypervolume_ref": hv_ref,
         "hypervolume_metrics": [t.primary for t in data.tasks],
-        "front": front,
+        "front": [{"preference": [round(float(v), 6) for v in a], "tasks": tr, "val": vr}
+                  for a, tr, vr in zip(grid, test_res, val_res)],
         "val_is_test": data.val is data.test,
         "members_cosine": ens.cosine_similarities(),
-        "selected_epoch": best["epoch"] if args.select == "best" else None,
+        "selected_epoch": selected_epoch,
         "pml": {"members": T, "window": args.window, "lambda": args.lam, "p": args.p, "p0": args.p0,
                 "warmup_epochs": args.warmup_epochs, "balancing": args.balancing, "lr": args.lr,
                 "bn": args.bn, "grid_points": len(grid)},
@@ -736,7 +761,6 @@ def train_dataset(args, run):
         "parameters_per_network": H.count_parameters(ens.members[0].parameters()),
         "plots": plots,
     }
-    return run.finish(result)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -867,9 +891,10 @@ def plot_toy(run, pairs, traj, init_images, final_images, front, coverage, c, la
 
 
 def train_toy(args, run):
+    """App. C: Algorithm 1 on the 25 pairs of initial points at once, in "epochs" of 1,000 steps; each
+    epoch logs the coverage of the analytic front; the pairs are reported (`toy_report`)."""
     H = _harness()
-    c = args.c
-    front = np.asarray(run.data.info["front"])
+    c, front = args.c, np.asarray(run.data.info["front"])
     pairs, Theta0 = toy_pairs()
     total = args.steps if args.steps is not None else args.epochs * H.TOY_STEPS_PER_EPOCH
     chunk = min(H.TOY_STEPS_PER_EPOCH, total)
@@ -877,20 +902,13 @@ def train_toy(args, run):
     run.write_config({"toy_steps": total})
     record_every = max(1, total // 200)
     torch.set_num_threads(1)  # 25 x 2 x 2 parameters: threads only add overhead
-    Theta = nn.Parameter(Theta0.clone())
+    members = nn.ParameterDict({"Theta": nn.Parameter(Theta0.clone())})  # (pair, member, 2)
+    Theta = members["Theta"]
     opt, _ = run.make_optimizer([Theta], foreach=False)  # Adam(--lr, --weight-decay); the toy has no schedule
     balancer = LossBalancer(args.balance_window) if args.balancing == "loss" else None
-    traj_steps, traj = [0], [H.toy_losses(Theta0, c).numpy()]  # members at their vertices: (P, 2, 2)
-    history = []
-    state = run.load_checkpoint()
-    if state is not None:
-        with torch.no_grad():
-            Theta.copy_(state["Theta"])
-        opt.load_state_dict(state["opt"])
-        if balancer is not None and state.get("balancer"):
-            balancer.load_state_dict(state["balancer"])
-        traj_steps, traj, history = state["traj_steps"], state["traj"], state["history"]
-    n_dense = 201
+    run.track(members=members, opt=opt, balancer=balancer)
+    # the members' losses over training, (P, 2 members, 2 losses) per recorded step, from their vertices
+    S = run.values(traj_steps=[0], traj=[H.toy_losses(Theta0, c)], history=[])
     for epoch in run.epochs():
         args.p_now = concentration(args, epoch)
         steps_here = min(chunk, total - epoch * chunk)
@@ -901,26 +919,34 @@ def train_toy(args, run):
             reg += float(R.mean())
             stop = run.step()
             if run.global_step % record_every == 0:
-                traj_steps.append(run.global_step)
-                traj.append(H.toy_losses(Theta.detach(), c).numpy())
+                S["traj_steps"].append(run.global_step)
+                S["traj"].append(H.toy_losses(Theta.detach(), c))
             if stop:
                 break
         with torch.no_grad():
-            images = toy_subspace_losses(Theta.detach().double(), c, n_dense).numpy()
-        cov = toy_coverage(images, front, args.coverage_tol)
+            cov = toy_coverage(toy_subspace_losses(Theta.detach().double(), c, TOY_DENSE).numpy(), front, args.coverage_tol)
         row = {"train_l1": float(sums[0] / steps_here), "train_l2": float(sums[1] / steps_here),
                "train_reg": reg / steps_here, "mean_coverage": float(cov.mean()),
                "recovered_pairs": int((cov >= 0.9).sum()), "seconds_chunk": round(time.time() - t0, 3)}
         run.log_epoch(epoch, row)
-        history.append({"epoch": epoch, **row})
-        run.save_checkpoint(epoch, {"Theta": Theta.detach().clone(), "opt": opt.state_dict(),
-                                    "balancer": balancer.state_dict() if balancer is not None else None,
-                                    "traj_steps": traj_steps, "traj": traj, "history": history})
+        S["history"].append({"epoch": epoch, **row})
+        run.checkpoint(epoch)
+    return run.finish(toy_report(run, args, pairs, Theta0, Theta.detach(), torch.stack(S["traj"]).numpy(), front, total))
 
+
+TOY_DENSE = 201  # samples of a pair's segment for its image in objective space (coverage, hypervolume)
+
+
+def toy_report(run, args, pairs, Theta0: torch.Tensor, Theta: torch.Tensor, traj: np.ndarray, front: np.ndarray,
+               total: int) -> dict:
+    """metrics.json of the toy run: coverage and hypervolume per pair, the main pair's 11-point front;
+    the figures (`plot_toy`) and a one-line summary."""
+    H = _harness()
+    c = args.c
     with torch.no_grad():
-        images = toy_subspace_losses(Theta.detach().double(), c, n_dense).numpy()
-        init_images = toy_subspace_losses(Theta0.double(), c, n_dense).numpy()
-        eleven = toy_subspace_losses(Theta.detach().double(), c, args.grid_n).numpy()
+        images = toy_subspace_losses(Theta.double(), c, TOY_DENSE).numpy()
+        init_images = toy_subspace_losses(Theta0.double(), c, TOY_DENSE).numpy()
+        eleven = toy_subspace_losses(Theta.double(), c, args.grid_n).numpy()
     cov = toy_coverage(images, front, args.coverage_tol)
     hv, hv_front, ref = toy_hypervolumes(images, front)
     main_i, main_j = main_toy_pair(c)
@@ -937,7 +963,7 @@ def train_toy(args, run):
               f"(tolerance {args.coverage_tol}); mean coverage {cov.mean():.3f}; "
               f"hypervolume {hv.mean():.3f} (analytic front {hv_front:.3f})", flush=True)
     best_main = eleven[q_main].min(0)
-    result = {
+    return {
         "tasks": {"l1": {"loss": float(best_main[0])}, "l2": {"loss": float(best_main[1])}},
         "delta_m": None,
         "hypervolume": float(hv.mean()),
@@ -948,30 +974,21 @@ def train_toy(args, run):
         "coverage": {"tolerance": args.coverage_tol, "recovered_threshold": 0.9, "recovered_pairs": recovered,
                      "pairs": len(pairs), "mean": float(cov.mean()), "main_pair": float(cov[q_main])},
         "pairs": [{"init": [list(H.TOY_INITS[i]), list(H.TOY_INITS[j])], "coverage": float(cv), "hypervolume": float(hv_q),
-                   "members": Theta[q].detach().tolist()} for (i, j), cv, hv_q, q in zip(pairs, cov, hv, range(len(pairs)))],
+                   "members": Theta[q].tolist()} for (i, j), cv, hv_q, q in zip(pairs, cov, hv, range(len(pairs)))],
         "pml": {"c": c, "window": args.window, "lambda": args.lam, "p": args.p, "balancing": args.balancing,
                 "lr": args.lr, "steps": total},
         "plots": ["toy_trajectories.png", "toy_subspaces.png"],
     }
-    return run.finish(result)
 
 
 # ------------------------------------------------------------------------------------------------
 # main
 # ------------------------------------------------------------------------------------------------
 def main(argv=None):
-    H = _harness()
     args = parse_args(argv)
-    resolve_method_args(args)
-    lr_given = args.lr is not None
-    run = H.Run(args, "pml", METHOD_DEFAULTS)
-    if not lr_given and args.dataset not in METHOD_DEFAULTS:  # m-fold the benchmark's lr (Sec. 5)
-        base = H.DATASET_DEFAULTS.get(args.dataset, H.GLOBAL_DEFAULTS)["lr"]
-        args.lr = base * run.data.num_tasks
-        run.write_config()
-    if args.dataset == "toy":
-        return train_toy(args, run)
-    return train_dataset(args, run)
+    check_flags(args)
+    run = make_run(args)
+    return train_toy(args, run) if args.dataset == "toy" else train_dataset(args, run)
 
 
 if __name__ == "__main__":

@@ -278,3 +278,23 @@ def test_bad_input_keeps_out_and_exits_2(tmp_path):
                        capture_output=True, text=True, cwd=str(tmp_path), timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--every" in r.stderr
     assert os.listdir(out) == ["note.txt"]
+
+
+def test_help_prints_the_defaults_table_and_config_records_the_resolved_values(tmp_path):
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(buf):
+        avgnorm.parse_args(["--help"])
+    text = buf.getvalue()
+    assert "every dataset: grad_on=last, every=1, eps=1e-08, clip_grad=0" in text
+    assert "multimnist-lite      epochs 10, batch 256, Adam lr 0.001, no schedule, select last" in text
+    assert ("nyud                 epochs 100, batch 6, Adam lr 0.0001, weight decay 0.0001, poly(power 0.9), "
+            "select best, augment") in text
+    from common.train import Run
+
+    Run(avgnorm.parse_args(["--out", str(tmp_path / "o")] + FAST), "avgnorm", avgnorm.DEFAULTS)
+    cfg = json.loads((tmp_path / "o" / "config.json").read_text())
+    want = dict(epochs=10, batch_size=256, lr=1e-3, grad_on="last", every=1, eps=1e-8, clip_grad=0.0)
+    assert {k: cfg["args"][k] for k in want} == want and {k: cfg["defaults_used"][k] for k in want} == want

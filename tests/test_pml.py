@@ -374,8 +374,8 @@ def _check_run(out, m, n_points, tasks):
         assert all(np.isfinite(v) for r in pt["tasks"].values() for v in r.values())
     assert set(m["tasks"]) == set(tasks)
     assert m["hypervolume"] is None or np.isfinite(m["hypervolume"])
-    ck = torch.load(out / "checkpoint.pt", weights_only=False)
-    assert len(ck["state"]["members"]) > 0 and "model" in ck["state"]
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)  # tensors and plain values only
+    assert len(ck["state"]["tracked"]["members"]) > 0 and "model" in ck["state"]["tracked"]
 
 
 def test_multimnist_lite_end_to_end_11_point_front_then_resume(tmp_path):
@@ -401,11 +401,11 @@ def test_multimnist_lite_end_to_end_11_point_front_then_resume(tmp_path):
     assert m["hypervolume"] == pytest.approx(hypervolume(accs, [0, 0], maximize=True))
     assert (out / "front.png").is_file() and (out / "curves.png").is_file()
     assert len(m["members_cosine"]) == 2 and m["members_cosine"][0][0] == pytest.approx(1.0)
-    ck1 = torch.load(out / "checkpoint.pt", weights_only=False)
+    ck1 = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ck1["epoch"] == 0 and ck1["global_step"] == 2
     net = build_model("lenet", TWO_MNIST)  # "model" is the centre network in MTLModel format
-    net.load_state_dict(ck1["state"]["model"])
-    w = {k: v for k, v in ck1["state"]["members"].items() if k.endswith("encoder.fc.weight")}
+    net.load_state_dict(ck1["state"]["tracked"]["model"])
+    w = {k: v for k, v in ck1["state"]["tracked"]["members"].items() if k.endswith("encoder.fc.weight")}
     assert torch.allclose(net.encoder.fc.weight, 0.5 * (w["members.0.encoder.fc.weight"] + w["members.1.encoder.fc.weight"]))
 
     with pytest.raises(UsageError, match="already holds a run"):  # never overwritten silently
@@ -413,11 +413,11 @@ def test_multimnist_lite_end_to_end_11_point_front_then_resume(tmp_path):
     with pytest.raises(UsageError, match=r"--window 2 \(now 1\)"):  # a resume continues the same run
         pml.main(["--epochs", "2", "--window", "1", "--lam", "1", "--resume"] + common)
     m2 = pml.main(["--epochs", "2", "--window", "2", "--lam", "1", "--resume"] + common)
-    ck2 = torch.load(out / "checkpoint.pt", weights_only=False)
+    ck2 = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ck2["epoch"] == 1 and ck2["global_step"] == 4 and m2["steps"] == 4 and len(m2["front"]) == 11
     assert len((out / "log.csv").read_text().strip().splitlines()) == 3  # header + one row per epoch
-    assert not torch.equal(ck1["state"]["members"]["members.0.encoder.fc.weight"],
-                           ck2["state"]["members"]["members.0.encoder.fc.weight"])
+    assert not torch.equal(ck1["state"]["tracked"]["members"]["members.0.encoder.fc.weight"],
+                           ck2["state"]["tracked"]["members"]["members.0.encoder.fc.weight"])
 
 
 def test_multimnist3_lite_simplex_grid_and_plot(tmp_path):
@@ -528,3 +528,58 @@ def test_bad_values_are_usage_errors_before_anything_is_written(tmp_path, flags,
 def test_hv_ref_of_the_wrong_length_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="--hv-ref needs 2 numbers"):
         pml.main(["--max-steps", "1", "--window", "1", "--grid-n", "2", "--hv-ref", "0,0,0", "--out", str(tmp_path / "o")] + QUIET)
+
+
+# ------------------------------------------------------------------------------------------------
+# the one defaults table (DEFAULTS): --help prints it, Run resolves it, config.json records it
+# ------------------------------------------------------------------------------------------------
+def _help(mod) -> str:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(buf):
+        mod.parse_args(["--help"])
+    return buf.getvalue()
+
+
+def test_help_prints_the_defaults_table_and_config_records_the_resolved_values(tmp_path):
+    text = _help(pml)
+    assert "every dataset: window=3, lam=1, p=1, balancing=none, balance_window=25, eval_every=1" in text
+    assert ("multimnist-lite      epochs 10, batch 256, Adam lr 0.002, no schedule, select last; "
+            "window=4, lam=0, p=1, balancing=none") in text
+    assert ("cityscapes           epochs 100, batch 8, Adam lr 0.0002, StepLR(step 75, gamma 0.5), select last, augment; "
+            "window=3, lam=1, p=5, balancing=grad, eval_every=20") in text
+    assert "nyuv2                epochs 200, batch 2, Adam lr T x the dataset's lr (m-fold, Sec. 5)" in text
+    args = pml.parse_args(["--out", str(tmp_path / "o")] + QUIET)
+    pml.make_run(args)
+    cfg = json.loads((tmp_path / "o" / "config.json").read_text())
+    want = dict(epochs=10, batch_size=256, lr=2e-3, window=4, lam=0.0, p=1.0, balancing="none", balance_window=25, eval_every=1)
+    assert {k: cfg["args"][k] for k in want} == want and {k: cfg["defaults_used"][k] for k in want} == want
+
+
+def test_the_m_fold_learning_rate_of_a_dataset_without_its_own_row(tmp_path, monkeypatch):
+    # multimnist-lite without its row's lr: the table's Derived gives T x the dataset's 1e-3 (Sec. 5)
+    monkeypatch.setitem(pml.DEFAULTS, "multimnist-lite", {k: v for k, v in pml.DEFAULTS["multimnist-lite"].items() if k != "lr"})
+    run = pml.make_run(pml.parse_args(["--out", str(tmp_path / "o")] + QUIET))
+    cfg = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert run.args.lr == pytest.approx(2e-3) and cfg["args"]["lr"] == cfg["defaults_used"]["lr"] == pytest.approx(2e-3)
+    assert pml.m_fold_lr(pml.parse_args(["--dataset", "nyuv2"]), TWO) == pytest.approx(2e-4)  # T = 2 x nyuv2's 1e-4
+    run = pml.make_run(pml.parse_args(["--lr", "5e-4", "--out", str(tmp_path / "g")] + QUIET))  # a given --lr stays
+    assert run.args.lr == 5e-4
+
+
+def test_toy_resume_continues_to_the_uninterrupted_run(tmp_path, monkeypatch):
+    import common.data
+
+    monkeypatch.setattr(common.data, "toy_pareto_front", toy_pareto_front)  # the cached one
+    monkeypatch.setattr(pml._harness(), "TOY_STEPS_PER_EPOCH", 10)  # 3 "epochs" of 10 steps
+    flags = ["--dataset", "toy", "--c", "0.1", "--balancing", "loss", "--steps", "30"] + QUIET
+    whole = pml.main(flags + ["--out", str(tmp_path / "a")])
+    pml.main(flags + ["--max-steps", "10", "--out", str(tmp_path / "b")])
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)  # tensors and plain values only
+    assert ck["epoch"] == 0 and len(ck["state"]["values"]["traj"]) == 11 and "members" in ck["state"]["tracked"]
+    resumed = pml.main(flags + ["--resume", "--out", str(tmp_path / "b")])
+    assert resumed["steps"] == whole["steps"] == 30
+    assert resumed["pairs"] == whole["pairs"] and resumed["front"] == whole["front"]
+    assert len((tmp_path / "b" / "log.csv").read_text().strip().splitlines()) == 4  # header + 3 epochs
