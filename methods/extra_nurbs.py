@@ -665,11 +665,11 @@ def fixed_groups(args, T: int):
 # Training phases: one epoch loop, three kinds of step
 # ----------------------------------------------------------------------------------------------
 def train_epochs(run, epochs: int, offset: int, desc: str, module: nn.Module, opt, sched, step, end_epoch) -> None:
-    """The epoch loop of every phase (warm-up, each endpoint, the curve), from the resume point:
-    `step(x, ys)` does one optimisation step (gradients zeroed before) and returns the task losses
-    to log (T, detached) and an optional tensor summed over the epoch on the device; after the
-    schedule's step, `end_epoch(epoch, mean-able loss sums on the host, batches, that sum)` returns
-    the log row's extra columns and the validation metrics (or None); then the row and a checkpoint."""
+    """The epoch loop of every phase (warm-up, each endpoint, the curve), from the resume point.
+    `step(x, ys)`: one optimisation step (gradients zeroed before); returns the T task losses to log
+    (detached) and a tensor to sum over the epoch on the device, or None. After the schedule's step,
+    `end_epoch(epoch, loss sums on the host, number of batches, that epoch sum)` returns the log row's
+    own columns and the validation metrics (or None); then log.csv gets the row and a checkpoint."""
     for epoch in run.epochs(epochs):
         module.train()
         sums, aux_sum, n = torch.zeros(run.data.num_tasks, device=run.device), None, 0  # summed on the device
@@ -690,6 +690,7 @@ def train_epochs(run, epochs: int, offset: int, desc: str, module: nn.Module, op
 
 
 def _row(run, sums, n, extra=None, val=None):
+    """A log.csv row: mean training loss per task, the curve's objective terms, validation."""
     data = run.data
     row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)}
     row.update({"objective": None, "R_o": None, "R_align": None})

@@ -84,7 +84,7 @@ from common.train import aggregator_backward, bn_frozen, clip_shared, jacobian, 
 
 # ----------------------------------------------------------------------------------------------
 # The dataset shapes of the issue (input C x H x W, batch, tasks, backbone) and the dataset whose
-# per-method defaults (METHOD_DEFAULTS of each method file) apply.
+# per-method defaults (the DEFAULTS table of each method file) apply.
 # ----------------------------------------------------------------------------------------------
 SHAPES: dict[str, dict] = {
     "multimnist": dict(dataset="multimnist-lite", model="lenet", input=(1, 28, 28), batch=256,
@@ -251,8 +251,9 @@ class Bench:
         return task_losses(self.data, outputs, self.ys).float()
 
     def defaults(self, module) -> dict:
-        """The method file's METHOD_DEFAULTS for this shape's dataset ("*" first)."""
-        table = getattr(module, "METHOD_DEFAULTS", {})
+        """The method file's defaults table (DEFAULTS, or METHOD_DEFAULTS in a file not yet converted)
+        for this shape's dataset ("*" first)."""
+        table = getattr(module, "DEFAULTS", None) or getattr(module, "METHOD_DEFAULTS", {})
         d = dict(table.get("*", {}))
         d.update(table.get(self.spec["dataset"], {}))
         return d
