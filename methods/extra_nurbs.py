@@ -85,7 +85,6 @@ import importlib.util
 import math
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -351,25 +350,27 @@ def order_groups(labels: np.ndarray, A: np.ndarray | None) -> tuple[list[int], l
 # folders) from common/, imported when a runner function is called, never when the module is imported.
 
 
-def _harness() -> None:
-    """Put the suite's root (the folder above methods/) on sys.path, where the runner imports common/ from."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    if importlib.util.find_spec("common") is None:  # this file was copied out of the suite
-        print(f"{os.path.basename(__file__)}: error: the command line needs the suite's common/ package, found next to "
-              "the methods/ folder; the method half (import extra_nurbs) works without it", file=sys.stderr)
-        sys.exit(2)
+class Later:
+    """A default computed from the run once its data is loaded (common.train.Derived, made when the
+    runner starts: the table must not import common/ when the module is imported)."""
+
+    def __init__(self, text: str, fn):
+        self.text, self.fn = text, fn
 
 
+# What every flag left unset resolves to (common.train.resolved_defaults: the harness's per-dataset
+# training settings, then the "*" row, then the dataset's row); --help prints it.
 # Appendix A.2. Cityscapes / NYUv2: MTAN, Adam 1e-4 halved after 100 epochs, 200 epochs, batch 8 / 2,
 # 4 / 5 control points (2 / 3 trainable; the official Cityscapes script used 5), t = 1/2 (A.1).
 # CelebA: 9-layer CNN, Adam 3e-4, 15 epochs, batch 256, 3 control points; MultiMNIST (PaMaL protocol):
 # LeNet, Adam 1e-3, batch 256, 10 epochs, 3 control points; both select t on the validation split.
 # grid: points of the t sweep (the official code sweeps 60; fewer on the expensive datasets);
-# warmup_epochs: e of section 5.3 (not given in the paper).
-METHOD_DEFAULTS = {
-    "*": dict(control_points=3, grid=21, eval_t="val", warmup_epochs=1, select="last"),
+# warmup_epochs: e of section 5.3 (not given in the paper); endpoint_epochs: each endpoint trains as
+# long as the curve; model: the dataset's backbone unless named.
+DEFAULTS = {
+    "*": dict(control_points=3, grid=21, eval_t="val", warmup_epochs=1, select="last",
+              endpoint_epochs=Later("--epochs", lambda args, data: args.epochs),
+              model=Later("the dataset's backbone", lambda args, data: data.default_model)),
     "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
     "multimnist": dict(epochs=10, batch_size=256, lr=1e-3),
     "multifashion": dict(epochs=10, batch_size=256, lr=1e-3),
@@ -382,12 +383,33 @@ METHOD_DEFAULTS = {
 }
 
 
+def _harness() -> None:
+    """Put the suite's root (the folder above methods/) on sys.path, where the runner imports common/ from."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    if importlib.util.find_spec("common") is None:  # this file was copied out of the suite
+        print(f"{os.path.basename(__file__)}: error: the command line needs the suite's common/ package, found next to "
+              "the methods/ folder; the method half (import extra_nurbs) works without it", file=sys.stderr)
+        sys.exit(2)
+
+
+def defaults() -> dict:
+    """DEFAULTS as the harness reads it (its `Later` entries as common.train.Derived)."""
+    _harness()
+    from common.train import Derived
+
+    return {ds: {k: Derived(v.text, v.fn) if isinstance(v, Later) else v for k, v in row.items()}
+            for ds, row in DEFAULTS.items()}
+
+
 def parse_args(argv=None):
     _harness()
-    from common.train import base_parser
+    from common.train import base_parser, defaults_table
 
-    table = "\n".join(f"  {ds:<20s} " + ", ".join(f"{k}={v}" for k, v in d.items()) for ds, d in METHOD_DEFAULTS.items())
-    p = base_parser("extra_nurbs", __doc__ + "\nPer-dataset defaults (on top of the harness's):\n" + table)
+    p = base_parser("extra_nurbs", __doc__)
+    p.epilog = defaults_table(defaults())
+    table = "(default: per dataset, see the table below)"
     g = p.add_argument_group("EXTRA: stage 1, the endpoints")
     g.add_argument("--endpoints", nargs="+", default=["ls"], metavar="RULE",
                    help="how the endpoints are trained: 'stl' (each on its own task / cluster) or an MTL rule of "
@@ -398,7 +420,8 @@ def parse_args(argv=None):
                         "(default auto: groups for stl and for more than 3 tasks, section 5.3; all otherwise)")
     g.add_argument("--endpoint-ckpt", nargs=2, default=None, metavar=("A", "B"),
                    help="load the endpoints instead of training them: checkpoint.pt files of methods/baselines.py or "
-                        "stl-style runs (['state']['model']) or plain state_dicts of the same backbone")
+                        "stl-style runs (['state']['tracked']['model'] or ['state']['model']) or plain state_dicts of "
+                        "the same backbone")
     g.add_argument("--endpoint-epochs", type=int, default=None, help="epochs of each endpoint (default: --epochs)")
     g.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
                    help="hyperparameter of the endpoint rule, e.g. --hyper alpha=2 (repeatable)")
@@ -406,8 +429,7 @@ def parse_args(argv=None):
     g.add_argument("--curve", choices=["nurbs", "bezier", "polychain"], default="nurbs",
                    help="curve family: NURBS (Eq. 4-5), Bezier or polygonal chain (Garipov et al.; Figure 4 ablation)")
     g.add_argument("--control-points", type=int, default=None,
-                   help="K control points including the two fixed endpoints, K - 2 trainable "
-                        "(default: 4 cityscapes, 5 nyuv2, 3 celeba and MultiMNIST; appendix A.2)")
+                   help="K control points including the two fixed endpoints, K - 2 trainable " + table)
     g.add_argument("--degree", type=int, default=3, help="NURBS degree p (default 3; lowered to K - 1 when K <= p)")
     g.add_argument("--alpha", type=float, default=0.5, help="weight of the order-aware term R_o, Eq. 3 (default 0.5, B.6)")
     g.add_argument("--align-weight", type=float, default=1.0,
@@ -418,11 +440,10 @@ def parse_args(argv=None):
                    help="task clustering when there are more than 3 tasks (default spectral, section 5.3; Figure 7)")
     g.add_argument("--warmup-epochs", type=int, default=None, help="epochs of the gradient warm-up before clustering (default 1)")
     g = p.add_argument_group("EXTRA: evaluation")
-    g.add_argument("--grid", type=int, default=None, help="points of the t sweep in [0, 1] (default 21; 11 on celeba and the scene datasets)")
+    g.add_argument("--grid", type=int, default=None, help="points of the t sweep in [0, 1] " + table)
     g.add_argument("--eval-t", default=None,
                    help="the reported point: 'val' (the t of the grid best on validation by the suite's selection score: -Delta-m%% "
-                        "against the reference, else its scale-free log form) or a number in "
-                        "[0, 1] (default 0.5 for cityscapes and nyuv2, appendix A.1; val elsewhere)")
+                        "against the reference, else its scale-free log form) or a number in [0, 1] " + table)
     g.add_argument("--bn-batches", type=int, default=None,
                    help="training batches used to re-estimate BatchNorm statistics at each evaluated t "
                         "(default: the whole training set, as the official code)")
@@ -490,8 +511,17 @@ def validate(args) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Training phases
+# The run and its state
 # ----------------------------------------------------------------------------------------------
+def staged_run(args):
+    """The harness's Run (common.train) for EXTRA's phases: inside a phase only the phase's own
+    share of --max-steps counts, so every phase keeps at least one step when --max-steps is below
+    the number of phases (the module docstring)."""
+    from common.train import Run
+
+    return Run(args, "extra_nurbs", defaults())
+
+
 def load_endpoint(path: str, model: nn.Module) -> dict:
     _harness()
     from common.device import UsageError
@@ -502,7 +532,8 @@ def load_endpoint(path: str, model: nn.Module) -> dict:
         raise UsageError(f"--endpoint-ckpt: cannot read {path} ({type(e).__name__})")
     sd = blob
     if isinstance(blob, dict) and "state" in blob and isinstance(blob["state"], dict):
-        sd = blob["state"].get("model", blob["state"])
+        state = blob["state"]
+        sd = state["tracked"].get("model", state) if isinstance(state.get("tracked"), dict) else state.get("model", state)
     if not isinstance(sd, dict):
         raise UsageError(f"--endpoint-ckpt: {path} holds no model state_dict")
     try:
@@ -514,19 +545,211 @@ def load_endpoint(path: str, model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _group_names(data, groups):
-    return {f"E{i + 1}": [data.tasks[t].name for t in g] for i, g in enumerate(groups)}
+def stage_plan(run) -> tuple:
+    """What the flags ask of the two stages: the reported t (a number or "val"), the endpoints' rules
+    (one name: both endpoints, two seeds), the tasks they train on, and the phases of the run."""
+    args, T = run.args, run.data.num_tasks
+    eval_t = parse_eval_t(args.eval_t)
+    args.eval_t = str(eval_t)
+    rules = list(args.endpoints) * (2 if len(args.endpoints) == 1 else 1)
+    endpoint_tasks = args.endpoint_tasks
+    if endpoint_tasks == "auto":
+        endpoint_tasks = "groups" if ("stl" in rules or T > 3) else "all"
+    phases = ["warmup"] if T > 3 and args.grouping != "random" else []
+    phases += ([] if args.endpoint_ckpt else ["endpoint1", "endpoint2"]) + ["curve"]
+    run.write_config({"resolved": {"model": args.model, "control_points": args.control_points, "grid": args.grid,
+                                   "eval_t": eval_t, "endpoint_rules": rules, "endpoint_tasks": endpoint_tasks}})
+    return eval_t, rules, endpoint_tasks, phases
 
 
-def _row(run, phase, sums, n, extra=None, val=None):
+def fixed_groups(args, T: int):
+    """E1, E2, E3 where no warm-up decides them: one task each for 2 or 3 tasks ("K = 3 is a special
+    case where grouping is not required"), a random partition under --grouping random (Figure 7)."""
+    if T <= 3:
+        return [[t] for t in range(T)] + [[] for _ in range(3 - T)]
+    if args.grouping == "random":
+        return [[int(t) for t in g] for g in order_groups(random_groups(T, 3, args.seed), None)]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Training phases: one epoch loop, three kinds of step
+# ----------------------------------------------------------------------------------------------
+def train_epochs(run, epochs: int, offset: int, desc: str, module: nn.Module, opt, sched, step, end_epoch) -> None:
+    """The epoch loop of every phase (warm-up, each endpoint, the curve), from the resume point.
+    `step(x, ys)`: one optimisation step (gradients zeroed before); returns the T task losses to log
+    (detached) and a tensor to sum over the epoch on the device, or None. After the schedule's step,
+    `end_epoch(epoch, loss sums on the host, number of batches, that epoch sum)` returns the log row's
+    own columns and the validation metrics (or None); then log.csv gets the row and a checkpoint."""
+    for epoch in run.epochs(epochs):
+        module.train()
+        sums, aux_sum, n = torch.zeros(run.data.num_tasks, device=run.device), None, 0  # summed on the device
+        for x, ys in run.progress(run.batches("train", epoch + offset), f"{desc} {epoch + 1}", run.num_batches()):
+            opt.zero_grad(set_to_none=True)
+            losses, aux = step(x, ys)
+            sums += losses
+            aux_sum = aux if aux_sum is None or aux is None else aux_sum + aux
+            n += 1
+            if run.step():
+                break
+        if sched is not None:
+            sched.step()
+        sums = sums.cpu()  # the epoch's one read of the training losses
+        extra, val = end_epoch(epoch, sums, n, aux_sum)
+        run.log_epoch(epoch, _row(run, sums, n, extra, val))
+        run.checkpoint(epoch)
+
+
+def _row(run, sums, n, extra=None, val=None):
+    """A log.csv row: mean training loss per task, the curve's objective terms, validation."""
     data = run.data
-    row = {"phase": phase}
-    row.update({f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)})
+    row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums)}
     row.update({"objective": None, "R_o": None, "R_align": None})
     row.update(extra or {})
     row["val_score"] = run.selection_score(val) if val else None
     row.update({f"val_{t.name}_{t.primary}": (val[t.name][t.primary] if val else None) for t in data.tasks})
     return row
+
+
+def warm_up(run, model: nn.Module) -> tuple[list, list]:
+    """Section 5.3: e epochs of linear scalarisation that record the cosine similarity of the task
+    gradients on the shared parameters; their mean A is clustered into E1, E2 (the endpoints'
+    clusters, the most conflicting) and E3. Returns A (lists) and the groups."""
+    args, T = run.args, run.data.num_tasks
+    opt, sched = run.make_optimizer(model.parameters())
+    run.track(model=model, opt=opt, sched=sched)
+    W = run.values(A_sum=torch.zeros(T, T, dtype=torch.float64), n_A=0)
+    shared = model.shared_parameters()
+
+    def step(x, ys):
+        with run.autocast():
+            losses = run.losses(model(x), ys).float()
+        A = gradient_cosines(losses, shared)  # task gradients on the shared parameters
+        losses.mean().backward()  # LS warm-up
+        opt.step()
+        return losses.detach(), A
+
+    def end_epoch(epoch, sums, n, A_epoch):
+        W["A_sum"] += A_epoch.cpu().double()  # one host transfer per epoch; the running sum in float64 on the host
+        W["n_A"] += n
+        return {}, None
+
+    train_epochs(run, args.warmup_epochs, 5000, "warm-up", model, opt, sched, step, end_epoch)
+    A = (W["A_sum"] / max(W["n_A"], 1)).numpy()
+    labels = spectral_groups(A, 3, args.seed) if args.grouping == "spectral" else kmeans_groups(A, 3, args.seed)
+    return A.tolist(), [[int(t) for t in g] for g in order_groups(labels, A)]
+
+
+def train_endpoint(run, model: nn.Module, k: int, rule: str, tasks: list[int]) -> dict:
+    """Stage 1 (section 4.1): endpoint k trained on `tasks` by an MTL rule of common/aggregators.py
+    ('stl': linear scalarisation of its cluster). Returns its weights: the last epoch's, or under
+    --select best the best on validation (the suite's selection score on its tasks)."""
+    from common.aggregators import RuleStep, make_aggregator
+    from common.device import UsageError, move_tensors_
+    from common.train import bn_frozen, parse_hyper
+
+    args, data, dev = run.args, run.data, run.device
+    try:
+        agg = make_aggregator("ls" if rule == "stl" else rule, len(tasks), dataset=args.dataset, **parse_hyper(args.hyper))
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--hyper: {e}")
+    move_tensors_(agg.parameters(), dev)
+    rule_step = RuleStep.for_model(agg, model, tasks, max_norm=args.clip_grad)  # the rule on the endpoint's tasks
+    opt, sched = run.make_optimizer(list(model.parameters()) + rule_step.parameters())
+    run.track(model=model, rule=rule_step, opt=opt, sched=sched)
+    idx = torch.tensor(tasks, device=dev)
+
+    def recompute(x, ys):
+        with bn_frozen(model), run.autocast():  # BatchNorm statistics move once per step (no_grad: after_step)
+            return run.losses(model(x), ys).float()[idx]
+
+    def step(x, ys):
+        with run.autocast():
+            rep = model.encoder(x)
+            all_losses = run.losses(model.decode(rep), ys).float()
+        rule_step.backward(all_losses[idx], rep)  # the rule's gradients, clipped
+        opt.step()
+        rule_step.after_step(lambda: recompute(x, ys))  # FAMO: the losses of the same batch after the step
+        return all_losses.detach(), None
+
+    def end_epoch(epoch, sums, n, _):
+        rule_step.end_epoch()  # the rule's epoch_end on the mean losses of its tasks
+        if not run.eval_due(epoch):
+            return {}, None
+        model.eval()
+        val = run.evaluate(model, "val", max_batches=args.eval_batches)
+        score = run.selection_score({data.tasks[t].name: val[data.tasks[t].name] for t in tasks})
+        run.best.offer(score, model.state_dict(), epoch)
+        return {}, val
+
+    train_epochs(run, args.endpoint_epochs, 1000 * (k + 1), f"endpoint{k + 1} ({rule})", model, opt, sched, step, end_epoch)
+    run.best.restore(model.load_state_dict)
+    return {name: v.detach().clone() for name, v in model.state_dict().items()}
+
+
+def curve_between(run, endpoints, build) -> tuple:
+    """Stage 2's network: the backbone whose parameters are C(t) (frozen; its buffers those of
+    endpoint 1), the map between it and a flat vector, and the curve from endpoint 1 to endpoint 2."""
+    template = build()
+    flat = FlatParams(template)
+    ends = []
+    for sd in endpoints:
+        m = build()
+        m.load_state_dict(sd)
+        ends.append(flat.flatten(m))
+    template.load_state_dict(endpoints[0])
+    for p in template.parameters():
+        p.requires_grad_(False)
+    args = run.args
+    return template, flat, Curve(ends[0], ends[1], args.curve, args.control_points, args.degree).to(run.device)
+
+
+def train_curve(run, template: nn.Module, flat: FlatParams, curve: Curve, groups, eval_t) -> None:
+    """Stage 2 (Eq. 1-3, 6-7): the control points and weights, two t ~ U[0, 1] per batch (Eq. 2)."""
+    args = run.args
+    opt, sched = run.make_optimizer(curve.parameters())
+    run.track(curve=curve, opt=opt, sched=sched)
+
+    def step(x, ys):
+        t1, t2 = torch.rand(2).tolist()  # t ~ U[0, 1], two samples for Eq. 2
+        outs = []
+        for t in (t1, t2):
+            theta = curve.point(t)  # Eq. 4
+            with run.autocast():
+                out = flat.call(template, theta, x)
+                outs.append((run.losses(out, ys).float(), (theta.float() ** 2).sum()))
+        J, parts = extra_objective(outs[0][0], outs[1][0], t1, t2, groups, args.alpha, args.align_weight,
+                                   args.l2, outs[0][1], outs[1][1])
+        J.backward()
+        if args.clip_grad:
+            nn.utils.clip_grad_norm_(curve.parameters(), args.clip_grad)
+        opt.step()
+        return 0.5 * (outs[0][0] + outs[1][0]).detach(), torch.stack([J.detach(), parts["R_o"], parts["R_align"]])
+
+    def end_epoch(epoch, sums, n, parts_sum):
+        val = None
+        if run.eval_due(epoch):
+            val = evaluate_point(run, template, curve, 0.5 if eval_t == "val" else eval_t, ["val"])["val"]
+        return dict(zip(("objective", "R_o", "R_align"), (parts_sum.cpu() / max(n, 1)).tolist())), val
+
+    train_epochs(run, args.epochs, 0, "curve epoch", template, opt, sched, step, end_epoch)
+
+
+@torch.no_grad()
+def evaluate_point(run, template: nn.Module, curve: Curve, t: float, splits) -> dict:
+    """Metrics of the network at C(t) on `splits`, BatchNorm statistics re-estimated at C(t) first."""
+    _harness()
+    from common.train import recompute_bn_stats
+
+    model = model_at(template, curve, t)
+    recompute_bn_stats(model, model, run.batches("train", 10 ** 6, shuffle=True), run.args.bn_batches)
+    model.eval()
+    return {s: run.evaluate(model, s, max_batches=run.args.eval_batches) for s in splits}
+
+
+# ----------------------------------------------------------------------------------------------
+# Reporting: the sweep over t, the front, the plots, metrics.json and the headline
+# ----------------------------------------------------------------------------------------------
 
 
 def _plt():
@@ -629,295 +852,14 @@ def plot_affinity(path, A, groups, data) -> None:
     plt.close(fig)
 
 
-# ----------------------------------------------------------------------------------------------
-def main(argv=None):
-    _harness()
-    from common.aggregators import RuleStep, make_aggregator
-    from common.device import UsageError, move_tensors_, peak_memory_mb, reset_peak_memory, seed_everything
-    from common.metrics import HV_SPLIT, hv_reference, hypervolume, non_dominated
-    from common.models import build_model, count_parameters
-    from common.train import Run, bn_frozen, parse_hyper
-
-    args = parse_args(argv)
-    validate(args)
-    run = Run(args, "extra_nurbs", METHOD_DEFAULTS)
-    data, T, dev = run.data, run.data.num_tasks, run.device
-    d = run.defaults
-    args.model = args.model or d.get("model") or data.default_model
-    args.control_points = args.control_points or d["control_points"]
-    args.grid = args.grid or d["grid"]
-    args.warmup_epochs = args.warmup_epochs or d["warmup_epochs"]
-    args.endpoint_epochs = args.endpoint_epochs or args.epochs
-    eval_t = parse_eval_t(args.eval_t if args.eval_t is not None else d["eval_t"])
-    args.eval_t = str(eval_t)
-    hyper = parse_hyper(args.hyper)
-    rules = list(args.endpoints) * (2 if len(args.endpoints) == 1 else 1)
-    endpoint_tasks = args.endpoint_tasks
-    if endpoint_tasks == "auto":
-        endpoint_tasks = "groups" if ("stl" in rules or T > 3) else "all"
-
-    def build():
-        with torch.random.fork_rng(devices=[]):  # building never moves the training RNG stream (--resume)
-            return build_model(args.model, data, pretrained=args.pretrained).to(dev)
-    template = build()
-    flat = FlatParams(template)
-    run.write_config({"resolved": {"model": args.model, "control_points": args.control_points, "grid": args.grid,
-                                   "eval_t": eval_t, "endpoint_rules": rules, "endpoint_tasks": endpoint_tasks}})
-    cap = args.max_steps
-
-    phases = (["warmup"] if T > 3 and args.grouping != "random" else [])
-    phases += ([] if args.endpoint_ckpt else ["endpoint1", "endpoint2"]) + ["curve"]
-    S = {"phase": phases[0], "epoch": -1, "phase_steps": 0, "total_steps": 0, "groups": None, "affinity": None,
-         "endpoints": [None, None], "work": None, "seconds": {}, "peak_mb": {}, "best": None}
-    state = run.load_checkpoint()
-    if state is not None:
-        S = state
-    run.global_step = S["total_steps"]
-
-    def log(epoch, row):
-        run.global_step = S["total_steps"]
-        run.log_epoch(epoch, row)
-
-    def save(finished=False):
-        run.global_step = S["total_steps"]
-        run.save_checkpoint(max(S["epoch"], 0), S, finished=finished)
-
-    if S["phase"] not in phases:
-        raise UsageError(f"{run.ckpt_path} was written with other stage flags (phase {S['phase']!r}); "
-                         "rerun with the same flags or use --overwrite")
-
-    def begin(phase):
-        """True if `phase` still has work (it is the current phase, or a later one)."""
-        if phases.index(S["phase"]) > phases.index(phase):
-            return False
-        if S["phase"] != phase:
-            S.update(phase=phase, epoch=-1, phase_steps=0, work=None, best=None, phase_cap=None)
-        return True
-
-    def advance(phase):
-        """`phase` is complete: the next one starts afresh."""
-        S.update(phase=phases[phases.index(phase) + 1], epoch=-1, phase_steps=0, work=None, best=None, phase_cap=None)
-
-    def capped():
-        """The current phase has spent its share of --max-steps (fixed when the phase starts)."""
-        if cap is None:
-            return False
-        if S.get("phase_cap") is None:
-            left = len(phases) - phases.index(S["phase"])
-            S["phase_cap"] = max(1, (cap - S["total_steps"]) // left)
-        return S["phase_steps"] >= S["phase_cap"]
-
-    def phase_over(epochs):
-        return S["epoch"] + 1 >= epochs or capped()
-
-    def timed(phase, t0):
-        S["seconds"][phase] = S["seconds"].get(phase, 0.0) + time.time() - t0
-        mb = peak_memory_mb(dev)
-        if mb is not None:
-            S["peak_mb"][phase] = max(S["peak_mb"].get(phase, 0.0), mb)
-
-    # ---- groups E1, E2, E3 (section 5.3) ------------------------------------------------------
-    if T == 2:
-        S["groups"] = [[0], [1], []]
-    elif T == 3:
-        S["groups"] = [[0], [1], [2]]  # "K = 3 is a special case where grouping is not required"
-    elif args.grouping == "random":
-        S["groups"] = list(order_groups(random_groups(T, 3, args.seed), None))
-
-    if "warmup" in phases and begin("warmup"):
-        t0 = time.time()
-        reset_peak_memory(dev)
-        if S["work"] is None:
-            seed_everything(args.seed + 7919)
-        model = build()
-        opt, sched = run.make_optimizer(model.parameters())
-        A_sum, n_A = torch.zeros(T, T, dtype=torch.float64), 0
-        if S["work"] is not None:
-            model.load_state_dict(S["work"]["model"])
-            opt.load_state_dict(S["work"]["opt"])
-            A_sum, n_A = S["work"]["A_sum"], S["work"]["n_A"]
-        shared = model.shared_parameters()
-        while not phase_over(args.warmup_epochs):
-            epoch = S["epoch"] + 1
-            model.train()
-            sums, n, A_epoch = torch.zeros(T, device=dev), 0, torch.zeros(T, T, device=dev)  # summed on the device
-            for x, ys in run.progress(run.batches("train", epoch + 5000), f"warm-up {epoch + 1}", run.num_batches()):
-                opt.zero_grad(set_to_none=True)
-                with run.autocast():
-                    losses = run.losses(model(x), ys).float()
-                A_epoch += gradient_cosines(losses, shared)  # task gradients on the shared parameters
-                n_A += 1
-                losses.mean().backward()  # LS warm-up
-                opt.step()
-                sums += losses.detach()
-                n += 1
-                S["phase_steps"] += 1
-                S["total_steps"] += 1
-                if capped():
-                    break
-            if sched is not None:
-                sched.step()
-            A_sum += A_epoch.cpu().double()  # one host transfer per epoch; the running sum in float64 on the host
-            S["epoch"] = epoch
-            S["work"] = {"model": model.state_dict(), "opt": opt.state_dict(), "A_sum": A_sum, "n_A": n_A}
-            log(epoch, _row(run, "warmup", sums.cpu(), n))
-            save()
-        A = (A_sum / max(n_A, 1)).numpy()
-        labels = spectral_groups(A, 3, args.seed) if args.grouping == "spectral" else kmeans_groups(A, 3, args.seed)
-        S["affinity"] = A.tolist()
-        S["groups"] = [list(map(int, g)) for g in order_groups(labels, A)]
-        timed("warmup", t0)
-        advance("warmup")
-        save()
-    groups = S["groups"]
-    if not groups[0] or not groups[1]:
-        raise UsageError("task grouping left an endpoint cluster empty; try --grouping random")
-
-    # ---- stage 1: the endpoints ----------------------------------------------------------------
-    if args.endpoint_ckpt:
-        if S["endpoints"][0] is None:
-            S["endpoints"] = [load_endpoint(p, build()) for p in args.endpoint_ckpt]
-    for k in (0, 1):
-        phase = f"endpoint{k + 1}"
-        if phase not in phases or not begin(phase):
-            continue
-        t0 = time.time()
-        reset_peak_memory(dev)
-        rule = rules[k]
-        tasks = groups[k] if endpoint_tasks == "groups" else list(range(T))
-        if S["work"] is None:
-            seed_everything(args.seed + 10007 * k)  # two seeds when both endpoints use the same rule
-        model = build()
-        try:
-            agg = make_aggregator("ls" if rule == "stl" else rule, len(tasks), dataset=args.dataset, **hyper)
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"--hyper: {e}")
-        move_tensors_(agg.parameters(), dev)
-        step = RuleStep.for_model(agg, model, tasks, max_norm=args.clip_grad)  # the rule on the endpoint's tasks
-        if S["work"] is not None:
-            model.load_state_dict(S["work"]["model"])
-            step.load_state_dict(S["work"]["rule"])
-        opt, sched = run.make_optimizer(list(model.parameters()) + step.parameters())
-        if S["work"] is not None:
-            opt.load_state_dict(S["work"]["opt"])
-            if sched is not None and S["work"]["sched"] is not None:
-                sched.load_state_dict(S["work"]["sched"])
-        idx = torch.tensor(tasks, device=dev)
-
-        def recompute(x, ys):
-            with bn_frozen(model), run.autocast():  # BatchNorm statistics move once per step (no_grad: after_step)
-                return run.losses(model(x), ys).float()[idx]
-
-        while not phase_over(args.endpoint_epochs):
-            epoch = S["epoch"] + 1
-            model.train()
-            sums, n = torch.zeros(T, device=dev), 0
-            for x, ys in run.progress(run.batches("train", epoch + 1000 * (k + 1)), f"{phase} ({rule}) {epoch + 1}", run.num_batches()):
-                opt.zero_grad(set_to_none=True)
-                with run.autocast():
-                    rep = model.encoder(x)
-                    all_losses = run.losses(model.decode(rep), ys).float()
-                step.backward(all_losses[idx], rep)  # the rule's gradients, clipped
-                opt.step()
-                step.after_step(lambda: recompute(x, ys))  # FAMO: the losses of the same batch after the step
-                sums += all_losses.detach()  # every task's loss, for the log
-                n += 1
-                S["phase_steps"] += 1
-                S["total_steps"] += 1
-                if capped():
-                    break
-            if sched is not None:
-                sched.step()
-            sums = sums.cpu()  # the epoch's read of every task's training loss
-            step.end_epoch()  # the rule's epoch_end on the mean losses of its tasks
-            S["epoch"] = epoch
-            val = None
-            if (epoch + 1) % args.eval_every == 0 or phase_over(args.endpoint_epochs):
-                model.eval()
-                val = run.evaluate(model, "val", max_batches=args.eval_batches)
-                score = run.selection_score({data.tasks[t].name: val[data.tasks[t].name] for t in tasks})
-                if args.select == "best" and (S["best"] is None or score > S["best"][0]):
-                    S["best"] = (score, copy.deepcopy(model.state_dict()))
-            S["work"] = {"model": model.state_dict(), "opt": opt.state_dict(), "rule": step.state_dict(),
-                         "sched": sched.state_dict() if sched is not None else None}
-            log(epoch, _row(run, phase, sums, n, val=val))
-            save()
-        final = S["best"][1] if (args.select == "best" and S["best"] is not None) else S["work"]["model"]
-        S["endpoints"][k] = {k_: v.detach().clone() for k_, v in final.items()}
-        timed("stage1", t0)
-        advance(phase)
-        save()
-
-    # ---- stage 2: the curve --------------------------------------------------------------------
-    ends = []
-    for sd in S["endpoints"]:
-        m = build()
-        m.load_state_dict(sd)
-        ends.append(flat.flatten(m))
-    template.load_state_dict(S["endpoints"][0])
-    for p in template.parameters():
-        p.requires_grad_(False)
-    curve = Curve(ends[0], ends[1], args.curve, args.control_points, args.degree).to(dev)
-    if begin("curve"):
-        t0 = time.time()
-        reset_peak_memory(dev)
-        if S["work"] is None:
-            seed_everything(args.seed + 31337)
-        opt, sched = run.make_optimizer(curve.parameters())
-        if S["work"] is not None:
-            curve.load_state_dict(S["work"]["curve"])
-            opt.load_state_dict(S["work"]["opt"])
-            if sched is not None and S["work"]["sched"] is not None:
-                sched.load_state_dict(S["work"]["sched"])
-        while not phase_over(args.epochs):
-            epoch = S["epoch"] + 1
-            template.train()
-            sums, n, parts_sum = torch.zeros(T, device=dev), 0, torch.zeros(3, device=dev)  # objective, R_o, R_align
-            for x, ys in run.progress(run.batches("train", epoch), f"curve epoch {epoch + 1}", run.num_batches()):
-                opt.zero_grad(set_to_none=True)
-                t1, t2 = torch.rand(2).tolist()  # t ~ U[0, 1], two samples for Eq. 2
-                outs = []
-                for t in (t1, t2):
-                    theta = curve.point(t)  # Eq. 4
-                    with run.autocast():
-                        out = flat.call(template, theta, x)
-                        outs.append((run.losses(out, ys).float(), (theta.float() ** 2).sum()))
-                J, parts = extra_objective(outs[0][0], outs[1][0], t1, t2, groups, args.alpha, args.align_weight,
-                                           args.l2, outs[0][1], outs[1][1])
-                J.backward()
-                if args.clip_grad:
-                    nn.utils.clip_grad_norm_(curve.parameters(), args.clip_grad)
-                opt.step()
-                sums += 0.5 * (outs[0][0] + outs[1][0]).detach()
-                parts_sum += torch.stack([J.detach(), parts["R_o"], parts["R_align"]])
-                n += 1
-                S["phase_steps"] += 1
-                S["total_steps"] += 1
-                if capped():
-                    break
-            if sched is not None:
-                sched.step()
-            S["epoch"] = epoch
-            val = None
-            if (epoch + 1) % args.eval_every == 0 or phase_over(args.epochs):
-                val = evaluate_point(run, template, curve, 0.5 if eval_t == "val" else eval_t, ["val"])["val"]
-            S["work"] = {"curve": curve.state_dict(), "opt": opt.state_dict(),
-                         "sched": sched.state_dict() if sched is not None else None}
-            parts_mean = dict(zip(("objective", "R_o", "R_align"), (parts_sum.cpu() / max(n, 1)).tolist()))
-            log(epoch, _row(run, "curve", sums.cpu(), n, parts_mean, val))
-            save()
-        timed("stage2", t0)
-        S["phase"] = "curve"
-        S["epoch"] = max(S["epoch"], args.epochs - 1)
-        save()
-    if S["work"] is not None:
-        curve.load_state_dict(S["work"]["curve"])
-
-    # ---- evaluation: the sweep over t, the reported point --------------------------------------
-    ts = [float(t) for t in np.linspace(0.0, 1.0, args.grid)]
+def sweep(run, template: nn.Module, curve: Curve, eval_t) -> tuple[list, int]:
+    """The front: test metrics (and the validation score) at every t of the grid, plus a fixed
+    --eval-t off the grid; and the index of the reported point: the given t, or the grid's best on
+    validation (ties: the t nearest 1/2)."""
+    ts = [float(t) for t in np.linspace(0.0, 1.0, run.args.grid)]
     if eval_t != "val" and not any(abs(t - eval_t) < 1e-9 for t in ts):
         ts = sorted(ts + [float(eval_t)])
-    val_is_test = bool(data.info.get("val_is_test"))
+    val_is_test = bool(run.data.info.get("val_is_test"))
     front = []
     for t in run.progress(ts, "sweep over t"):
         res = evaluate_point(run, template, curve, t, ["test"] if val_is_test else ["val", "test"])
@@ -927,71 +869,129 @@ def main(argv=None):
     if eval_t == "val":
         scores = np.array([f["val_score"] for f in front])
         best = np.flatnonzero(scores >= scores.max() - 1e-12)
-        k = int(best[np.argmin(np.abs(np.array(ts)[best] - 0.5))])
-    else:
-        k = int(np.argmin(np.abs(np.array(ts) - eval_t)))
-    chosen = front[k]
-    dms = [f["delta_m"] for f in front]
-    oracle = int(np.nanargmin([np.inf if v is None else v for v in dms])) if any(v is not None for v in dms) else None
+        return front, int(best[np.argmin(np.abs(np.array(ts)[best] - 0.5))])
+    return front, int(np.argmin(np.abs(np.array(ts) - eval_t)))
 
-    tasks = data.tasks
-    P = np.array([[f["tasks"][s.name][s.primary] for s in tasks] for f in front], dtype=float)
-    higher = [s.metrics[0][1] for s in tasks]
-    ref = hv_reference(tasks)  # the suite's one rule for every front method, on the test split
-    hv = hypervolume(P, ref, maximize=higher)
-    nd = int(non_dominated(P, maximize=higher).sum())
 
+def plot_all(run, front, chosen, groups, affinity, curve: Curve) -> None:
+    data = run.data
     run.guarded("along_t.png", plot_along_t, run.path("along_t.png"), front, groups, data, chosen["t"], curve)
     run.guarded("front.png", plot_front, run.path("front.png"), front, groups, data, chosen["t"])
-    if S["affinity"] is not None:
-        run.guarded("affinity.png", plot_affinity, run.path("affinity.png"), S["affinity"], groups, data)
-    save(finished=True)
+    if affinity is not None:
+        run.guarded("affinity.png", plot_affinity, run.path("affinity.png"), affinity, groups, data)
+
+
+def stage_costs(run) -> dict:
+    """Seconds and peak memory of stage 1 (both endpoints), stage 2 (the curve) and the warm-up."""
+    def peak(*phases):
+        mbs = [run.phase_peak_mb(p) for p in phases if run.phase_peak_mb(p) is not None]
+        return max(mbs) if mbs else None
+
+    return {"peak_memory_mb_stage1": peak("endpoint1", "endpoint2"), "peak_memory_mb_stage2": peak("curve"),
+            "peak_memory_mb_warmup": peak("warmup"),
+            "seconds_stage1": round(run.phase_seconds("endpoint1") + run.phase_seconds("endpoint2"), 3),
+            "seconds_stage2": round(run.phase_seconds("curve"), 3), "seconds_warmup": round(run.phase_seconds("warmup"), 3)}
+
+
+def result_fields(run, front, k, curve: Curve, template: nn.Module, S, rules, endpoint_tasks, eval_t) -> dict:
+    """metrics.json beyond the harness's fields: the reported point, the front and its hypervolume
+    (the suite's one rule, on the test split), both endpoints, the oracle t, the groups and the curve."""
+    from common.metrics import HV_SPLIT, hv_reference, hypervolume, non_dominated
+    from common.models import count_parameters
+
+    args, data, tasks, chosen = run.args, run.data, run.data.tasks, front[k]
+    dms = [f["delta_m"] for f in front]
+    oracle = int(np.nanargmin([np.inf if v is None else v for v in dms])) if any(v is not None for v in dms) else None
+    P = np.array([[f["tasks"][s.name][s.primary] for s in tasks] for f in front], dtype=float)
+    higher = [s.metrics[0][1] for s in tasks]
+    ref = hv_reference(tasks)
     w = curve.weights()
-    result = run.finish({
+    return {
         "tasks": chosen["tasks"], "delta_m": chosen["delta_m"], "t": chosen["t"],
         "t_selection": "validation" if eval_t == "val" else "fixed",
-        "hypervolume": hv, "hypervolume_split": HV_SPLIT, "hypervolume_ref": ref, "hypervolume_metrics": [s.primary for s in tasks],
-        "non_dominated": nd, "front": front,
+        "hypervolume": hypervolume(P, ref, maximize=higher), "hypervolume_split": HV_SPLIT, "hypervolume_ref": ref,
+        "hypervolume_metrics": [s.primary for s in tasks],
+        "non_dominated": int(non_dominated(P, maximize=higher).sum()), "front": front,
         "endpoints": {"t=0": {"tasks": front[0]["tasks"], "delta_m": front[0]["delta_m"]},
                       "t=1": {"tasks": front[-1]["tasks"], "delta_m": front[-1]["delta_m"]}},
         "best_test_t": front[oracle]["t"] if oracle is not None else None,
         "best_test_delta_m": dms[oracle] if oracle is not None else None,
         "endpoint_rules": rules if not args.endpoint_ckpt else None, "endpoint_ckpt": args.endpoint_ckpt,
-        "endpoint_tasks": endpoint_tasks, "groups": _group_names(data, groups),
-        "grouping": args.grouping if T > 3 else None, "task_affinity": S["affinity"],
+        "endpoint_tasks": endpoint_tasks, "groups": {f"E{i + 1}": [tasks[t].name for t in g] for i, g in enumerate(S["groups"])},
+        "grouping": args.grouping if data.num_tasks > 3 else None, "task_affinity": S["affinity"],
         "curve": {"kind": curve.kind, "control_points": curve.num_points, "trainable_points": curve.num_points - 2,
                   "degree": curve.degree if curve.kind == "nurbs" else None,
                   "knots": clamped_knots(curve.num_points, curve.degree).tolist() if curve.kind == "nurbs" else None,
                   "weights": w.detach().cpu().tolist() if w is not None else None},
-        "alpha": args.alpha, "align_weight": args.align_weight, "l2": args.l2,
-        "peak_memory_mb_stage1": S["peak_mb"].get("stage1"), "peak_memory_mb_stage2": S["peak_mb"].get("stage2"),
-        "peak_memory_mb_warmup": S["peak_mb"].get("warmup"),
-        "seconds_stage1": round(S["seconds"].get("stage1", 0.0), 3), "seconds_stage2": round(S["seconds"].get("stage2", 0.0), 3),
-        "seconds_warmup": round(S["seconds"].get("warmup", 0.0), 3),
+        "alpha": args.alpha, "align_weight": args.align_weight, "l2": args.l2, **stage_costs(run),
         "parameters": {"model": count_parameters(template.parameters()),
                        "curve_trainable": count_parameters(curve.parameters())},
-    })
-    if not args.quiet:  # the headline: the reported point against both endpoints
-        def dm(v):
-            return "n/a" if v is None else f"{v:.2f}"
+    }
 
-        ref = result.get("reference") or {}
-        print(f"[extra_nurbs] Delta-m% (lower is better; reference: {ref.get('source', 'none')}): "
-              f"t = {chosen['t']:g} ({result['t_selection']}) {dm(chosen['delta_m'])}; "
-              f"endpoints t = 0 {dm(front[0]['delta_m'])}, t = 1 {dm(front[-1]['delta_m'])}", flush=True)
+
+def headline(result: dict) -> None:
+    """The reported point against both endpoints, in Delta-m% (lower is better)."""
+    def dm(v):
+        return "n/a" if v is None else f"{v:.2f}"
+
+    ref, ends = result.get("reference") or {}, result["endpoints"]
+    print(f"[extra_nurbs] Delta-m% (lower is better; reference: {ref.get('source', 'none')}): "
+          f"t = {result['t']:g} ({result['t_selection']}) {dm(result['delta_m'])}; "
+          f"endpoints t = 0 {dm(ends['t=0']['delta_m'])}, t = 1 {dm(ends['t=1']['delta_m'])}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+def main(argv=None):
+    args = parse_args(argv)  # puts common/ on the path
+    validate(args)
+    from common.device import UsageError
+    from common.models import build_model
+
+    run = staged_run(args)
+    data, T = run.data, run.data.num_tasks
+    eval_t, rules, endpoint_tasks, phases = stage_plan(run)
+
+    def build():
+        with torch.random.fork_rng(devices=[]):  # building never moves the training RNG stream (--resume)
+            return build_model(args.model, data, pretrained=args.pretrained).to(run.device)
+
+    run.phases(phases)
+    S = run.values(groups=fixed_groups(args, T), affinity=None, endpoints=[None, None], curve=None)
+
+    # ---- section 5.3: warm-up with LS, then the task clusters E1, E2, E3 ----------------------
+    if "warmup" in phases and run.enter("warmup", seed=args.seed + 7919):
+        S["affinity"], S["groups"] = warm_up(run, build())
+        run.leave()
+    groups = S["groups"]
+    if not groups[0] or not groups[1]:
+        raise UsageError("task grouping left an endpoint cluster empty; try --grouping random")
+
+    # ---- stage 1: the two endpoints (or the given checkpoints) ---------------------------------
+    if args.endpoint_ckpt and S["endpoints"][0] is None:
+        S["endpoints"] = [load_endpoint(p, build()) for p in args.endpoint_ckpt]
+    for k in (0, 1):
+        # two seeds when both endpoints use the same rule
+        if not args.endpoint_ckpt and run.enter(f"endpoint{k + 1}", seed=args.seed + 10007 * k):
+            tasks = groups[k] if endpoint_tasks == "groups" else list(range(T))
+            S["endpoints"][k] = train_endpoint(run, build(), k, rules[k], tasks)
+            run.leave()
+
+    # ---- stage 2: the curve between them --------------------------------------------------------
+    template, flat, curve = curve_between(run, S["endpoints"], build)
+    if run.enter("curve", seed=args.seed + 31337):
+        train_curve(run, template, flat, curve, groups, eval_t)
+        S["curve"] = curve.state_dict()
+        run.leave()
+    curve.load_state_dict(S["curve"])
+
+    # ---- the sweep over t, the reported point ----------------------------------------------------
+    front, k = sweep(run, template, curve, eval_t)
+    plot_all(run, front, front[k], groups, S["affinity"], curve)
+    run.checkpoint(-1, finished=True)
+    result = run.finish(result_fields(run, front, k, curve, template, S, rules, endpoint_tasks, eval_t))
+    if not args.quiet:
+        headline(result)
     return result
-
-
-@torch.no_grad()
-def evaluate_point(run: Run, template: nn.Module, curve: Curve, t: float, splits) -> dict:
-    """Metrics of the network at C(t) on `splits`, BatchNorm statistics re-estimated at C(t) first."""
-    _harness()
-    from common.train import recompute_bn_stats
-
-    model = model_at(template, curve, t)
-    recompute_bn_stats(model, model, run.batches("train", 10 ** 6, shuffle=True), run.args.bn_batches)
-    model.eval()
-    return {s: run.evaluate(model, s, max_batches=run.args.eval_batches) for s in splits}
 
 
 if __name__ == "__main__":

@@ -379,6 +379,53 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     assert read_json(tmp_path / "cut" / "metrics.json")["front"] == a["front"]
 
 
+def test_resume_at_a_phase_boundary_equals_uninterrupted_run(tmp_path, monkeypatch):
+    # Stopped at the curve's first step, the last checkpoint is the one written as endpoint 2 ended: the
+    # resumed curve must start from its own seed (the bug: the harness restored the random streams saved
+    # at the end of endpoint 2 when the curve's first epoch began, so t1, t2 differed)
+    flags = ["--dataset", "tiny2", "--epochs", "1", "--curve", "bezier", "--grid", "3"] + FAST
+    ex.main(flags + ["--out", str(tmp_path / "full")])
+    real = ex.extra_objective
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex, "extra_objective", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ex.main(flags + ["--out", str(tmp_path / "cut")])
+    monkeypatch.setattr(ex, "extra_objective", real)
+    ex.main(flags + ["--out", str(tmp_path / "cut"), "--resume"])
+    a, b = read_json(tmp_path / "full" / "metrics.json"), read_json(tmp_path / "cut" / "metrics.json")
+    assert a["front"] == b["front"] and a["steps"] == b["steps"] == 9
+
+
+def test_resume_inside_an_endpoint_keeps_the_rule_state(tmp_path, monkeypatch):
+    # DWA (loss history) and FAMO (logits, its own Adam, the epoch's losses) carry state from epoch to
+    # epoch: stopped after endpoint 2's first epoch, the resumed run gets it back from the checkpoint,
+    # which loads with weights_only=True (no pickled rule)
+    from common.train import Run
+
+    flags = ["--dataset", "tiny2", "--epochs", "2", "--endpoints", "dwa", "famo", "--grid", "3"] + FAST
+    ex.main(flags + ["--out", str(tmp_path / "full")])
+    real, calls = Run.checkpoint, {"n": 0}
+
+    def stop_after_endpoint2_epoch0(self, epoch, finished=False):
+        real(self, epoch, finished)
+        calls["n"] += 1
+        if self.phase == "endpoint2" and epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "checkpoint", stop_after_endpoint2_epoch0)
+    with pytest.raises(KeyboardInterrupt):
+        ex.main(flags + ["--out", str(tmp_path / "cut")])
+    monkeypatch.setattr(Run, "checkpoint", real)
+    saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["state"]["tracked"]
+    assert set(saved) == {"model", "rule", "opt"}
+    ex.main(flags + ["--out", str(tmp_path / "cut"), "--resume"])
+    a, b = read_json(tmp_path / "full" / "metrics.json"), read_json(tmp_path / "cut" / "metrics.json")
+    assert a["front"] == b["front"] and a["steps"] == b["steps"]
+
+
 def test_many_tasks_grouping_alignment_and_endpoint_checkpoints(tmp_path):
     out = tmp_path / "g"
     ex.main(["--dataset", "tiny4", "--out", str(out), "--epochs", "1", "--max-steps", "2", "--eval-t", "0.5",
@@ -452,6 +499,39 @@ def test_bad_values_are_usage_errors_before_anything_is_written(tmp_path, flags,
     with pytest.raises(UsageError, match=needle.replace("-", "\\-")):
         ex.main(["--out", str(out)] + flags)
     assert not out.exists()
+
+
+def test_help_prints_the_defaults_table_and_a_run_records_those_values(tmp_path):
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
+        ex.parse_args(["--help"])
+    help_text = " ".join(buf.getvalue().split())
+    assert "every dataset: control_points=3, grid=21, eval_t=val, warmup_epochs=1, endpoint_epochs=--epochs" in help_text
+    assert "cityscapes epochs 200, batch 8, Adam lr 0.0001" in help_text
+    assert "control_points=4, grid=11, eval_t=0.5, model=mtan" in help_text
+    assert "nyuv2 epochs 200, batch 2" in help_text and "control_points=5" in help_text
+    assert "celeba epochs 15, batch 256, Adam lr 0.0003" in help_text and "select last" in help_text
+    out = tmp_path / "d"
+    ex.main(["--dataset", "tiny2", "--out", str(out), "--epochs", "2", "--max-steps", "3", "--grid", "2"] + FAST)
+    cfg = read_json(out / "config.json")
+    assert {k: cfg["args"][k] for k in ("control_points", "grid", "eval_t", "warmup_epochs", "endpoint_epochs", "model",
+                                        "select")} == {"control_points": 3, "grid": 2, "eval_t": "val",
+                                                       "warmup_epochs": 1, "endpoint_epochs": 2, "model": "lenet",
+                                                       "select": "last"}
+    assert cfg["resolved"]["control_points"] == 3 and cfg["defaults_used"]["endpoint_epochs"] == 2
+
+
+def test_endpoint_checkpoint_in_the_harness_layout(tmp_path):
+    # a checkpoint.pt of the skeleton (methods/baselines.py, stl.py): the model under ["state"]["tracked"]
+    data = load_dataset("tiny2", DATA)
+    sd = build_model("lenet", data).state_dict()
+    ck = tmp_path / "ep.pt"
+    torch.save({"epoch": 0, "state": {"tracked": {"model": sd, "opt": {}}, "values": {}}}, ck)
+    got = ex.load_endpoint(str(ck), build_model("lenet", data))
+    assert all(torch.equal(got[k], v) for k, v in sd.items())
 
 
 def test_unknown_choice_is_an_argparse_error():
