@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import importlib.util
 import os
 import sys
 import time
@@ -598,12 +599,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    _common()
-    try:
-        from common.train import main_guard
-    except ModuleNotFoundError as e:  # this file was copied out of the suite: its method half still imports
-        if e.name != "common":
-            raise
-        print(f"{os.path.basename(__file__)}: error: the command line needs the suite's common/ package (next to methods/); the method half (import avgnorm) works without it", file=sys.stderr)
-        sys.exit(2)
+    _common()  # the suite's root on sys.path, where common/ is
+    if importlib.util.find_spec("common") is None:  # copied out of the suite: the method half works alone
+        sys.exit(print(f"{os.path.basename(__file__)}: error: the command line needs the suite's common/ package (next to methods/); the method half (import avgnorm) works without it", file=sys.stderr) or 2)  # one line on stderr, exit status 2
+    from common.train import main_guard
+
     main_guard(main)

@@ -43,6 +43,7 @@ def cosine_and_norms(G: torch.Tensor, last: list) -> tuple[torch.Tensor, torch.T
 
 # ================= runner: command line and training loop (needs the suite's common/) =================
 import copy  # noqa: E402
+import importlib.util  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -173,12 +174,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    _harness()
-    try:
-        from common.train import main_guard
-    except ModuleNotFoundError as e:  # this file was copied out of the suite: its method half still imports
-        if e.name != "common":
-            raise
-        print(f"{os.path.basename(__file__)}: error: the command line needs the suite's common/ package (next to methods/); the method half (import baselines) works without it", file=sys.stderr)
-        sys.exit(2)
+    _harness()  # the suite's root on sys.path, where common/ is
+    if importlib.util.find_spec("common") is None:  # copied out of the suite: the method half works alone
+        sys.exit(print(f"{os.path.basename(__file__)}: error: the command line needs the suite's common/ package (next to methods/); the method half (import baselines) works without it", file=sys.stderr) or 2)  # one line on stderr, exit status 2
+    from common.train import main_guard
+
     main_guard(main)

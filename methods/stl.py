@@ -37,6 +37,7 @@ def stl_step(models: Sequence[nn.Module], optimizers: Sequence[torch.optim.Optim
 
 
 # ================= runner: command line and training loop (needs the suite's common/) =================
+import importlib.util  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
@@ -61,16 +62,16 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)  # puts common/ on the path
-    from common.models import build_model, count_parameters
+    from common.models import build_model
     from common.train import Best, Run, flat_metrics
 
     run = Run(args, "stl")
     data, T = run.data, run.data.num_tasks
     models = [build_model(args.model, data, tasks=[t], pretrained=args.pretrained).to(run.device) for t in range(T)]
-    opts = [run.make_optimizer(m.parameters()) for m in models]
+    optimizers, schedules = zip(*(run.make_optimizer(m.parameters()) for m in models))
     best = [Best(args.select) for _ in range(T)]  # each task's network is selected on its own task
-    for t, (m, (opt, sched), b) in enumerate(zip(models, opts, best)):
-        run.track(**{f"model{t}": m, f"opt{t}": opt, f"sched{t}": sched, f"best{t}": b})
+    for t in range(T):
+        run.track(**{f"model{t}": models[t], f"opt{t}": optimizers[t], f"sched{t}": schedules[t], f"best{t}": best[t]})
 
     for epoch in run.epochs():
         for m in models:
@@ -81,13 +82,12 @@ def main(argv=None):
                 with run.autocast():
                     return run.losses(m(x), ys, task_ids=[t])[0]
 
-            sums += stl_step(models, [o for o, _ in opts], task_loss).float()
+            sums += stl_step(models, optimizers, task_loss).float()
             n += 1
             if run.step():
                 break
-        for _, sc in opts:
-            if sc is not None:
-                sc.step()
+        for schedule in filter(None, schedules):
+            schedule.step()
         row = {f"train_loss_{t.name}": float(s / max(n, 1)) for t, s in zip(data.tasks, sums.cpu())}
         if run.eval_due(epoch):
             val = {}
@@ -98,24 +98,26 @@ def main(argv=None):
             row.update(flat_metrics("val", val))
         run.log_epoch(epoch, row)
         run.checkpoint(epoch)
+    return report(run, models, best)
+
+
+def report(run, models, best) -> dict:
+    """Each task's network (its best epoch under --select best) on the test split; metrics.json."""
+    from common.models import count_parameters
 
     test = {}
     for t, m in enumerate(models):
         best[t].restore(m.load_state_dict)
         m.eval()
         test.update(run.evaluate(m, "test", task_ids=[t]))
-    run.finish({"tasks": test, "delta_m": 0.0,
-                "parameters": sum(count_parameters(m.parameters()) for m in models)})
-    return test
+    return run.finish({"tasks": test, "delta_m": 0.0,  # the reference itself
+                       "parameters": sum(count_parameters(m.parameters()) for m in models)})["tasks"]
 
 
 if __name__ == "__main__":
-    _on_path()
-    try:
-        from common.train import main_guard
-    except ModuleNotFoundError as e:  # this file was copied out of the suite: its method half still imports
-        if e.name != "common":
-            raise
-        print(f"{os.path.basename(__file__)}: error: the command line needs the suite's common/ package (next to methods/); the method half (import stl) works without it", file=sys.stderr)
-        sys.exit(2)
+    _on_path()  # the suite's root on sys.path, where common/ is
+    if importlib.util.find_spec("common") is None:  # copied out of the suite: the method half works alone
+        sys.exit(print(f"{os.path.basename(__file__)}: error: the command line needs the suite's common/ package (next to methods/); the method half (import stl) works without it", file=sys.stderr) or 2)  # one line on stderr, exit status 2
+    from common.train import main_guard
+
     main_guard(main)
