@@ -323,8 +323,7 @@ def train_step(ens: WeightEnsemble, opt, x, task_losses: Callable, p: float, win
 # ======================= runner: command line and training loop (needs common/) =======================
 @functools.lru_cache(maxsize=None)
 def _harness():
-    """The suite's harness (common/), imported on first use; the method half above never needs it.
-    It also completes DEFAULTS with the m-fold learning rate, a `Derived` (a class of the harness)."""
+    """The suite's harness (common/), imported on first use; the method half above never needs it."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if root not in sys.path:  # called by every runner function: put the suite's root on the path once
         sys.path.insert(0, root)
@@ -334,16 +333,19 @@ def _harness():
     from common.device import UsageError
     from common.metrics import HV_SPLIT, evaluation_grid, hv_reference, hypervolume
     from common.models import build_model, count_parameters
-    from common.train import (Derived, Run, base_parser, defaults_table, flat_metrics, main_guard, recompute_bn_stats,
+    from common.train import (Run, base_parser, defaults_table, flat_metrics, main_guard, recompute_bn_stats,
                               resolved_defaults)
-    DEFAULTS["*"].setdefault("lr", Derived("T x the dataset's lr (m-fold, Sec. 5)", m_fold_lr))
     return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("SimpleNamespace", "root")})
 
 
 def m_fold_lr(args, data) -> float:
-    """Sec. 5: back-propagation scales member t's gradient by alpha_t (1/m in expectation), so the
-    members learn at m = T times the dataset's learning rate."""
-    return _harness().resolved_defaults(args.dataset)["lr"] * data.num_tasks
+    """T x the dataset's lr (m-fold, Sec. 5)
+
+    Back-propagation scales member t's gradient by alpha_t (1/m in expectation), so the members
+    learn at m = T times the dataset's learning rate. (A default of the DEFAULTS table: Run calls
+    it once the data is loaded; --help prints the first line.)"""
+    lr = _harness().resolved_defaults(args.dataset)["lr"]
+    return lr * data.num_tasks if data is not None else lr
 
 
 # ------------------------------------------------------------------------------------------------
@@ -363,7 +365,7 @@ def m_fold_lr(args, data) -> float:
 # Other datasets: the dataset's benchmark settings with lr x T, W 3, lambda 1, p 1, no balancing.
 # ------------------------------------------------------------------------------------------------
 DEFAULTS: dict[str, dict] = {
-    "*": dict(window=3, lam=1.0, p=1.0, balancing="none", balance_window=25, eval_every=1),
+    "*": dict(window=3, lam=1.0, p=1.0, balancing="none", balance_window=25, eval_every=1, lr=m_fold_lr),
     "toy": dict(epochs=50, batch_size=1, lr=2e-3, window=1, lam=0.0, p=1.0, balancing="none"),
     "multimnist-lite": dict(epochs=10, batch_size=256, lr=2e-3, window=4, lam=0.0, p=1.0, balancing="none"),
     "multimnist": dict(epochs=10, batch_size=256, lr=2e-3, window=4, lam=0.0, p=1.0, balancing="none"),
@@ -475,22 +477,9 @@ def check_data(args, data) -> None:
 
 
 def make_run(args):
-    """Run(args, "pml", DEFAULTS). Run checks --lr before it resolves `Derived` values, so an --lr left
-    to the m-fold rule gets the dataset's lr until the data is loaded, then m_fold_lr (in `check`)."""
-    H = _harness()
-    m_fold = args.lr is None and isinstance(H.resolved_defaults(args.dataset, DEFAULTS)["lr"], H.Derived)
-    if m_fold:
-        args.lr = H.resolved_defaults(args.dataset)["lr"]
-
-    def check(a, data):
-        check_data(a, data)
-        if m_fold:
-            a.lr = m_fold_lr(a, data)
-    run = H.Run(args, "pml", DEFAULTS, check=check)
-    if m_fold:
-        run.defaults["lr"] = args.lr
-        run.write_config()
-    return run
+    """Run(args, "pml", DEFAULTS): every flag left unset from the table (the m-fold lr once the data
+    is loaded); the checks that need the tasks run before --out is touched."""
+    return _harness().Run(args, "pml", DEFAULTS, check=check_data)
 
 
 def concentration(args, epoch: int) -> float:
