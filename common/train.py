@@ -523,16 +523,13 @@ class Run:
     """One training run: resolved arguments, device, data, the --out folder and its files."""
 
     def __init__(self, args: argparse.Namespace, method: str, method_defaults: Mapping[str, Mapping] | None = None,
-                 load_data: bool = True, check: Callable[[argparse.Namespace, MTLData | None], None] | None = None,
-                 own: Sequence[str] = ()):
+                 load_data: bool = True, check: Callable[[argparse.Namespace, MTLData | None], None] | None = None):
         """`method_defaults`: the method's DEFAULTS table; every flag left None that it (or the
-        dataset's table) names is resolved here. `own`: table keys the method resolves itself
-        because their rule reads other flags (e.g. SAM-MTL's radii, which --rho sets); Run leaves
-        them unset. `check(args, data)`, if given, validates method flags that depend on the
-        dataset; it runs after the data is loaded and before --out is touched (raise UsageError)."""
+        dataset's table) names is resolved here. `check(args, data)`, if given, validates method
+        flags that depend on the dataset; it runs after the data is loaded and before --out is
+        touched (raise UsageError)."""
         self.args, self.method = args, method
         self.t0 = time.time()
-        self._own = set(own)
         self._resolve(method_defaults or {})
         self._validate()
         self.device = resolve_device(args.device)
@@ -589,7 +586,7 @@ class Run:
         self.defaults = ds
         self._derived = []
         for k, v in ds.items():
-            if k == "scheduler" or k in self._own or getattr(a, k, 0) is not None:
+            if k == "scheduler" or getattr(a, k, 0) is not None:
                 continue
             if as_derived(v) is not None:
                 self._derived.append((k, as_derived(v)))

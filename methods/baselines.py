@@ -42,11 +42,17 @@ def cosine_and_norms(G: torch.Tensor, last: list) -> tuple[torch.Tensor, torch.T
 
 
 # ================= runner: command line and training loop (needs the suite's common/) =================
-import copy  # noqa: E402
 import importlib.util  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+
+# The defaults of every flag left unset, printed by --help: the suite's per-dataset training settings
+# (common/train.py DATASET_DEFAULTS) and this script's own flags. The rules' own hyperparameters and
+# their dataset settings (e.g. FAMO's gamma 1e-2 on cityscapes, 1e-3 on nyuv2 and celeba) and clipping
+# norms (1.0 for nashmtl, fairgrad) are the rules' (common/aggregators.py; --help lists them):
+# --hyper and --clip-grad override them.
+DEFAULTS = {"*": dict(eval_every=1, log_grads=0)}
 
 
 def _harness() -> None:
@@ -56,55 +62,66 @@ def _harness() -> None:
         sys.path.insert(0, root)
 
 
+def rule_settings_per_dataset() -> str:
+    """The --help lines of the rules' dataset settings (common.aggregators.DATASET_DEFAULTS)."""
+    from common.aggregators import DATASET_DEFAULTS
+
+    return "\n".join(f"  {rule}: " + "; ".join(f"{ds} " + ", ".join(f"{k}={v}" for k, v in hp.items()) for ds, hp in rows.items())
+                     for rule, rows in DATASET_DEFAULTS.items())
+
+
 def parse_args(argv=None):
     _harness()
     from common.aggregators import AGGREGATORS, describe
     from common.train import base_parser, defaults_table
 
     p = base_parser("baselines", __doc__ + "\nRules and their defaults:\n" + describe())
-    p.epilog = defaults_table()
+    p.epilog = (defaults_table(DEFAULTS) + "\nrule hyperparameters set per dataset (over the rule's default; "
+                "--hyper overrides):\n" + rule_settings_per_dataset())
     p.add_argument("--method", default="ls", choices=sorted(AGGREGATORS), help="the MTL rule (default ls)")
     p.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
                    help="override one of the rule's hyperparameters, e.g. --hyper c=0.4 (repeatable; numbers are parsed)")
-    p.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
-    p.add_argument("--log-grads", type=int, default=0, metavar="N",
+    p.add_argument("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
+    p.add_argument("--log-grads", type=int, default=None, metavar="N",
                    help="every N steps log cos(g_t, d) and ||g_t|| of each task gradient g_t and the aggregated "
                         "gradient d on the last shared layer (AvgNorm Figs. 7-8; costs T backward passes; default 0 = off)")
     args = p.parse_args(argv)
-    if args.log_grads < 0:
+    if args.log_grads is not None and args.log_grads < 0:
         p.error(f"--log-grads must be >= 0 (got {args.log_grads})")
+    if args.eval_every is not None and args.eval_every < 1:
+        p.error(f"--eval-every must be a positive integer (got {args.eval_every})")
     return args
+
+
+def make_rule(args, num_tasks: int, device):
+    """The rule of --method with its dataset settings and --hyper, its learnable tensors on `device`;
+    a bad --hyper is one UsageError line."""
+    from common.aggregators import make_aggregator
+    from common.device import UsageError, move_tensors_
+    from common.train import parse_hyper
+
+    try:
+        rule = make_aggregator(args.method, num_tasks, dataset=args.dataset, **parse_hyper(args.hyper))
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--hyper: {e}")
+    move_tensors_(rule.parameters(), device)
+    return rule
 
 
 def main(argv=None):
     args = parse_args(argv)  # puts common/ on the path
-    from common.aggregators import RuleStep, make_aggregator
-    from common.device import UsageError, move_tensors_, synchronize
-    from common.models import build_model, count_parameters
-    from common.train import Run, bn_frozen, flat_metrics, jacobian, parse_hyper
+    from common.aggregators import RuleStep
+    from common.device import synchronize
+    from common.models import build_model
+    from common.train import Run, bn_frozen, flat_metrics, jacobian
 
-    run = Run(args, args.method)
+    run = Run(args, args.method, DEFAULTS)
     data, T, dev = run.data, run.data.num_tasks, run.device
     model = build_model(args.model, data, pretrained=args.pretrained).to(dev)
-    try:
-        agg = make_aggregator(args.method, T, dataset=args.dataset, **parse_hyper(args.hyper))
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"--hyper: {e}")
-    move_tensors_(agg.parameters(), dev)
-    step = RuleStep.for_model(agg, model, max_norm=args.clip_grad)  # clips to the rule's default unless --clip-grad
-    best = (-float("inf"), None)
-    weight_sum, weight_n, agg_seconds = torch.zeros(T), 0, 0.0
-    state = run.load_checkpoint()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        step.load_state_dict(state["rule"])  # the rule's own state (weights, logits, loss history)
-        best = state.get("best", best)
-        weight_sum, weight_n, agg_seconds = state["weight_sum"], state["weight_n"], state["agg_seconds"]
+    step = RuleStep.for_model(make_rule(args, T, dev), model, max_norm=args.clip_grad)  # the rule's clipping unless --clip-grad
     opt, sched = run.make_optimizer(list(model.parameters()) + step.parameters())
-    if state is not None:
-        opt.load_state_dict(state["opt"])
-        if sched is not None and state.get("sched") is not None:
-            sched.load_state_dict(state["sched"])
+    run.track(model=model, opt=opt, sched=sched, rule=step)  # the rule's state: weights, logits, loss history
+    S = run.values(weight_sum=torch.zeros(T), weight_n=0, agg_seconds=0.0)
 
     def recompute(x, ys):
         with bn_frozen(model), run.autocast():  # BatchNorm statistics move once per step (no_grad: after_step)
@@ -113,8 +130,7 @@ def main(argv=None):
     for epoch in run.epochs():
         model.train()
         # logged sums stay on the device during the epoch and are read once at its end (no per-step host sync)
-        epoch_weights = torch.zeros(T, device=dev)
-        diag_sum, diag_n = torch.zeros(2, T, device=dev), 0
+        weights, diag_sum, diag_n = torch.zeros(T, device=dev), torch.zeros(2, T, device=dev), 0
         for x, ys in run.progress(run.batches("train", epoch), f"{args.method} epoch {epoch + 1}", run.num_batches()):
             opt.zero_grad(set_to_none=True)
             with run.autocast():
@@ -127,47 +143,55 @@ def main(argv=None):
             t0 = time.perf_counter()
             w = step.backward(losses, rep)  # the rule's gradients, clipped
             synchronize(dev)
-            agg_seconds += time.perf_counter() - t0
+            S["agg_seconds"] += time.perf_counter() - t0
             if diag:
                 diag_sum += torch.stack(cosine_and_norms(G_last, last))
                 diag_n += 1
             opt.step()
             step.after_step(lambda: recompute(x, ys))  # FAMO: the losses of the same batch after the step
-            epoch_weights += w.detach().float()
-            weight_n += 1
+            weights += w.detach().float()
+            S["weight_n"] += 1
             if run.step():
                 break
         if sched is not None:
             sched.step()
-        mean, diag_sum = step.end_epoch(), diag_sum.cpu()  # the rule's epoch_end (DWA, GradNorm)
-        weight_sum += epoch_weights.cpu()
-        row = {f"train_loss_{t.name}": float(v) for t, v in zip(data.tasks, mean)}
-        if diag_n:
-            row.update({f"cos_{t.name}": float(v) for t, v in zip(data.tasks, diag_sum[0] / diag_n)})
-            row.update({f"grad_norm_{t.name}": float(v) for t, v in zip(data.tasks, diag_sum[1] / diag_n)})
-        if agg.last_weights is not None:
-            row.update({f"weight_{t.name}": float(v) for t, v in zip(data.tasks, agg.last_weights.detach().float().cpu().reshape(-1))})
-        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
+        S["weight_sum"] += weights.cpu()
+        row = epoch_row(data.tasks, step.end_epoch(), diag_sum.cpu(), diag_n, step.rule.last_weights)  # end_epoch: DWA, GradNorm
+        if run.eval_due(epoch):
             model.eval()
             val = run.evaluate(model, "val")
             row.update(flat_metrics("val", val))
-            score = run.selection_score(val)
-            if args.select == "best" and score > best[0]:
-                best = (score, copy.deepcopy(model.state_dict()))
+            run.best.offer(run.selection_score(val), model.state_dict(), epoch)
         run.log_epoch(epoch, row)
-        run.save_checkpoint(epoch, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                    "sched": sched.state_dict() if sched is not None else None, "rule": step.state_dict(),
-                                    "best": best, "weight_sum": weight_sum, "weight_n": weight_n,
-                                    "agg_seconds": agg_seconds})
+        run.checkpoint(epoch)
+    run.best.restore(model.load_state_dict)
+    return report(run, model, step, S)
 
-    if args.select == "best" and best[1] is not None:
-        model.load_state_dict(best[1])
+
+def epoch_row(tasks, mean_losses, diag_sum, diag_n: int, last_weights) -> dict:
+    """log.csv's training columns of one epoch: the mean task losses, the --log-grads means of
+    cos(g_t, d) and ||g_t|| (when some step logged them) and the rule's last task weights."""
+    row = {f"train_loss_{t.name}": float(v) for t, v in zip(tasks, mean_losses)}
+    if diag_n:
+        row.update({f"cos_{t.name}": float(v) for t, v in zip(tasks, diag_sum[0] / diag_n)})
+        row.update({f"grad_norm_{t.name}": float(v) for t, v in zip(tasks, diag_sum[1] / diag_n)})
+    if last_weights is not None:
+        row.update({f"weight_{t.name}": float(v) for t, v in zip(tasks, last_weights.detach().float().cpu().reshape(-1))})
+    return row
+
+
+def report(run, model, step, S) -> dict:
+    """Test the selected model and write metrics.json: the test metrics, the mean task weights over
+    all steps, the seconds spent in the rule (aggregation, and its solver where it has one), the
+    clipping norm used and the parameter count. Returns the test metrics."""
+    from common.models import count_parameters
+
     model.eval()
     test = run.evaluate(model, "test")
     run.finish({"tasks": test,
-                "mean_weights": (weight_sum / max(weight_n, 1)).tolist(),
-                "aggregation_seconds": round(agg_seconds, 4),
-                "solver_seconds": round(float(getattr(agg, "solver_seconds", 0.0)), 4),
+                "mean_weights": (S["weight_sum"] / max(S["weight_n"], 1)).tolist(),
+                "aggregation_seconds": round(S["agg_seconds"], 4),
+                "solver_seconds": round(float(getattr(step.rule, "solver_seconds", 0.0)), 4),
                 "clip_grad": step.max_norm,
                 "parameters": count_parameters(model.parameters())})
     return test

@@ -45,7 +45,8 @@ Logged per epoch (log.csv) and plotted:
 - grad_norms.png (Figure 2): ||g^loss||, ||g^flat||, ||g_sh|| of the update and the mean per-task
   ||g_sh^{i,loss}||, ||g_sh^{i,flat}||, next to the training losses.
 
-Defaults (METHOD_DEFAULTS; sources: the official code github VietHoang1512/FS-MTL):
+Defaults (the DEFAULTS table of the runner half, printed by --help; sources: the official code
+github VietHoang1512/FS-MTL):
     multimnist, multifashion, multifashion-mnist: ResNet-18, Adam 1e-3, batch 256, 200 epochs,
         rho 2 adaptive (multi-mnist/run.sh, the recorded runs of Table 1; train.py's own defaults are
         rho 0.05 non-adaptive and 100 epochs: pass --rho 0.05 --no-adaptive --epochs 100).
@@ -63,8 +64,9 @@ Defaults (METHOD_DEFAULTS; sources: the official code github VietHoang1512/FS-MT
     Scene datasets (cityscapes, nyuv2): the reported test metrics are the mean over the last 10
         epochs (section 4.2, "averaged over the last 10 epochs to align with previous work";
         --average-last N, 1 = the last epoch); elsewhere the last (or the best, celeba) epoch.
-    multimnist-lite / multimnist3-lite (offline, LeNet): the harness budget of methods/baselines.py
-        (10 / 20 epochs, Adam 1e-3, batch 256) and plain SAM radii rho_sh = rho_ns = 0.05 (train.py's default).
+    multimnist-lite / multimnist3-lite (offline, LeNet) and the other datasets: the suite's per-dataset
+        budget, as methods/baselines.py (e.g. 10 / 20 epochs, Adam 1e-3, batch 256 for the offline
+        MultiMNIST), and plain SAM radii rho_sh = rho_ns = 0.05 (train.py's default).
 --adaptive is ASAM (Kwon et al. 2021), as the official --adaptive: eps = rho T^2 g / ||T g||, T = |w|,
 so ||T^{-1} eps|| = rho. Algorithm 1 itself is the non-adaptive rule.
 
@@ -106,9 +108,9 @@ training loop) imports the suite's common/ only when it runs.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import dataclasses
+import functools
 import math
 import importlib.util
 import os
@@ -423,16 +425,24 @@ def _common() -> None:
         sys.path.insert(0, root)
 
 
-# Per-dataset defaults (see the module docstring for the sources). Keys the harness does not know
-# (model, rho_sh, rho_ns, adaptive) are resolved in resolve_method_defaults().
+# --------------------------------------------------------------------------------------------
+# arguments and defaults
+# --------------------------------------------------------------------------------------------
+def f_mgda_unit_gradients(args, data) -> bool:
+    """on for F-MGDA (--aggregator mgda --mode individual), else off"""
+    return args.mode == "individual" and args.aggregator == "mgda"
+
+
+# The defaults of every flag left unset (--help prints them over the suite's per-dataset training
+# settings; the sources are in the module docstring). A function value is a default computed from
+# other flags (harness_defaults). --mode, --aggregator and --rho read each other and are settled
+# before the table applies (validate_method_args; SETTLED_FIRST below).
 _MNIST_FAMILY = dict(model="resnet18", epochs=200, batch_size=256, lr=1e-3, scheduler=None,
                      rho_sh=2.0, rho_ns=2.0, adaptive=True)
 _SCENE = dict(model="mtan", epochs=200, scheduler=(100, 0.5), rho_sh=2.0, rho_ns=2.0, adaptive=True, average_last=10,
-              unit_gradients=("mgda",))
-METHOD_DEFAULTS = {
-    "*": dict(rho_sh=0.05, rho_ns=0.05, adaptive=False, average_last=1, unit_gradients=()),
-    "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
-    "multimnist3-lite": dict(epochs=20, batch_size=256, lr=1e-3),
+              unit_gradients=f_mgda_unit_gradients)
+DEFAULTS = {
+    "*": dict(rho_sh=0.05, rho_ns=0.05, adaptive=False, unit_gradients=False, average_last=1, eval_every=1),
     "multimnist": dict(_MNIST_FAMILY),
     "multifashion": dict(_MNIST_FAMILY),
     "multifashion-mnist": dict(_MNIST_FAMILY),
@@ -441,11 +451,24 @@ METHOD_DEFAULTS = {
     "nyuv2": dict(_SCENE, batch_size=2, lr=1e-4),
     "cityscapes": dict(_SCENE, batch_size=2, lr=2e-4),
 }
+METHOD_DEFAULTS = DEFAULTS  # the name reproduce/benchmark.py reads
+SETTLED_FIRST = """settled before the table, as they read each other (validate_method_args):
+  --mode        individual; ls with --aggregator ls
+  --aggregator  pcgrad; ls with --mode ls, none with --mode stl
+  --rho R       sets --rho-sh and --rho-ns where they are not given; with --mode ls / stl (one radius)
+                a radius given alone sets both"""
+TABLE = "(default: per dataset, see the table below)"
 
 
-# --------------------------------------------------------------------------------------------
-# arguments and defaults
-# --------------------------------------------------------------------------------------------
+def harness_defaults() -> dict:
+    """DEFAULTS as common.train reads it: a function value becomes a Derived, its docstring the --help
+    text (the table itself needs no import of the harness, like the rest of this file)."""
+    _common()
+    from common.train import Derived
+
+    return {ds: {k: Derived(v.__doc__, v) if callable(v) else v for k, v in row.items()} for ds, row in DEFAULTS.items()}
+
+
 def make_aggregators(name: str, num_tasks: int, mode: str, dataset: str | None = None, **hyper) -> SimpleNamespace:
     """rules_for(mode) with the suite's rule `name` (common/aggregators.py), applied by its `aggregate`."""
     _common()
@@ -459,19 +482,13 @@ def model_parts(model) -> tuple[list, list]:
     return model.shared_parameters(), [model.task_parameters(t) for t in range(model.num_tasks)]
 
 
-def _defaults_table() -> str:
-    lines = ["Per-dataset defaults of this method (override with the flags):"]
-    for ds, d in METHOD_DEFAULTS.items():
-        lines.append(f"  {ds:20s} " + ", ".join(f"{k}={v}" for k, v in d.items()))
-    return "\n".join(lines)
-
-
 def parse_args(argv=None):
     _common()
     from common.aggregators import AGGREGATORS, describe
-    from common.train import base_parser
+    from common.train import base_parser, defaults_table
 
-    p = base_parser("sam_mtl", __doc__ + "\n" + _defaults_table() + "\n\nAggregation rules and their defaults:\n" + describe())
+    p = base_parser("sam_mtl", __doc__ + "\nAggregation rules and their defaults:\n" + describe())
+    p.epilog = defaults_table(harness_defaults(), title="SAM-MTL defaults") + "\n" + SETTLED_FIRST
     g = p.add_argument_group("SAM-MTL options")
     g.add_argument("--aggregator", default=None, choices=sorted(AGGREGATORS),
                    help="the gradient aggregation rule Agg of Algorithm 1 line 7 (default pcgrad -> F-PCGrad; "
@@ -480,14 +497,14 @@ def parse_args(argv=None):
                    help="individual: Algorithm 1 (default, except with --aggregator ls); direct: Agg of the SAM "
                         "gradients (Table 5); second-aggre / each-aggre: Table 6; ls: F-LS, plain SAM on the summed "
                         "loss (Table 7; the default of --aggregator ls); stl: F-STL, one SAM-trained model per task (Table 7)")
-    g.add_argument("--rho", type=float, default=None, help="set both radii rho_sh and rho_ns")
-    g.add_argument("--rho-sh", type=float, default=None, help="radius of the shared perturbation, Eq. 11 (default: per dataset)")
-    g.add_argument("--rho-ns", type=float, default=None, help="radius of each head's perturbation, Eq. 7 (default: per dataset)")
+    g.add_argument("--rho", type=float, default=None, help="set both radii rho_sh and rho_ns (those not given)")
+    g.add_argument("--rho-sh", type=float, default=None, help=f"radius of the shared perturbation, Eq. 11 {TABLE}")
+    g.add_argument("--rho-ns", type=float, default=None, help=f"radius of each head's perturbation, Eq. 7 {TABLE}")
     g.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
-                   help="ASAM perturbations eps = rho |w|^2 g / || |w| g || (default: per dataset, as the official scripts)")
+                   help=f"ASAM perturbations eps = rho |w|^2 g / || |w| g || (as the official scripts) {TABLE}")
     g.add_argument("--hyper", action="append", default=[], metavar="KEY=VALUE",
                    help="override a hyperparameter of the aggregator, e.g. --hyper c=0.4 (repeatable; numbers are parsed)")
-    g.add_argument("--eval-every", type=int, default=1, help="validate every N epochs (default 1)")
+    g.add_argument("--eval-every", type=int, default=None, help="validate every N epochs (default 1)")
     g.add_argument("--unit-gradients", action=argparse.BooleanOptionalAction, default=None,
                    help="divide every task's loss and flat gradient by its norm before aggregating and update with "
                         "the unit vectors (default: on for F-MGDA, --mode individual, on cityscapes / nyuv2, as the "
@@ -499,7 +516,9 @@ def parse_args(argv=None):
 
 
 def validate_method_args(args) -> None:
-    """Bad values of this method's flags -> UsageError, before anything is written to --out."""
+    """Bad values of this method's flags -> UsageError, before anything is written to --out. Then the
+    flags that read each other are settled, before DEFAULTS fills the rest (SETTLED_FIRST): --mode,
+    --aggregator, and the radii from --rho."""
     _common()
     from common.device import UsageError
     from common.train import parse_hyper
@@ -508,7 +527,7 @@ def validate_method_args(args) -> None:
         v = getattr(args, k)
         if v is not None and not (v >= 0 and math.isfinite(v)):
             raise UsageError(f"--{k.replace('_', '-')} must be a finite number >= 0 (got {v})")
-    if args.eval_every < 1:
+    if args.eval_every is not None and args.eval_every < 1:
         raise UsageError(f"--eval-every must be a positive integer (got {args.eval_every})")
     if args.average_last is not None and args.average_last < 1:
         raise UsageError(f"--average-last must be a positive integer (got {args.average_last})")
@@ -528,26 +547,12 @@ def validate_method_args(args) -> None:
         raise UsageError(f"--mode {args.mode} perturbs all parameters with one radius: pass --rho "
                          f"(got --rho-sh {args.rho_sh}, --rho-ns {args.rho_ns})")
     parse_hyper(args.hyper)
-
-
-RESOLVED_HERE = ("rho_sh", "rho_ns", "unit_gradients")  # their defaults read --rho, --mode and --aggregator
-
-
-def resolve_method_defaults(args, run) -> None:
-    """Fill --rho-sh, --rho-ns, --adaptive and --model from METHOD_DEFAULTS."""
-    if args.rho is not None:
-        args.rho_sh = args.rho if args.rho_sh is None else args.rho_sh
-        args.rho_ns = args.rho if args.rho_ns is None else args.rho_ns
+    for k in ("rho_sh", "rho_ns"):  # --rho R: the radii not given
+        if getattr(args, k) is None:
+            setattr(args, k, args.rho)
     if args.mode in SINGLE_OBJECTIVE:  # one radius: a radius given alone sets both
         args.rho_sh = args.rho_ns if args.rho_sh is None else args.rho_sh
         args.rho_ns = args.rho_sh if args.rho_ns is None else args.rho_ns
-    for k in ("rho_sh", "rho_ns", "adaptive", "average_last"):
-        if getattr(args, k) is None:
-            setattr(args, k, run.defaults[k])
-    if args.unit_gradients is None:
-        args.unit_gradients = args.mode == "individual" and args.aggregator in run.defaults["unit_gradients"]
-    if args.model is None:
-        args.model = run.defaults.get("model") or run.data.default_model
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,64 +617,22 @@ def plot_training(log_path: str, out_dir: str, task_names) -> list[str]:
 # main
 # --------------------------------------------------------------------------------------------
 def main(argv=None):
-    _common()
-    from common.aggregators import RuleStep, make_aggregator
-    from common.device import UsageError, move_tensors_, synchronize
-    from common.models import build_model, count_parameters
-    from common.train import Run, bn_frozen, flat_metrics, parse_hyper
+    args = parse_args(argv)  # puts common/ on the path
+    from common.device import synchronize
+    from common.train import Best, Run, bn_frozen, flat_metrics
 
-    args = parse_args(argv)
-    validate_method_args(args)
-    run = Run(args, "sam_mtl", METHOD_DEFAULTS, own=RESOLVED_HERE)
-    resolve_method_defaults(args, run)
-    run.write_config()
+    validate_method_args(args)  # --mode, --aggregator and --rho, before the table fills the rest
+    run = Run(args, "sam_mtl", harness_defaults())
     data, T, dev = run.data, run.data.num_tasks, run.device
-    stl = args.mode == "stl"
-    single = args.mode in SINGLE_OBJECTIVE  # F-LS / F-STL: plain SAM, no aggregator
-    hyper = parse_hyper(args.hyper)
-
-    # models: one multi-task model, or (F-STL) one single-task model per task
-    models = [build_model(args.model, data, tasks=[t], pretrained=args.pretrained).to(dev) for t in range(T)] if stl else [build_model(args.model, data, pretrained=args.pretrained).to(dev)]
-    if single:
-        aggs = None
-    else:
-        try:
-            aggs = make_aggregators(args.aggregator, T, args.mode, dataset=args.dataset, **hyper)
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"--hyper: {e}")
-        for a in all_aggregators(aggs):
-            move_tensors_(a.parameters(), dev)
-    parts_of = [model_parts(m) for m in models]
-    # per model, the rule of its loss sub-problem (F-LS / F-STL: LS) clips the shared gradient to its default
-    # unless --clip-grad, runs FAMO's post_step and the per-epoch hook
-    rule_steps = [RuleStep(make_aggregator("ls", len(heads)) if single else aggs.loss, shared, heads, max_norm=args.clip_grad)
-                  for shared, heads in parts_of]
-    best = [(-float("inf"), None)] * len(models)
-    seconds_sam = 0.0
+    stl, single = args.mode == "stl", args.mode in SINGLE_OBJECTIVE  # F-STL / F-LS: plain SAM, no aggregator
+    models, aggs, rule_steps, opts = build(run)
+    for k, (m, (opt, sched), step) in enumerate(zip(models, opts, rule_steps)):
+        run.track(**{f"model{k}": m, f"opt{k}": opt, f"sched{k}": sched, f"rule{k}": step})
+    bests = [run.best] + [Best(args.select) for _ in models[1:]]  # F-STL: each task's model is selected on its task
+    run.track(**{f"best{k}": b for k, b in enumerate(bests) if k}, **sub_problem_rules(aggs))
+    S = run.values(seconds_sam=0.0, tail=[])  # tail: (epoch, test metrics) of the last --average-last epochs
     averaging = args.select == "last" and args.average_last > 1
-    tail: list[tuple[int, dict]] = []  # (epoch, test metrics) of the last --average-last epochs
-    state = run.load_checkpoint()
-    if state is not None:
-        for m, s in zip(models, state["models"]):
-            m.load_state_dict(s)
-        for a, s in zip([] if single else all_aggregators(aggs), state["aggs"]):
-            a.load_state_dict(s)
-        best = state.get("best", best)
-        seconds_sam = state.get("seconds_sam", 0.0)
-        tail = state.get("tail", [])
-
-    agg_params = [] if single else [p for a in all_aggregators(aggs) for p in a.parameters()]
-    opts = [run.make_optimizer(list(m.parameters()) + (agg_params if k == 0 else [])) for k, m in enumerate(models)]
-    if state is not None:
-        for (o, sc), so, ss in zip(opts, state["opts"], state["scheds"]):
-            o.load_state_dict(so)
-            if sc is not None and ss is not None:
-                sc.load_state_dict(ss)
-
-    def task_loss_fn(ids):
-        return lambda outs, ys: run.losses(outs, ys, task_ids=ids)
-
-    loss_fns = [task_loss_fn([t]) for t in range(T)] if stl else [task_loss_fn(None)]
+    loss_fns = [functools.partial(run.losses, task_ids=[k] if stl else None) for k in range(len(models))]
 
     def recompute(m, x, ys):
         with bn_frozen(m), run.autocast():  # BatchNorm statistics move once per step (no_grad: after_step)
@@ -678,17 +641,17 @@ def main(argv=None):
     for epoch in run.epochs():
         for m in models:
             m.train()
-        sharp_sum, n = torch.zeros(T, device=dev), 0  # read once per epoch
-        stats_sum: dict[str, float] = {}
+        sharp_sum, stats_sum, n = torch.zeros(T, device=dev), {}, 0  # summed on the device, read once per epoch
         for x, ys in run.progress(run.batches("train", epoch), f"sam_mtl epoch {epoch + 1}", run.num_batches()):
             t0 = time.perf_counter()
             batch_sharp, batch_stats = [], []
-            for m, (shared, heads), (opt, _), lf, step in zip(models, parts_of, opts, loss_fns, rule_steps):
+            for m, (opt, _), lf, step in zip(models, opts, loss_fns, rule_steps):
                 opt.zero_grad(set_to_none=True)
-                g = sam_gradients(m, shared, heads, x, ys, lf, args.rho_sh, args.rho_ns, args.adaptive, run.autocast, joint=single)
+                g = sam_gradients(m, step.shared, step.heads, x, ys, lf, args.rho_sh, args.rho_ns, args.adaptive,
+                                  run.autocast, joint=single)  # Algorithm 1, lines 1-6
                 if single:  # plain SAM on sum_i L^i (F-LS) or on the one task's loss (F-STL)
                     d, parts = g.G_sam.sum(0), {}
-                else:
+                else:  # lines 7-8
                     d, parts, used = combine(args.mode, aggs, unit_rows(g) if args.unit_gradients else g)
                     for rule, L in used:  # rules with learnable parameters (UW): train them on their losses
                         if rule.needs == "losses" and list(rule.parameters()):
@@ -697,13 +660,13 @@ def main(argv=None):
                     raise run.diverged(f"the {args.aggregator} update is not finite at step {run.global_step + 1}",
                                        "smaller radii (--rho-sh / --rho-ns)")
                 batch_stats.append(step_statistics(g, d, parts))
-                apply_gradients(shared, heads, d, g)
+                apply_gradients(step.shared, step.heads, d, g)
                 step.after_backward(g.losses)  # clipping; the losses for post_step and the epoch mean
-                opt.step()
+                opt.step()  # line 9
                 step.after_step(lambda: recompute(m, x, ys))  # FAMO: the losses of the same batch after the step
                 batch_sharp.append(g.sharpness.detach())
             synchronize(dev)
-            seconds_sam += time.perf_counter() - t0
+            S["seconds_sam"] += time.perf_counter() - t0
             sharp_sum += torch.cat(batch_sharp)
             for s in batch_stats:  # F-STL: one model per task, no conflicts between tasks
                 for key, v in s.items():
@@ -714,62 +677,119 @@ def main(argv=None):
         for _, sc in opts:
             if sc is not None:
                 sc.step()
-        mean_losses = torch.cat([step.end_epoch() for step in rule_steps])  # and the loss rule's epoch_end
-        mean_sharp = sharp_sum.cpu() / max(n, 1)
-        if not single:
-            if aggs.flat is not None:
-                aggs.flat.epoch_end(_objective(mean_sharp))
-            if aggs.second is not None:
-                aggs.second.epoch_end(_objective(torch.stack([mean_losses.sum(), mean_sharp.sum()])))
-            for i, a in enumerate(aggs.each):
-                a.epoch_end(_objective(torch.stack([mean_losses[i], mean_sharp[i]])))
-        row = {f"train_loss_{t.name}": float(s) for t, s in zip(data.tasks, mean_losses)}
-        row.update({f"sharpness_{t.name}": float(s) for t, s in zip(data.tasks, mean_sharp)})
-        row.update({k: float(v) / max(n, 1) for k, v in stats_sum.items()})
-        if not single and aggs.loss.last_weights is not None:
-            row.update({f"weight_{t.name}": float(v) for t, v in zip(data.tasks, aggs.loss.last_weights.detach().float().cpu().reshape(-1))})
-        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs or run.done:
+        mean_losses, mean_sharp = end_epoch(aggs, rule_steps, sharp_sum, n)
+        row = epoch_row(data.tasks, mean_losses, mean_sharp, stats_sum, n, None if single else aggs.loss)
+        if run.eval_due(epoch):
             val = evaluate(run, models, "val", stl)
             row.update(flat_metrics("val", val))
-            for k, m in enumerate(models):
-                ids = [k] if stl else None
-                score = run.selection_score({data.tasks[i].name: val[data.tasks[i].name] for i in (ids or range(T))})
-                if args.select == "best" and score > best[k][0]:
-                    best[k] = (score, copy.deepcopy(m.state_dict()))
+            for k, (m, best) in enumerate(zip(models, bests)):
+                names = [data.tasks[i].name for i in ([k] if stl else range(T))]
+                best.offer(run.selection_score({t: val[t] for t in names}), m.state_dict(), epoch)
         if averaging and epoch >= args.epochs - args.average_last:  # section 4.2: mean of the last N epochs
-            tail.append((epoch, evaluate(run, models, "test", stl)))
+            S["tail"].append((epoch, evaluate(run, models, "test", stl)))
         run.log_epoch(epoch, row)
-        run.save_checkpoint(epoch, {"models": [m.state_dict() for m in models], "opts": [o.state_dict() for o, _ in opts],
-                                    "scheds": [sc.state_dict() if sc is not None else None for _, sc in opts],
-                                    "aggs": [a.state_dict() for a in ([] if single else all_aggregators(aggs))], "best": best, "seconds_sam": seconds_sam, "tail": tail})
+        run.checkpoint(epoch)
 
-    for k, m in enumerate(models):
-        if args.select == "best" and best[k][1] is not None:
-            m.load_state_dict(best[k][1])
-    # the window ends with the final epoch; none of it trained (e.g. --max-steps): the final model
-    test = mean_metrics([t for _, t in tail]) if tail else evaluate(run, models, "test", stl)
-    # the report: every step guarded, so that a finished training always writes metrics.json
-    plots = run.guarded("plots", plot_training, run.path("log.csv"), run.out, data.task_names, default=[]) \
-        if os.path.isfile(run.path("log.csv")) else []
-    log = run.guarded("log.csv", _read_log, run.path("log.csv"), default=[])
+    for m, best in zip(models, bests):
+        best.restore(m.load_state_dict)
+    # the window ends with the final epoch (a --resume with more --epochs moved it); none of it trained
+    # (e.g. --max-steps): the final model
+    S["tail"] = [(e, t) for e, t in S["tail"] if e >= args.epochs - args.average_last]
+    test = mean_metrics([t for _, t in S["tail"]]) if S["tail"] else evaluate(run, models, "test", stl)
+    return report(run, models, rule_steps, S, test)
+
+
+def build(run):
+    """The models, rules and optimisers: one multi-task model, or (F-STL) one single-task model per
+    task; the rules of the mode's sub-problems (rules_for; none for F-LS / F-STL); per model a
+    RuleStep of its loss sub-problem (F-LS / F-STL: LS), which clips the shared gradient (to the
+    rule's official norm unless --clip-grad), runs FAMO's post_step and the per-epoch hook; per model
+    Adam and its schedule, the rules' learnable parameters (UW) in the first."""
+    from common.aggregators import RuleStep, make_aggregator
+    from common.device import UsageError, move_tensors_
+    from common.models import build_model
+    from common.train import parse_hyper
+
+    args, data, T, dev = run.args, run.data, run.data.num_tasks, run.device
+    single = args.mode in SINGLE_OBJECTIVE
+    models = [build_model(args.model, data, tasks=[t], pretrained=args.pretrained).to(dev) for t in range(T)] \
+        if args.mode == "stl" else [build_model(args.model, data, pretrained=args.pretrained).to(dev)]
+    aggs = None
+    if not single:
+        try:
+            aggs = make_aggregators(args.aggregator, T, args.mode, dataset=args.dataset, **parse_hyper(args.hyper))
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--hyper: {e}")
+        for a in all_aggregators(aggs):
+            move_tensors_(a.parameters(), dev)
+    rule_steps = [RuleStep(make_aggregator("ls", len(heads)) if single else aggs.loss, shared, heads, max_norm=args.clip_grad)
+                  for shared, heads in map(model_parts, models)]
+    agg_params = [] if single else [p for a in all_aggregators(aggs) for p in a.parameters()]
+    opts = [run.make_optimizer(list(m.parameters()) + (agg_params if k == 0 else [])) for k, m in enumerate(models)]
+    return models, aggs, rule_steps, opts
+
+
+def sub_problem_rules(aggs) -> dict:
+    """The rules of the flat, second and per-task sub-problems by name (the loss rule is its RuleStep's)."""
+    if aggs is None:
+        return {}
+    return {"flat": aggs.flat, "second": aggs.second, **{f"each{i}": a for i, a in enumerate(aggs.each)}}
+
+
+def end_epoch(aggs, rule_steps, sharp_sum: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The epoch's mean task losses and sharpness (one host read each), handed to every rule's
+    epoch_end (DWA, GradNorm's warm-up): the loss rules by their RuleStep, the flat rule the
+    sharpness, second-aggre's Agg2 the summed loss and sharpness, each-aggre's per task both."""
+    mean_losses = torch.cat([step.end_epoch() for step in rule_steps])
+    mean_sharp = sharp_sum.cpu() / max(n, 1)
+    if aggs is not None:
+        if aggs.flat is not None:
+            aggs.flat.epoch_end(_objective(mean_sharp))
+        if aggs.second is not None:
+            aggs.second.epoch_end(_objective(torch.stack([mean_losses.sum(), mean_sharp.sum()])))
+        for i, a in enumerate(aggs.each):
+            a.epoch_end(_objective(torch.stack([mean_losses[i], mean_sharp[i]])))
+    return mean_losses, mean_sharp
+
+
+def epoch_row(tasks, mean_losses, mean_sharp, stats_sum: dict, n: int, loss_rule) -> dict:
+    """log.csv's training columns of one epoch: mean task losses and sharpness, the epoch means of
+    the Figure 2-3 statistics (step_statistics) and the loss rule's last task weights."""
+    row = {f"train_loss_{t.name}": float(s) for t, s in zip(tasks, mean_losses)}
+    row.update({f"sharpness_{t.name}": float(s) for t, s in zip(tasks, mean_sharp)})
+    row.update({k: float(v) / max(n, 1) for k, v in stats_sum.items()})
+    if loss_rule is not None and loss_rule.last_weights is not None:
+        row.update({f"weight_{t.name}": float(v) for t, v in zip(tasks, loss_rule.last_weights.detach().float().cpu().reshape(-1))})
+    return row
+
+
+def report(run, models, rule_steps, S: dict, test: dict) -> dict:
+    """metrics.json: the test metrics, the one model's point as the front and its hypervolume, the
+    variant and its settings, the per-epoch conflict fractions (Figure 3), the last epoch's training
+    sharpness, the seconds of the SAM steps, the plots (from log.csv) and the averaged test epochs.
+    Every report step is guarded, so that a finished training always writes metrics.json."""
+    from common.models import count_parameters
+
+    args, data, log_csv = run.args, run.data, run.path("log.csv")
+    plots = run.guarded("plots", plot_training, log_csv, run.out, data.task_names, default=[]) if os.path.isfile(log_csv) else []
+    log = run.guarded("log.csv", _read_log, log_csv, default=[])
     hv, hv_note = run.guarded("hypervolume", single_point_hypervolume, test, data.tasks, default=(None, None))
     name = {"stl": "F-STL", "ls": "F-LS"}.get(args.mode) or (
         "F-" + args.aggregator + ("" if args.mode == "individual" and args.aggregator != "ls" else f" ({args.mode})"))
-    result = run.finish({
+    return run.finish({
         "tasks": test, "hypervolume": hv,
         "front": [{"preference": None, "tasks": test}],  # one model: a single point
         "variant": name, "aggregator": args.aggregator, "mode": args.mode,
-        "rho_sh": args.rho_sh, "rho_ns": args.rho_ns, "adaptive": args.adaptive, "model": args.model,
+        "rho_sh": args.rho_sh, "rho_ns": args.rho_ns, "adaptive": args.adaptive,
         "unit_gradients": bool(args.unit_gradients),
         "clip_grad": rule_steps[0].max_norm,
         "conflict_fraction": {k: [float(r[k]) for r in log if r.get(k) not in (None, "")]
                               for k in ("conflict_loss", "conflict_flat", "conflict_sam", "conflict_intra")},
         "train_sharpness": run.guarded("train_sharpness", lambda: {t.name: float(log[-1][f"sharpness_{t.name}"]) for t in data.tasks})
         if log else None, "hypervolume_note": hv_note,
-        "sam_seconds": round(seconds_sam, 3), "plots": plots,
-        "test_epochs_averaged": [e + 1 for e, _ in tail] or None,
+        "sam_seconds": round(S["seconds_sam"], 3), "plots": plots,
+        "test_epochs_averaged": [e + 1 for e, _ in S["tail"]] or None,
         "parameters": sum(count_parameters(m.parameters()) for m in models)})
-    return result
 
 
 def single_point_hypervolume(test: dict, tasks) -> tuple[float | None, str | None]:

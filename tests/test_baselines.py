@@ -59,3 +59,25 @@ def test_log_grads_writes_the_avgnorm_diagnostics(tmp_path):
         assert -1.0 <= float(row[f"cos_{t}"]) <= 1.0 and float(row[f"grad_norm_{t}"]) > 0
     # LS: d = g_1 + g_2 on the last layer, so g_1.d + g_2.d = ||d||^2 > 0: at least one task pulls along d (one step)
     assert max(float(row["cos_left"]), float(row["cos_right"])) > 0
+
+
+def test_help_prints_the_defaults_table_and_config_records_the_resolved_values(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        baselines.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "every dataset: eval_every=1, log_grads=0" in text
+    assert "  toy                  epochs 50, batch 1, Adam lr 0.002, no schedule, select last\n" in text
+    assert "  celeba               epochs 15, batch 256, Adam lr 0.0003, no schedule, select best\n" in text
+    assert "famo: cityscapes gamma=0.01; nyuv2 gamma=0.001; celeba gamma=0.001" in text  # the rules' dataset settings
+    out = tmp_path / "dwa"
+    baselines.main(["--method", "dwa", "--dataset", "toy", "--max-steps", "2", "--out", str(out)] + FLAGS)
+    args = json.loads((out / "config.json").read_text())["args"]
+    assert (args["epochs"], args["batch_size"], args["lr"], args["select"], args["eval_every"], args["log_grads"]) == \
+        (50, 1, 0.002, "last", 1, 0)
+
+
+@pytest.mark.parametrize("flags", [["--eval-every", "0"], ["--log-grads", "-1"]])
+def test_bad_eval_every_and_log_grads_exit_2(flags):
+    with pytest.raises(SystemExit) as e:
+        baselines.parse_args(flags)
+    assert e.value.code == 2

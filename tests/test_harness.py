@@ -189,7 +189,7 @@ def test_scheduler_flag_overrides_the_dataset_default(tmp_path):
     cfg = json.load(open(out / "config.json"))
     assert cfg["args"]["scheduler"] == "step:1,0.5"
     assert len(list(csv.DictReader(open(out / "log.csv")))) == 2
-    opt = torch.load(out / "checkpoint.pt", weights_only=False)["state"]["opt"]
+    opt = torch.load(out / "checkpoint.pt", weights_only=True)["state"]["tracked"]["opt"]
     assert np.isclose(opt["param_groups"][0]["lr"], 1e-3 * 0.25)  # halved after each of the 2 epochs
 
 

@@ -71,8 +71,7 @@ def test_palora_holds_out_the_papers_validation_images(tmp_path):
 def sam_resolved(argv, tmp_path):
     args = sam_mtl.parse_args(argv + ["--out", str(tmp_path / "out"), "--quiet", "--no-progress"])
     sam_mtl.validate_method_args(args)
-    run = Run(args, "sam_mtl", sam_mtl.METHOD_DEFAULTS, load_data=False, own=sam_mtl.RESOLVED_HERE)
-    sam_mtl.resolve_method_defaults(args, run)
+    Run(args, "sam_mtl", sam_mtl.harness_defaults(), load_data=False)
     return args
 
 

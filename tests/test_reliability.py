@@ -62,7 +62,7 @@ def test_nan_loss_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
     assert "epoch 1 (step 10)" in msg
     blob = torch.load(out / "checkpoint.pt", weights_only=False)
     assert blob["epoch"] == 0 and blob["global_step"] == 10
-    assert all(torch.isfinite(v).all() for v in blob["state"]["model"].values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for v in blob["state"]["tracked"]["model"].values() if v.is_floating_point())
     with open(out / "log.csv") as fh:
         assert [r["epoch"] for r in csv.DictReader(fh)] == ["0"]  # no row for the diverged epoch
     assert not (out / "metrics.json").exists()

@@ -363,7 +363,7 @@ def test_baselines_resume_equals_an_uninterrupted_run(tmp_path, rule):
     torch.save(blob, buf)
     buf.seek(0)
     state = torch.load(buf, weights_only=True)["state"]  # the method's state, the rule's included
-    assert state["rule"]["rule"]["rule"] == rule and rng is not None
+    assert state["tracked"]["rule"]["rule"]["rule"] == rule and rng is not None
     baselines.main(common + ["--epochs", "4", "--out", str(b), "--resume"])
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
     assert mb["steps"] == ma["steps"] == 16

@@ -3,6 +3,7 @@ aggregation variants of Tables 5-7, and end-to-end runs on multimnist-lite and a
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import subprocess
@@ -351,11 +352,12 @@ def test_end_to_end_f_stl_and_each_aggre_on_toy(tmp_path):
     # losses: the suite's one hypervolume rule, reference 1 per loss (common.metrics.HV_REFERENCE["toy"])
     losses = [[res["tasks"][t]["loss"] for t in ("l1", "l2")]]
     assert res["mode"] == "each-aggre" and res["hypervolume"] == pytest.approx(hypervolume(losses, [1.0, 1.0]))
-    ck = torch.load(out / "checkpoint.pt", weights_only=False)["state"]  # the rules' state_dicts: loss, each[0], each[1]
-    assert len(ck["aggs"]) == 3 and all((a["log_vars"] != 0).any() for a in ck["aggs"])  # UW's s is trained
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)["state"]["tracked"]  # the rules' state_dicts: loss, each[0], each[1]
+    rules = [ck["rule0"]["rule"], ck["each0"], ck["each1"]]
+    assert all((a["log_vars"] != 0).any() for a in rules)  # UW's s is trained
     out, res = run_main(tmp_path, "famo", "--dataset", "toy", "--aggregator", "famo", "--max-steps", "3")
-    ck = torch.load(out / "checkpoint.pt", weights_only=False)["state"]
-    assert (ck["aggs"][0]["logits"] != 0).any()  # FAMO's logits move after each step (post_step)
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)["state"]["tracked"]
+    assert (ck["rule0"]["rule"]["logits"] != 0).any()  # FAMO's logits move after each step (post_step)
 
 
 def test_end_to_end_f_ls_is_the_default_mode_of_ls(tmp_path):
@@ -427,3 +429,50 @@ def test_celeba_tiny_files_write_metrics_json_with_40_objective_hypervolume(tmp_
         assert m["hypervolume"] == 0 and "at the reference point" in m["hypervolume_note"]
     assert hypervolume([[0.5] * 40], [0.0] * 40, maximize=True) == pytest.approx(0.5 ** 40)
     assert m["finish_errors"] == ["plots: RuntimeError: no display"] and m["plots"] == []
+
+
+def test_help_prints_the_defaults_table_and_config_records_the_resolved_values(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        sam_mtl.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "every dataset: rho_sh=0.05, rho_ns=0.05, adaptive=False, unit_gradients=False, average_last=1, eval_every=1" in text
+    assert "  toy                  epochs 50, batch 1, Adam lr 0.002, no schedule, select last\n" in text
+    assert ("  nyuv2                epochs 200, batch 2, Adam lr 0.0001, StepLR(step 100, gamma 0.5), select last, augment; "
+            "model=mtan, rho_sh=2, rho_ns=2, adaptive=True, average_last=10, unit_gradients=on for F-MGDA") in text
+    assert "--aggregator  pcgrad; ls with --mode ls, none with --mode stl" in text  # the flags settled before the table
+    out, _ = run_main(tmp_path, "cfg", "--dataset", "toy", "--aggregator", "mgda", "--max-steps", "1")
+    args = json.loads((out / "config.json").read_text())["args"]
+    assert {k: args[k] for k in ("epochs", "lr", "select", "mode", "rho_sh", "rho_ns", "adaptive", "unit_gradients",
+                                 "average_last", "eval_every")} == \
+        {"epochs": 50, "lr": 0.002, "select": "last", "mode": "individual", "rho_sh": 0.05, "rho_ns": 0.05,
+         "adaptive": False, "unit_gradients": False, "average_last": 1, "eval_every": 1}
+
+
+@pytest.mark.parametrize("flags,radii", [([], (0.05, 0.05)), (["--dataset", "celeba"], (2.0, 2.0)),
+                                         (["--rho", "0.3"], (0.3, 0.3)), (["--rho", "0.3", "--rho-ns", "0.1"], (0.3, 0.1)),
+                                         (["--mode", "stl", "--rho-ns", "0.2"], (0.2, 0.2)),
+                                         (["--aggregator", "ls", "--rho-sh", "0.4"], (0.4, 0.4)),
+                                         (["--rho-sh", "0.4"], (0.4, 0.05))])
+def test_radii_from_rho_the_mode_and_the_table(tmp_path, flags, radii):
+    from common.train import Run
+
+    args = sam_mtl.parse_args(flags + ["--out", str(tmp_path / "o"), "--quiet", "--no-progress"])
+    sam_mtl.validate_method_args(args)
+    Run(args, "sam_mtl", sam_mtl.harness_defaults(), load_data=False)
+    assert (args.rho_sh, args.rho_ns) == radii
+
+
+@pytest.mark.parametrize("flags", [["--aggregator", "dwa", "--mode", "second-aggre", "--average-last", "2"],
+                                   ["--mode", "stl", "--select", "best"]])
+def test_resume_equals_an_uninterrupted_run(tmp_path, flags):
+    """DWA's loss histories (loss, flat and second sub-problems), F-STL's per-task best models and the
+    averaged last epochs all come back from the checkpoint; a --resume with more --epochs moves the
+    averaging window to the new last epochs."""
+    common = ["--dataset", "toy", "--batch-size", "500", *flags]  # 2 steps per epoch
+    _, a = run_main(tmp_path, "a", *common, "--epochs", "3")
+    run_main(tmp_path, "b", *common, "--epochs", "2")
+    _, b = run_main(tmp_path, "b", *common, "--epochs", "3", "--resume")
+    assert b["steps"] == a["steps"] == 6 and b["tasks"] == a["tasks"]
+    assert b["test_epochs_averaged"] == a["test_epochs_averaged"] == ([2, 3] if "--average-last" in flags else None)
+    rows = [[{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(open(tmp_path / d / "log.csv"))] for d in "ab"]
+    assert rows[0] == rows[1]
