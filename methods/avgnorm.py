@@ -200,7 +200,6 @@ def _usage(message: str) -> Exception:
 # own, the same everywhere: the last shared layer (paper, section V-F 5), recomputed every step,
 # clipping off (Table IX).
 DEFAULTS = {"*": {"grad_on": "last", "every": 1, "eps": 1e-8, "clip_grad": 0.0}}
-METHOD_DEFAULTS = DEFAULTS  # the name reproduce/benchmark.py reads
 PAPER_GRID = "1,2,5,10,50"  # the values of the paper's searched weights (Tables VI, VII; appendix)
 
 

@@ -376,7 +376,6 @@ DEFAULTS: dict[str, dict] = {
     "cityscapes": dict(epochs=100, batch_size=8, lr=2e-4, scheduler=(75, 0.5), window=3, lam=1.0, p=5.0,
                        balancing="grad", eval_every=20),
 }
-METHOD_DEFAULTS = DEFAULTS  # the name reproduce/benchmark.py reads
 GRID_MAX_TASKS = 3  # simplex grids for T <= 3; beyond that the members and the centre
 TABLE = "(default: per dataset, see the table below)"
 

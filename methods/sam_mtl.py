@@ -451,7 +451,6 @@ DEFAULTS = {
     "nyuv2": dict(_SCENE, batch_size=2, lr=1e-4),
     "cityscapes": dict(_SCENE, batch_size=2, lr=2e-4),
 }
-METHOD_DEFAULTS = DEFAULTS  # the name reproduce/benchmark.py reads
 SETTLED_FIRST = """settled before the table, as they read each other (validate_method_args):
   --mode        individual; ls with --aggregator ls
   --aggregator  pcgrad; ls with --mode ls, none with --mode stl

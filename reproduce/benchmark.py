@@ -251,9 +251,8 @@ class Bench:
         return task_losses(self.data, outputs, self.ys).float()
 
     def defaults(self, module) -> dict:
-        """The method file's defaults table (DEFAULTS, or METHOD_DEFAULTS in a file not yet converted)
-        for this shape's dataset ("*" first)."""
-        table = getattr(module, "DEFAULTS", None) or getattr(module, "METHOD_DEFAULTS", {})
+        """The method file's defaults table (DEFAULTS) for this shape's dataset ("*" first)."""
+        table = getattr(module, "DEFAULTS", {})
         d = dict(table.get("*", {}))
         d.update(table.get(self.spec["dataset"], {}))
         return d
