@@ -527,7 +527,12 @@ def load_endpoint(path: str, model: nn.Module) -> dict:
     from common.device import UsageError
 
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # the suite's checkpoints hold tensors and plain values only
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a file of older code that pickles objects: the user named it, so read it as before
+            if "eights only load" not in str(e):
+                raise
+            blob = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
         raise UsageError(f"--endpoint-ckpt: cannot read {path} ({type(e).__name__})")
     sd = blob

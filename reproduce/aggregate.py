@@ -545,6 +545,19 @@ def analytic_front(c: float) -> np.ndarray:
     return _FRONTS[c]
 
 
+def toy_trajectory(checkpoint: str):
+    """The loss trajectory a PML toy run saved in its checkpoint (run.values "traj": one
+    (25 pairs, 2 members, 2 losses) array per logged step), as one (steps, 25, 2, 2) array; None
+    when the file is missing or holds none (then the figure shows the subspaces only)."""
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state"]
+        return np.array([np.asarray(t) for t in state["values"]["traj"]])
+    except (OSError, KeyError, TypeError, RuntimeError):
+        return None
+
+
 def plot_toy(ep, datas, path, smoke):
     """PML Figures 7-14: one panel per initialisation pair (5 x 5): the final subspace (dashed) and,
     for the trajectory figures, each member's path in objective space; the analytic front in light blue."""
@@ -567,11 +580,7 @@ def plot_toy(ep, datas, path, smoke):
         traj = None
         if view == "trajectories":
             job = next(iter(bp.rows[0].jobs.values()))
-            try:
-                blob = torch.load(os.path.join(job.out, "checkpoint.pt"), map_location="cpu", weights_only=False)
-                traj = np.array([np.asarray(t) for t in blob["state"]["traj"]])  # (steps, 25, 2 members, 2 losses)
-            except Exception:
-                traj = None
+            traj = toy_trajectory(os.path.join(job.out, "checkpoint.pt"))
         a = torch.linspace(0, 1, 101, dtype=torch.float64)
         for q, (ax, pair) in enumerate(zip(axes.flat, m["pairs"])):
             th = torch.tensor(pair["members"], dtype=torch.float64)  # (2 members, 2 params)

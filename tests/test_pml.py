@@ -357,6 +357,10 @@ def test_toy_end_to_end_writes_trajectories_and_coverage(tmp_path, monkeypatch):
     assert 0 <= m["coverage"]["mean"] <= 1 and 0 <= m["coverage"]["recovered_pairs"] <= 25
     assert np.isfinite(m["hypervolume"]) and m["hypervolume_analytic_front"] > 0
     assert m["front"][0]["preference"] == [1.0, 0.0]
+    from reproduce.aggregate import toy_trajectory  # what PML Figs. 7-14 of run_all.sh draw
+
+    traj = toy_trajectory(str(out / "checkpoint.pt"))
+    assert traj is not None and traj.shape[1:] == (25, 2, 2) and len(traj) >= 2 and np.isfinite(traj).all()
 
 
 # ------------------------------------------------------------------------------------------------
