@@ -350,12 +350,14 @@ def order_groups(labels: np.ndarray, A: np.ndarray | None) -> tuple[list[int], l
 # folders) from common/, imported when a runner function is called, never when the module is imported.
 
 
-class Later:
-    """A default computed from the run once its data is loaded (common.train.Derived, made when the
-    runner starts: the table must not import common/ when the module is imported)."""
+def _curve_epochs(args, data):
+    """--epochs"""
+    return args.epochs
 
-    def __init__(self, text: str, fn):
-        self.text, self.fn = text, fn
+
+def _dataset_backbone(args, data):
+    """the dataset's backbone"""
+    return data.default_model if data is not None else None
 
 
 # What every flag left unset resolves to (common.train.resolved_defaults: the harness's per-dataset
@@ -369,8 +371,7 @@ class Later:
 # long as the curve; model: the dataset's backbone unless named.
 DEFAULTS = {
     "*": dict(control_points=3, grid=21, eval_t="val", warmup_epochs=1, select="last",
-              endpoint_epochs=Later("--epochs", lambda args, data: args.epochs),
-              model=Later("the dataset's backbone", lambda args, data: data.default_model)),
+              endpoint_epochs=_curve_epochs, model=_dataset_backbone),
     "multimnist-lite": dict(epochs=10, batch_size=256, lr=1e-3),
     "multimnist": dict(epochs=10, batch_size=256, lr=1e-3),
     "multifashion": dict(epochs=10, batch_size=256, lr=1e-3),
@@ -394,21 +395,12 @@ def _harness() -> None:
         sys.exit(2)
 
 
-def defaults() -> dict:
-    """DEFAULTS as the harness reads it (its `Later` entries as common.train.Derived)."""
-    _harness()
-    from common.train import Derived
-
-    return {ds: {k: Derived(v.text, v.fn) if isinstance(v, Later) else v for k, v in row.items()}
-            for ds, row in DEFAULTS.items()}
-
-
 def parse_args(argv=None):
     _harness()
     from common.train import base_parser, defaults_table
 
     p = base_parser("extra_nurbs", __doc__)
-    p.epilog = defaults_table(defaults())
+    p.epilog = defaults_table(DEFAULTS)
     table = "(default: per dataset, see the table below)"
     g = p.add_argument_group("EXTRA: stage 1, the endpoints")
     g.add_argument("--endpoints", nargs="+", default=["ls"], metavar="RULE",
@@ -519,7 +511,7 @@ def staged_run(args):
     the number of phases (the module docstring)."""
     from common.train import Run
 
-    return Run(args, "extra_nurbs", defaults())
+    return Run(args, "extra_nurbs", DEFAULTS)
 
 
 def load_endpoint(path: str, model: nn.Module) -> dict:

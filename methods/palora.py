@@ -378,7 +378,7 @@ def per_task(args, data) -> float:
 # ----------------------------------------------------------------------------------------------
 # Defaults per dataset (sources: the paper's App. A and section 5, the official configs
 # configs/experiment/<dataset>/{<dataset>.yaml,method/palora.yaml}, REFERENCE_NOTES.md). A function
-# value is computed from the run's data (`method_defaults` makes it a harness Derived).
+# value is computed by Run from the run's data (its docstring is the --help text).
 # ----------------------------------------------------------------------------------------------
 DEFAULTS = {
     # paper App. A: rank 1, scaling alpha and T_max picked on validation; official lora_alpha 1, mul 5;
@@ -424,13 +424,13 @@ RESOLVED = ("rank", "scaling", "num_prefs", "schedule", "temperature", "balance"
 
 def method_defaults(expansion: bool = False) -> dict:
     """The table a run resolves its unset flags from: DEFAULTS, or for a Pareto expansion DEFAULTS with
-    EXPANSION_DEFAULTS on top, dataset by dataset; a function value becomes a Derived (its docstring is the help text)."""
-    H = _harness()
+    EXPANSION_DEFAULTS on top, dataset by dataset (a function value is computed by Run from the data;
+    its docstring is the --help text)."""
     table = {ds: dict(row) for ds, row in DEFAULTS.items()}
     if expansion:
         for ds in set(DEFAULTS) | set(EXPANSION_DEFAULTS):
             table[ds] = {**table.get(ds, {}), **EXPANSION_DEFAULTS["*"], **EXPANSION_DEFAULTS.get(ds, {})}
-    return {ds: {k: H.Derived(v.__doc__, v) if callable(v) else v for k, v in row.items()} for ds, row in table.items()}
+    return table
 
 
 def parse_args(argv=None):

@@ -435,8 +435,8 @@ def f_mgda_unit_gradients(args, data) -> bool:
 
 # The defaults of every flag left unset (--help prints them over the suite's per-dataset training
 # settings; the sources are in the module docstring). A function value is a default computed from
-# other flags (harness_defaults). --mode, --aggregator and --rho read each other and are settled
-# before the table applies (validate_method_args; SETTLED_FIRST below).
+# other flags: Run calls it, --help prints its docstring. --mode, --aggregator and --rho read each
+# other and are settled before the table applies (validate_method_args; SETTLED_FIRST below).
 _MNIST_FAMILY = dict(model="resnet18", epochs=200, batch_size=256, lr=1e-3, scheduler=None,
                      rho_sh=2.0, rho_ns=2.0, adaptive=True)
 _SCENE = dict(model="mtan", epochs=200, scheduler=(100, 0.5), rho_sh=2.0, rho_ns=2.0, adaptive=True, average_last=10,
@@ -459,15 +459,6 @@ SETTLED_FIRST = """settled before the table, as they read each other (validate_m
 TABLE = "(default: per dataset, see the table below)"
 
 
-def harness_defaults() -> dict:
-    """DEFAULTS as common.train reads it: a function value becomes a Derived, its docstring the --help
-    text (the table itself needs no import of the harness, like the rest of this file)."""
-    _common()
-    from common.train import Derived
-
-    return {ds: {k: Derived(v.__doc__, v) if callable(v) else v for k, v in row.items()} for ds, row in DEFAULTS.items()}
-
-
 def make_aggregators(name: str, num_tasks: int, mode: str, dataset: str | None = None, **hyper) -> SimpleNamespace:
     """rules_for(mode) with the suite's rule `name` (common/aggregators.py), applied by its `aggregate`."""
     _common()
@@ -487,7 +478,7 @@ def parse_args(argv=None):
     from common.train import base_parser, defaults_table
 
     p = base_parser("sam_mtl", __doc__ + "\nAggregation rules and their defaults:\n" + describe())
-    p.epilog = defaults_table(harness_defaults(), title="SAM-MTL defaults") + "\n" + SETTLED_FIRST
+    p.epilog = defaults_table(DEFAULTS, title="SAM-MTL defaults") + "\n" + SETTLED_FIRST
     g = p.add_argument_group("SAM-MTL options")
     g.add_argument("--aggregator", default=None, choices=sorted(AGGREGATORS),
                    help="the gradient aggregation rule Agg of Algorithm 1 line 7 (default pcgrad -> F-PCGrad; "
@@ -621,7 +612,7 @@ def main(argv=None):
     from common.train import Best, Run, bn_frozen, flat_metrics
 
     validate_method_args(args)  # --mode, --aggregator and --rho, before the table fills the rest
-    run = Run(args, "sam_mtl", harness_defaults())
+    run = Run(args, "sam_mtl", DEFAULTS)
     data, T, dev = run.data, run.data.num_tasks, run.device
     stl, single = args.mode == "stl", args.mode in SINGLE_OBJECTIVE  # F-STL / F-LS: plain SAM, no aggregator
     models, aggs, rule_steps, opts = build(run)

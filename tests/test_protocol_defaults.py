@@ -71,7 +71,7 @@ def test_palora_holds_out_the_papers_validation_images(tmp_path):
 def sam_resolved(argv, tmp_path):
     args = sam_mtl.parse_args(argv + ["--out", str(tmp_path / "out"), "--quiet", "--no-progress"])
     sam_mtl.validate_method_args(args)
-    Run(args, "sam_mtl", sam_mtl.harness_defaults(), load_data=False)
+    Run(args, "sam_mtl", sam_mtl.DEFAULTS, load_data=False)
     return args
 
 

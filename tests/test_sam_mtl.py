@@ -458,7 +458,7 @@ def test_radii_from_rho_the_mode_and_the_table(tmp_path, flags, radii):
 
     args = sam_mtl.parse_args(flags + ["--out", str(tmp_path / "o"), "--quiet", "--no-progress"])
     sam_mtl.validate_method_args(args)
-    Run(args, "sam_mtl", sam_mtl.harness_defaults(), load_data=False)
+    Run(args, "sam_mtl", sam_mtl.DEFAULTS, load_data=False)
     assert (args.rho_sh, args.rho_ns) == radii
 
 
