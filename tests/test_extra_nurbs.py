@@ -353,15 +353,16 @@ def test_end_to_end_both_stages_front_and_delta_m(tmp_path, monkeypatch):
     assert float(rows[-1]["objective"]) > 0 and float(rows[-1]["R_o"]) > 0
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
-    flags = ["--dataset", "tiny2", "--epochs", "2", "--endpoint-epochs", "1", "--endpoints", "stl", "--curve", "bezier", "--grid", "3"] + FAST
+def _full_then_interrupted_and_resumed(flags, tmp_path, monkeypatch, stop_at_call: int):
+    """Run `flags` whole (into full/), then again into cut/ stopped by Ctrl-C at the `stop_at_call`-th
+    evaluation of the curve objective, then --resume it; returns both metrics.json."""
     ex.main(flags + ["--out", str(tmp_path / "full")])
     calls = {"n": 0}
     real = ex.extra_objective
 
     def interrupted(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 5:  # second step of the curve's second epoch
+        if calls["n"] == stop_at_call:
             raise KeyboardInterrupt
         return real(*a, **k)
 
@@ -370,7 +371,13 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
         ex.main(flags + ["--out", str(tmp_path / "cut")])
     monkeypatch.setattr(ex, "extra_objective", real)
     ex.main(flags + ["--out", str(tmp_path / "cut"), "--resume"])
-    a, b = read_json(tmp_path / "full" / "metrics.json"), read_json(tmp_path / "cut" / "metrics.json")
+    return read_json(tmp_path / "full" / "metrics.json"), read_json(tmp_path / "cut" / "metrics.json")
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    flags = ["--dataset", "tiny2", "--epochs", "2", "--endpoint-epochs", "1", "--endpoints", "stl", "--curve", "bezier", "--grid", "3"] + FAST
+    # stopped at the second step of the curve's second epoch
+    a, b = _full_then_interrupted_and_resumed(flags, tmp_path, monkeypatch, stop_at_call=5)
     assert a["front"] == b["front"] and a["steps"] == b["steps"] == 12
     rows = list(csv.DictReader(open(tmp_path / "cut" / "log.csv")))
     assert [r["phase"] for r in rows] == ["endpoint1", "endpoint2", "curve", "curve"]
@@ -384,18 +391,7 @@ def test_resume_at_a_phase_boundary_equals_uninterrupted_run(tmp_path, monkeypat
     # resumed curve must start from its own seed (the bug: the harness restored the random streams saved
     # at the end of endpoint 2 when the curve's first epoch began, so t1, t2 differed)
     flags = ["--dataset", "tiny2", "--epochs", "1", "--curve", "bezier", "--grid", "3"] + FAST
-    ex.main(flags + ["--out", str(tmp_path / "full")])
-    real = ex.extra_objective
-
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(ex, "extra_objective", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        ex.main(flags + ["--out", str(tmp_path / "cut")])
-    monkeypatch.setattr(ex, "extra_objective", real)
-    ex.main(flags + ["--out", str(tmp_path / "cut"), "--resume"])
-    a, b = read_json(tmp_path / "full" / "metrics.json"), read_json(tmp_path / "cut" / "metrics.json")
+    a, b = _full_then_interrupted_and_resumed(flags, tmp_path, monkeypatch, stop_at_call=1)
     assert a["front"] == b["front"] and a["steps"] == b["steps"] == 9
 
 
